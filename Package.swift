@@ -1,0 +1,84 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "Manx",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "manxd", targets: ["manxd"]),
+        .executable(name: "bpfctl", targets: ["bpfctl"]),
+        .executable(name: "manx-probe", targets: ["manx-probe"]),
+        .executable(name: "manx-conformance", targets: ["manx-conformance"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // libbpf, found with pkg-config. Only ManxBPF imports it.
+        .systemLibrary(
+            name: "CLibBPF",
+            pkgConfig: "libbpf",
+            providers: [.apt(["libbpf-dev", "libelf-dev", "zlib1g-dev"])]
+        ),
+        // The one C header that defines every map layout shared by the BPF
+        // programs and Swift (bpf/include/manx/maps.h).
+        .target(
+            name: "ManxMapLayout",
+            path: "bpf",
+            exclude: ["progs", "lib"],
+            sources: ["layout"],
+            publicHeadersPath: "include"
+        ),
+        // Compiles bpf/progs/*.c with clang -target bpf and embeds the objects.
+        .plugin(name: "BPFCompilerPlugin", capability: .buildTool()),
+        .target(name: "ManxBPFObjects", plugins: ["BPFCompilerPlugin"]),
+        // The thin typed libbpf layer: the only code that touches raw pointers.
+        .target(name: "ManxBPF", dependencies: ["CLibBPF"]),
+        // Resources (Kubernetes and Calico kinds), YAML decoding, validation.
+        .target(name: "ManxModel", dependencies: ["Yams"]),
+        // Label selectors.
+        .target(name: "ManxSelectors"),
+        // Policy -> identities, rule sets, decision tables (pure Swift).
+        .target(name: "ManxCompiler", dependencies: ["ManxModel", "ManxSelectors", "ManxMapLayout"]),
+        // Typed maps, program attachment, applying compiled state to the kernel.
+        .target(
+            name: "ManxDataplane",
+            dependencies: ["ManxBPF", "ManxBPFObjects", "ManxMapLayout", "ManxCompiler"]
+        ),
+        // The directory-of-YAML datastore and its watcher.
+        .target(name: "ManxDatastore", dependencies: ["ManxModel"]),
+        // The node daemon's logic.
+        .target(
+            name: "ManxDaemon",
+            dependencies: [
+                "ManxDatastore", "ManxCompiler", "ManxDataplane",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "manxd",
+            dependencies: ["ManxDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "bpfctl",
+            dependencies: [
+                "ManxDataplane", "ManxDatastore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Real TCP/UDP/SCTP servers and probes for the conformance runner.
+        .executableTarget(name: "manx-probe"),
+        .target(name: "ManxConformance", dependencies: ["ManxModel", "ManxDatastore"]),
+        .executableTarget(
+            name: "manx-conformance",
+            dependencies: ["ManxConformance", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout"]),
+        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,84 @@
+// manx-probe: serves and probes real TCP/UDP/SCTP traffic between network
+// namespaces for the Manx policy-conformance runner.
+//
+//   manx-probe serve --ports 80,81 [--ready-file PATH]
+//   manx-probe probe [--timeout-ms 1500] tcp:IP:PORT udp:IP:PORT sctp:IP:PORT ...
+//
+// Arguments are parsed by hand to keep the binary dependency-free.
+import Glibc
+
+let usageText = """
+    usage: manx-probe serve --ports P1,P2,... [--ready-file PATH]
+           manx-probe probe [--timeout-ms MS] (tcp|udp|sctp):IPv4:PORT...
+    """
+
+func usage(_ problem: String) -> Never {
+    eprint("manx-probe: \(problem)\n\(usageText)")
+    exit(2)
+}
+
+/// Ports must be 1...65535; port 0 would mean "any" to bind() and is never a valid target.
+func parsePort(_ s: Substring) -> UInt16? {
+    guard let p = UInt16(s), p != 0 else { return nil }
+    return p
+}
+
+/// Parses `proto:IP:PORT`; the original text is kept so output echoes the input verbatim.
+func parseTarget(_ text: String) -> Target? {
+    let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+    guard parts.count == 3, let proto = Proto(rawValue: String(parts[0])),
+          let ip = parseIPv4(String(parts[1])), let port = parsePort(parts[2]) else { return nil }
+    return Target(text: text, proto: proto, ip: ip, port: port)
+}
+
+var args = Array(CommandLine.arguments.dropFirst())
+guard !args.isEmpty else { usage("missing command") }
+let command = args.removeFirst()
+
+/// Returns the value following an option flag, or fails with usage.
+func optionValue(_ flag: String, _ rest: inout [String]) -> String {
+    guard !rest.isEmpty else { usage("\(flag) needs a value") }
+    return rest.removeFirst()
+}
+
+switch command {
+case "serve":
+    var ports: [UInt16] = []
+    var readyFile: String?
+    while !args.isEmpty {
+        let flag = args.removeFirst()
+        switch flag {
+        case "--ports":
+            for item in optionValue(flag, &args).split(separator: ",", omittingEmptySubsequences: false) {
+                guard let p = parsePort(item) else { usage("bad port '\(item)'") }
+                if !ports.contains(p) { ports.append(p) }
+            }
+        case "--ready-file":
+            readyFile = optionValue(flag, &args)
+        default:
+            usage("unknown serve argument '\(flag)'")
+        }
+    }
+    guard !ports.isEmpty else { usage("serve needs --ports") }
+    serve(ports: ports, readyFile: readyFile)
+
+case "probe":
+    var timeoutMs = 1500
+    var targets: [Target] = []
+    while !args.isEmpty {
+        let arg = args.removeFirst()
+        if arg == "--timeout-ms" {
+            guard let t = Int(optionValue(arg, &args)), t > 0 else { usage("bad --timeout-ms") }
+            timeoutMs = t
+        } else if let target = parseTarget(arg) {
+            targets.append(target)
+        } else {
+            usage("bad target '\(arg)' (want tcp|udp|sctp:IPv4:PORT)")
+        }
+    }
+    guard !targets.isEmpty else { usage("probe needs at least one target") }
+    probe(targets, timeoutMs: timeoutMs)
+
+default:
+    usage("unknown command '\(command)'")
+}

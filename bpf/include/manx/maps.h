@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one definition of every map layout shared between the BPF programs
+ * and the Swift control plane. Swift imports this header (module
+ * ManxMapLayout) and its tests assert the sizes and offsets below, so a
+ * change here that is not mirrored fails the build's tests, not production.
+ *
+ * Byte order: addresses and ports are kept in network byte order, exactly
+ * as they appear in the packet, so the fast path never converts them.
+ */
+#ifndef MANX_MAPS_H
+#define MANX_MAPS_H
+
+#include <linux/types.h>
+
+/* Map names (also the pin file names under the pin root). */
+#define MANX_MAP_ENDPOINTS   "manx_endpoints"
+#define MANX_MAP_IPCACHE     "manx_ipcache"
+#define MANX_MAP_POLICY      "manx_policy"
+#define MANX_MAP_CONNTRACK   "manx_ct"
+#define MANX_MAP_COUNTERS    "manx_counters"
+#define MANX_MAP_RULE_HITS   "manx_rule_hits"
+#define MANX_MAP_EVENTS      "manx_events"
+#define MANX_MAP_XDP_DENY    "manx_xdp_deny"
+
+#define MANX_ENDPOINTS_MAX   65536
+#define MANX_IPCACHE_MAX     1048576
+#define MANX_POLICY_MAX      4194304
+#define MANX_CT_MAX          524288
+#define MANX_RULE_HITS_MAX   1048576
+#define MANX_EVENTS_BYTES    (1 << 20)
+#define MANX_XDP_DENY_MAX    65536
+
+/* ---- Endpoints: key __u32 ifindex of the host-side interface ------------ */
+
+/* Rule set 0 means "not isolated in this direction": everything allowed. */
+#define MANX_RULESET_ALLOW_ALL 0
+
+struct manx_endpoint {
+	__u32 ingress_ruleset; /* policy applied to traffic towards the workload */
+	__u32 egress_ruleset;  /* policy applied to traffic from the workload */
+	__u32 identity;        /* the workload's own identity */
+	__u32 flags;           /* MANX_EP_F_* */
+};
+
+#define MANX_EP_F_LOG_ALLOWED (1U << 0) /* emit flow events for allowed new flows */
+
+/* ---- IP cache: LPM trie, IPv4 prefix -> identity ------------------------ */
+
+/* Reserved identities. Compiled identities start at MANX_IDENTITY_FIRST. */
+#define MANX_IDENTITY_UNKNOWN 0
+#define MANX_IDENTITY_HOST    1
+#define MANX_IDENTITY_WORLD   2
+#define MANX_IDENTITY_FIRST   16
+
+struct manx_ipcache_key {
+	__u32 prefixlen; /* LPM prefix length in bits, 0..32 */
+	__be32 addr;
+};
+
+struct manx_ipcache_value {
+	__u32 identity;
+	__be32 tunnel_endpoint; /* node address for remote workloads, 0 if local */
+	__u32 flags;            /* MANX_IPC_F_* */
+};
+
+#define MANX_IPC_F_LOCAL_WORKLOAD (1U << 0)
+
+/* ---- Policy decision table: LPM trie ------------------------------------ */
+/*
+ * Key fields are matched most significant first: rule set, peer identity,
+ * IP protocol, then the destination port. The compiler splits port ranges
+ * into prefixes, so one lookup finds the most specific of:
+ *   {ruleset}                      the rule set's default (prefixlen 32)
+ *   {ruleset, identity}            this peer, any other protocol (64)
+ *   {ruleset, identity, proto}     this peer and protocol, any port (80)
+ *   {ruleset, identity, proto, port/N}  a port range (80 + N)
+ * For ICMP the port field holds the type (high byte) and code (low byte),
+ * in the same order as the ICMP header, so "type only" is a /8 port prefix.
+ * The pad byte is always zero and is covered by the proto prefix.
+ */
+struct manx_policy_key {
+	__u32 prefixlen;
+	__be32 ruleset;
+	__be32 identity;
+	__u8 proto;
+	__u8 pad;
+	__be16 port;
+};
+
+#define MANX_POLICY_PREFIX_RULESET  32
+#define MANX_POLICY_PREFIX_IDENTITY 64
+#define MANX_POLICY_PREFIX_PROTO    80
+#define MANX_POLICY_PREFIX_FULL     96
+
+enum manx_verdict {
+	MANX_VERDICT_DENY = 0,
+	MANX_VERDICT_ALLOW = 1,
+};
+
+struct manx_policy_value {
+	__u32 rule_id; /* index into the compiler's rule table (counters, flow logs) */
+	__u8 verdict;  /* enum manx_verdict */
+	__u8 flags;    /* MANX_POL_F_* */
+	__u16 pad;
+};
+
+#define MANX_POL_F_LOG (1U << 0) /* a Log rule matched on the way */
+
+/* Rule ids below this are reserved for built-in decisions. */
+#define MANX_RULE_NONE            0 /* no policy: endpoint not isolated */
+#define MANX_RULE_DEFAULT_DENY    1 /* isolated and nothing matched */
+#define MANX_RULE_FIRST           16
+
+/* ---- Conntrack: LRU hash, normalised 5-tuple ---------------------------- */
+/*
+ * Both directions of a flow share one entry: the side with the lower
+ * (address, port) is "a". Each leg keeps the rule set that approved it, so
+ * a policy change (a new rule set id) makes the next packet re-evaluate.
+ */
+struct manx_ct_key {
+	__be32 addr_a;
+	__be32 addr_b;
+	__be16 port_a;
+	__be16 port_b;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+enum manx_ct_leg {
+	MANX_CT_LEG_SRC = 0, /* the originator's egress policy */
+	MANX_CT_LEG_DST = 1, /* the destination's ingress policy */
+};
+
+struct manx_ct_value {
+	__u64 created_ns;
+	__u64 last_seen_ns;
+	__u64 packets;
+	__u64 bytes;
+	__u32 approved_ruleset[2]; /* by enum manx_ct_leg, valid if MANX_CT_F_APPROVED_* */
+	__be16 policy_port;        /* the port (or ICMP type/code) policy was checked on */
+	__u8 flags;                /* MANX_CT_F_* */
+	__u8 pad;
+	__u32 rule_id[2];          /* the rule that approved each leg */
+};
+
+#define MANX_CT_F_ORIG_IS_A     (1U << 0) /* "a" is the flow's originator */
+#define MANX_CT_F_APPROVED_SRC  (1U << 1)
+#define MANX_CT_F_APPROVED_DST  (1U << 2)
+#define MANX_CT_F_SEEN_REPLY    (1U << 3)
+#define MANX_CT_F_FIN_ORIG      (1U << 4)
+#define MANX_CT_F_FIN_REPLY     (1U << 5)
+#define MANX_CT_F_RST           (1U << 6)
+
+/* Idle timeouts, in seconds. A closed TCP flow lingers briefly for late ACKs. */
+#define MANX_CT_TIMEOUT_TCP_SYN     30
+#define MANX_CT_TIMEOUT_TCP_EST     7200
+#define MANX_CT_TIMEOUT_TCP_CLOSED  10
+#define MANX_CT_TIMEOUT_UDP         60
+#define MANX_CT_TIMEOUT_OTHER       30
+
+/* ---- Per-endpoint counters: per-CPU hash -------------------------------- */
+
+enum manx_direction {
+	MANX_DIR_INGRESS = 0, /* towards the workload */
+	MANX_DIR_EGRESS = 1,  /* from the workload */
+};
+
+struct manx_counters_key {
+	__u32 ifindex;
+	__u32 direction; /* enum manx_direction */
+};
+
+enum manx_counter {
+	MANX_CNT_ALLOW_NEW = 0,      /* new flow allowed by a policy lookup */
+	MANX_CNT_ALLOW_CT,           /* allowed by conntrack, no policy lookup */
+	MANX_CNT_ALLOW_NON_IP,       /* ARP and other non-IP frames */
+	MANX_CNT_DROP_POLICY,        /* a Deny rule matched */
+	MANX_CNT_DROP_DEFAULT,       /* isolated, no rule matched */
+	MANX_CNT_DROP_MALFORMED,     /* truncated or invalid headers */
+	MANX_CNT_DROP_IPV6,          /* IPv6 is not supported yet: fail closed */
+	MANX_CNT_DROP_FRAGMENT,      /* non-first IPv4 fragment: no ports to police */
+	MANX_CNT_DROP_NO_ENDPOINT,   /* program attached but endpoint unknown */
+	MANX_CNT_BYTES,              /* bytes of all allowed packets */
+	MANX_CNT_MAX,
+};
+
+struct manx_counters {
+	__u64 value[MANX_CNT_MAX];
+};
+
+/* ---- Per-rule hit counters: per-CPU hash, key __u32 rule_id ------------- */
+
+struct manx_rule_hits {
+	__u64 packets; /* new flows decided by the rule */
+};
+
+/* ---- Flow events: ring buffer ------------------------------------------- */
+
+struct manx_flow_event {
+	__u64 timestamp_ns;
+	__u32 ifindex;
+	__u32 rule_id;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u32 peer_identity;
+	__u8 proto;
+	__u8 direction; /* enum manx_direction */
+	__u8 verdict;   /* enum manx_verdict */
+	__u8 reason;    /* enum manx_counter that was incremented */
+};
+
+/* ---- XDP prefilter: LPM trie of source prefixes to drop ----------------- */
+
+struct manx_xdp_deny_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+struct manx_xdp_deny_value {
+	__u64 packets; /* drops, updated without atomics: approximate */
+};
+
+#endif /* MANX_MAPS_H */

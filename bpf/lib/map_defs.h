@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Map definitions of the workload programs. Layouts: include/manx/maps.h. */
+#ifndef MANX_MAP_DEFS_H
+#define MANX_MAP_DEFS_H
+
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "manx/maps.h"
+
+/* Every map is pinned by name under the pin root the loader gives, so a
+ * restarted daemon, bpfctl and all programs of a node share them. */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MANX_ENDPOINTS_MAX);
+	__type(key, __u32);
+	__type(value, struct manx_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MANX_IPCACHE_MAX);
+	__type(key, struct manx_ipcache_key);
+	__type(value, struct manx_ipcache_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MANX_POLICY_MAX);
+	__type(key, struct manx_policy_key);
+	__type(value, struct manx_policy_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MANX_CT_MAX);
+	__type(key, struct manx_ct_key);
+	__type(value, struct manx_ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MANX_ENDPOINTS_MAX * 2);
+	__type(key, struct manx_counters_key);
+	__type(value, struct manx_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MANX_RULE_HITS_MAX);
+	__type(key, __u32);
+	__type(value, struct manx_rule_hits);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_rule_hits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MANX_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_events SEC(".maps");
+
+#endif
