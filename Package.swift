@@ -38,7 +38,7 @@ let package = Package(
         // The thin typed libbpf layer: the only code that touches raw pointers.
         .target(name: "ManxBPF", dependencies: ["CLibBPF"]),
         // Resources (Kubernetes and Calico kinds), YAML decoding, validation.
-        .target(name: "ManxModel", dependencies: ["Yams"]),
+        .target(name: "ManxModel", dependencies: ["Yams", "ManxSelectors"]),
         // Label selectors.
         .target(name: "ManxSelectors"),
         // Policy -> identities, rule sets, decision tables (pure Swift).

@@ -1,0 +1,276 @@
+import ManxModel
+import ManxSelectors
+
+/// Compiles resources into identities, shared rule sets and LPM tables.
+///
+/// It keeps allocations between compiles, so an unchanged peer keeps its
+/// identity, an unchanged rule keeps its id (and counters), and a rule set
+/// whose content is unchanged keeps its id (no map churn). A changed rule
+/// set always gets a fresh id, never a reused one: endpoints switch to it
+/// with a single map update, and conntrack approvals made under the old
+/// id are re-checked.
+public final class PolicyCompiler {
+    public struct Options: Sendable {
+        /// Only pods with the interface annotation (and, if set, on this
+        /// node) are local endpoints; all pods are policy peers.
+        public var nodeName: String?
+        public init(nodeName: String? = nil) { self.nodeName = nodeName }
+    }
+
+    private var identityIDs: [IdentityKey: UInt32] = [:]
+    private var nextIdentity = ReservedIdentity.first
+    private var ruleIDs: [RuleInfo: UInt32] = [:]
+    private var nextRule = ReservedRule.first
+    /// Rule sets are shared, and kept across compiles, by identical content.
+    private var rulesetIDs: [[TableEntry]: UInt32] = [:]
+    public private(set) var nextRuleset: UInt32
+
+    /// `firstRuleset` must be above every id already programmed in the
+    /// kernel (the daemon reads it from the maps on start).
+    public init(firstRuleset: UInt32 = 1) {
+        nextRuleset = max(firstRuleset, 1)
+    }
+
+    struct IdentityKey: Hashable {
+        var matched: [Int32]
+        var ports: [NamedPort]
+    }
+
+    public func compile(_ resources: ResourceSet, options: Options = Options()) -> CompiledState {
+        let workloads = Workload.all(in: resources)
+        let local = workloads.filter { w in
+            w.pod.interface != nil && w.ip != nil && (options.nodeName == nil || w.pod.nodeName == nil || w.pod.nodeName == options.nodeName)
+        }
+        var state = CompiledState()
+
+        // 1. Rule programs per local endpoint and direction.
+        var matchers: [EntityRule] = []
+        var matcherIndex: [EntityRule: Int] = [:]
+        func matcher(_ e: EntityRule) -> Int? {
+            let peer = e.peerPart
+            if peer.isEmpty { return nil }
+            if let i = matcherIndex[peer] { return i }
+            matchers.append(peer)
+            matcherIndex[peer] = matchers.count - 1
+            return matchers.count - 1
+        }
+        let policiesByTier = Dictionary(grouping: resources.policies, by: \.tier)
+        let tierNames = policiesByTier.keys.sorted { tierOrder($0) < tierOrder($1) }
+        var programs: [(Workload, RuleProgram?, RuleProgram?)] = []
+        for w in local {
+            var perDirection: [Policy.Direction: RuleProgram] = [:]
+            for direction in Policy.Direction.allCases {
+                var tiers: [TierProgram] = []
+                for tierName in tierNames {
+                    let applying = policiesByTier[tierName]!
+                        .filter { $0.types.contains(direction) && $0.appliesTo.matches(w) }
+                        .sorted { ($0.order ?? .infinity, $0.qualifiedName) < ($1.order ?? .infinity, $1.qualifiedName) }
+                    if applying.isEmpty { continue }
+                    var rules: [ProgramRule] = []
+                    for policy in applying {
+                        for rule in policy.rules(direction) {
+                            if let r = programRule(rule, policy: policy, direction: direction, local: w, matcher: matcher) {
+                                rules.append(r)
+                            }
+                        }
+                    }
+                    let defaultID = ruleID(RuleInfo(policy: "tier \(tierName)", tier: tierName, direction: direction.rawValue,
+                                                    index: nil, action: "Deny", summary: "end of tier: no rule matched"))
+                    tiers.append(TierProgram(name: tierName, defaultPass: false, defaultRuleID: defaultID, rules: rules))
+                }
+                if tiers.isEmpty { continue }
+                let profile = ruleID(RuleInfo(policy: "profile kns.\(w.namespace)", tier: "", direction: direction.rawValue,
+                                              index: nil, action: "Allow", summary: "namespace profile"))
+                perDirection[direction] = RuleProgram(tiers: tiers, profileRuleID: profile)
+            }
+            programs.append((w, perDirection[.ingress], perDirection[.egress]))
+        }
+
+        // 2. Regions of address space and their identities.
+        let identities = assignIdentities(workloads: workloads, matchers: matchers, local: Set(local.map(\.pod.key)), state: &state)
+        let identityOf = Dictionary(state.ipcache.map { ($0.cidr, $0.identity) }, uniquingKeysWith: { a, _ in a })
+
+        // 3. Rule sets, shared by content.
+        var tableOfProgram: [RuleProgram: [TableEntry]] = [:]
+        var liveRulesets: [[TableEntry]: UInt32] = [:]
+        func rulesetID(_ program: RuleProgram?) -> UInt32 {
+            guard let program else { return 0 }
+            let table = tableOfProgram[program] ?? table(for: program, identities: identities)
+            tableOfProgram[program] = table
+            if let id = liveRulesets[table] { return id }
+            let id: UInt32
+            if let existing = rulesetIDs[table] {
+                id = existing
+            } else {
+                id = nextRuleset
+                nextRuleset += 1
+            }
+            state.rulesets[id] = table
+            liveRulesets[table] = id
+            return id
+        }
+        for (w, ingress, egress) in programs {
+            state.endpoints.append(CompiledEndpoint(
+                workload: w.pod.key, interface: w.pod.interface!, ip: w.ip!,
+                identity: identityOf[CIDR(w.ip!, 32)]!,
+                ingressRuleset: rulesetID(ingress), egressRuleset: rulesetID(egress)))
+        }
+        rulesetIDs = liveRulesets
+        let usedRules = Set(ruleIDs.values)
+        state.rules = Dictionary(uniqueKeysWithValues: ruleIDs.filter { usedRules.contains($0.value) }.map { ($0.value, $0.key) })
+        return state
+    }
+
+    // MARK: Rules
+
+    private func ruleID(_ info: RuleInfo) -> UInt32 {
+        if let id = ruleIDs[info] { return id }
+        let id = nextRule
+        nextRule += 1
+        ruleIDs[info] = id
+        return id
+    }
+
+    private func programRule(_ rule: Rule, policy: Policy, direction: Policy.Direction, local: Workload,
+                             matcher: (EntityRule) -> Int?) -> ProgramRule? {
+        let localSide = direction == .ingress ? rule.destination : rule.source
+        let peerSide = direction == .ingress ? rule.source : rule.destination
+        // Conditions on the local endpoint are decided now, per endpoint.
+        guard localSide.peerPart.isEmpty || localSide.peerPart.matchesPeer(prefix: CIDR(local.ip!, 32), workload: local) else {
+            return nil
+        }
+        func terms(_ ports: [PortMatch]) -> PortTerms? {
+            if ports.isEmpty { return nil }
+            var t = PortTerms(ranges: [], names: [])
+            for p in ports {
+                switch p {
+                case let .range(lo, hi): t.ranges.append(UInt32(lo)...UInt32(hi))
+                case let .named(name):
+                    if direction == .ingress {
+                        // The destination is us: resolve against our own ports now.
+                        for np in local.namedPorts(name, proto: rule.proto) { t.ranges.append(UInt32(np.port)...UInt32(np.port)) }
+                    } else {
+                        t.names.append(name)
+                    }
+                }
+            }
+            return t
+        }
+        let info = RuleInfo(policy: policy.qualifiedName, tier: policy.tier, direction: direction.rawValue,
+                            index: rule.index, action: rule.action.rawValue, summary: summarize(rule, direction: direction))
+        return ProgramRule(
+            id: ruleID(info), action: rule.action, proto: rule.proto, notProto: rule.notProto,
+            matcher: matcher(peerSide), ports: terms(rule.destination.ports), notPorts: terms(rule.destination.notPorts),
+            icmp: rule.icmp.map(icmpSet), notICMP: rule.notICMP.map(icmpSet))
+    }
+
+    private func tierOrder(_ name: String) -> (Double, String) {
+        (name == "default" ? 1_000_000 : 0, name)
+    }
+
+    // MARK: Identities
+
+    struct Region {
+        var cidr: CIDR
+        var workload: Workload?
+    }
+
+    /// Splits address space into regions no rule CIDR crosses (every rule
+    /// CIDR, every workload /32, and 0.0.0.0/0), and gives regions that
+    /// every rule treats alike the same identity. Returns each identity's
+    /// key: the matchers it satisfies and its named ports.
+    private func assignIdentities(workloads: [Workload], matchers: [EntityRule], local: Set<String>,
+                                  state: inout CompiledState) -> [UInt32: IdentityKey] {
+        var regions: [Region] = []
+        var seen = Set<CIDR>()
+        for w in workloads {
+            guard let ip = w.ip else { continue }
+            let cidr = CIDR(ip, 32)
+            if seen.insert(cidr).inserted { regions.append(Region(cidr: cidr, workload: w)) }
+        }
+        // Candidate matchers per region come from an index, so the work is
+        // proportional to matches, not regions x matchers.
+        var byNet: [CIDR: [Int]] = [:]
+        var everywhere: [Int] = []    // no nets: may match any region
+        var workloadOnly: [Int] = []  // no nets, need a workload
+        for (i, m) in matchers.enumerated() {
+            for net in m.nets { byNet[net, default: []].append(i) }
+            for cidr in m.nets + m.notNets where seen.insert(cidr).inserted { regions.append(Region(cidr: cidr, workload: nil)) }
+            if m.nets.isEmpty {
+                if m.endpoints != nil || !m.serviceAccountNames.isEmpty { workloadOnly.append(i) } else { everywhere.append(i) }
+            }
+        }
+        if seen.insert(.any).inserted { regions.append(Region(cidr: .any, workload: nil)) }
+
+        var keys: [UInt32: IdentityKey] = [:]
+        var liveIDs: [IdentityKey: UInt32] = [:]
+        var members: [UInt32: [String]] = [:]
+        for region in regions {
+            var candidates = everywhere
+            for len in stride(from: region.cidr.prefixLength, through: 0, by: -1) {
+                if let list = byNet[CIDR(region.cidr.address, len)] { candidates += list }
+            }
+            if region.workload != nil { candidates += workloadOnly }
+            let matched = Set(candidates).filter { matchers[$0].matchesPeer(prefix: region.cidr, workload: region.workload) }
+            let key = IdentityKey(matched: matched.map(Int32.init).sorted(), ports: region.workload?.pod.ports ?? [])
+            let id: UInt32
+            if let existing = liveIDs[key] ?? identityIDs[key] {
+                id = existing
+            } else if key.matched.isEmpty && key.ports.isEmpty && region.workload == nil {
+                id = ReservedIdentity.world
+            } else {
+                id = nextIdentity
+                nextIdentity += 1
+            }
+            liveIDs[key] = id
+            keys[id] = key
+            members[id, default: []].append(region.workload?.pod.key ?? region.cidr.description)
+            state.ipcache.append(IPCacheEntry(cidr: region.cidr, identity: id,
+                                              localWorkload: region.workload.map { local.contains($0.pod.key) } ?? false))
+        }
+        identityIDs = liveIDs
+        state.identities = members.mapValues { IdentityInfo(members: $0) }
+        return keys
+    }
+
+    // MARK: Tables
+
+    /// The LPM entries of one rule set. Identities are grouped by what this
+    /// program can tell apart, each group is evaluated once, and identities
+    /// whose verdicts all equal the rule set's default get no entry.
+    private func table(for program: RuleProgram, identities: [UInt32: IdentityKey]) -> [TableEntry] {
+        let relevant = program.matchers
+        let usesNames = program.usesPeerPortNames
+        var groups: [IdentityKey: [UInt32]] = [:]
+        for (id, key) in identities {
+            let projection = IdentityKey(matched: key.matched.filter { relevant.contains(Int($0)) },
+                                         ports: usesNames ? key.ports : [])
+            groups[projection, default: []].append(id)
+        }
+        let functions = groups.keys.map { key in
+            (key, DecisionFunction.evaluate(program, matched: Set(key.matched.map(Int.init)), peerPorts: key.ports))
+        }
+        let biggest = functions.max { groups[$0.0]!.count < groups[$1.0]!.count }!
+        let fallback = biggest.1.other
+        var entries = [TableEntry(identity: nil, proto: nil, decision: fallback)]
+        for (key, function) in functions where !function.isConstant(fallback) {
+            for id in groups[key]!.sorted() {
+                if function.other != fallback {
+                    entries.append(TableEntry(identity: id, proto: nil, decision: function.other))
+                }
+                for proto in function.segments.keys.sorted() {
+                    for segment in function.segments[proto]! where segment.decision != function.other {
+                        for (value, bits) in portPrefixes(segment.range) {
+                            entries.append(TableEntry(identity: id, proto: proto, port: value, portBits: bits, decision: segment.decision))
+                        }
+                    }
+                }
+            }
+        }
+        return entries.sorted { ($0.identity ?? 0, $0.proto ?? 0, $0.port, $0.portBits) < ($1.identity ?? 0, $1.proto ?? 0, $1.port, $1.portBits) }
+    }
+
+    private func summarize(_ rule: Rule, direction: Policy.Direction) -> String {
+        RuleSummary.describe(rule, direction: direction)
+    }
+}

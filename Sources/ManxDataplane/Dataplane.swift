@@ -1,0 +1,213 @@
+import ManxBPF
+import ManxBPFObjects
+import ManxCompiler
+import ManxMapLayout
+import ManxModel
+
+/// The BPF dataplane of one node: the loaded workload programs, their
+/// pinned maps, and what is programmed in them.
+///
+/// `apply` moves the kernel from what is programmed to a new compiled
+/// state without a moment of half-applied policy:
+///  1. write the entries of new rule sets (new ids: nothing uses them yet);
+///  2. update the ipcache;
+///  3. switch each endpoint to its rule sets with one map update each, and
+///     attach programs to new interfaces;
+///  4. only then delete what nothing refers to any more.
+/// A failure in 1-3 undoes what that apply wrote and leaves the previous
+/// state in force.
+public final class Dataplane {
+    public let paths: NodePaths
+    public let maps: KernelMaps
+    let fromWorkload: BPFProgram
+    let toWorkload: BPFProgram
+    private let object: BPFObject
+
+    /// What the kernel holds, as far as this dataplane knows.
+    private(set) var endpoints: [Int32: (interface: String, value: manx_endpoint)] = [:]
+    private(set) var ipcache: [CIDR: manx_ipcache_value] = [:]
+    private(set) var rulesets: [UInt32: [manx_policy_key]] = [:]
+    private var verifiedAttachments = Set<Int32>()
+
+    /// Loads the programs and creates (or reuses) the pinned maps, then
+    /// reads what a previous daemon left programmed.
+    public init(paths: NodePaths) throws(BPFError) {
+        self.paths = paths
+        object = try BPFObject(elf: BPFObjects.elf(.workload), name: "manx_workload", pinRoot: paths.pinRoot)
+        try object.load()
+        maps = try KernelMaps.fromObject(object)
+        fromWorkload = try object.program(named: "manx_from_workload")
+        toWorkload = try object.program(named: "manx_to_workload")
+        try readProgrammed()
+    }
+
+    private func readProgrammed() throws(BPFError) {
+        for (ifindex, value) in try maps.endpoints.entries(as: (UInt32, manx_endpoint).self) {
+            let index = Int32(bitPattern: ifindex)
+            endpoints[index] = (NetworkInterface.name(index: index) ?? "", value)
+        }
+        for (key, value) in try maps.ipcache.entries(as: (manx_ipcache_key, manx_ipcache_value).self) {
+            ipcache[key.cidr] = value
+        }
+        for key in try maps.policy.keys(as: manx_policy_key.self) {
+            rulesets[key.rulesetID, default: []].append(key)
+        }
+    }
+
+    /// The first rule set id a compiler may use: above all programmed ones.
+    public var nextFreeRuleset: UInt32 { (rulesets.keys.max() ?? 0) + 1 }
+
+    public struct ApplyReport: Sendable {
+        public var rulesetsAdded = 0
+        public var rulesetsRemoved = 0
+        public var policyEntriesWritten = 0
+        public var ipcacheChanges = 0
+        public var endpointsChanged = 0
+        public var endpointsRemoved = 0
+        public var attached: [String] = []
+        /// Endpoints whose interface does not exist (yet): not programmed.
+        public var missingInterfaces: [String] = []
+    }
+
+    public func apply(_ state: CompiledState) throws(BPFError) -> ApplyReport {
+        var report = ApplyReport()
+        var undo = Undo()
+        do throws(BPFError) {
+            // 1. New rule sets.
+            for (id, entries) in state.rulesets.sorted(by: { $0.key < $1.key }) where rulesets[id] == nil {
+                var keys: [manx_policy_key] = []
+                keys.reserveCapacity(entries.count)
+                for entry in entries {
+                    let key = manx_policy_key(rulesetID: id, entry: entry)
+                    try maps.policy.update(key, manx_policy_value(entry.decision))
+                    undo.policyKeys.append(key)
+                    keys.append(key)
+                }
+                rulesets[id] = keys
+                undo.rulesets.append(id)
+                report.rulesetsAdded += 1
+                report.policyEntriesWritten += keys.count
+            }
+            // 2. IP cache additions and changes.
+            var wantedIPCache: [CIDR: manx_ipcache_value] = [:]
+            for e in state.ipcache {
+                var v = manx_ipcache_value()
+                v.identity = e.identity
+                v.flags = e.localWorkload ? UInt32(MANX_IPC_F_LOCAL_WORKLOAD) : 0
+                wantedIPCache[e.cidr] = v
+            }
+            for (cidr, value) in wantedIPCache where ipcache[cidr] != value {
+                try maps.ipcache.update(manx_ipcache_key(cidr), value)
+                undo.ipcache.append((cidr, ipcache[cidr]))
+                ipcache[cidr] = value
+                report.ipcacheChanges += 1
+            }
+            // 3. Endpoints: switch rule sets, attach new interfaces.
+            var wantedEndpoints: [Int32: (String, manx_endpoint)] = [:]
+            for ep in state.endpoints {
+                guard let ifindex = try? NetworkInterface.index(named: ep.interface) else {
+                    report.missingInterfaces.append("\(ep.workload) (\(ep.interface))")
+                    continue
+                }
+                var v = manx_endpoint()
+                v.ingress_ruleset = ep.ingressRuleset
+                v.egress_ruleset = ep.egressRuleset
+                v.identity = ep.identity
+                wantedEndpoints[ifindex] = (ep.interface, v)
+            }
+            for (ifindex, (interface, value)) in wantedEndpoints.sorted(by: { $0.key < $1.key }) {
+                let current = endpoints[ifindex]
+                if current?.value != value || current?.interface != interface {
+                if current == nil {
+                    for direction in [MANX_DIR_INGRESS, MANX_DIR_EGRESS] {
+                        let key = manx_counters_key(ifindex: UInt32(ifindex), direction: direction.rawValue)
+                        try maps.counters.updatePerCPU(key, manx_counters(), flags: .noExist)
+                    }
+                }
+                try maps.endpoints.update(UInt32(ifindex), value)
+                undo.endpoints.append((ifindex, current))
+                endpoints[ifindex] = (interface, value)
+                report.endpointsChanged += 1
+                }
+                // Attach after the endpoint entry exists: the programs fail
+                // closed on unknown interfaces. Checked once per interface
+                // per daemon, so a restarted daemon puts its programs in place.
+                if verifiedAttachments.contains(ifindex) { continue }
+                let ingressID = try TC.attachedProgramID(ifindex: ifindex, hook: .ingress)
+                let egressID = try TC.attachedProgramID(ifindex: ifindex, hook: .egress)
+                if ingressID != fromWorkload.id || egressID != toWorkload.id {
+                    try TC.attach(fromWorkload, ifindex: ifindex, hook: .ingress)
+                    try TC.attach(toWorkload, ifindex: ifindex, hook: .egress)
+                    report.attached.append(interface)
+                }
+                verifiedAttachments.insert(ifindex)
+            }
+            // 4. Garbage: endpoints, ipcache entries and rule sets no longer wanted.
+            for (ifindex, _) in endpoints where wantedEndpoints[ifindex] == nil {
+                _ = try? TC.detach(ifindex: ifindex, hook: .ingress)
+                _ = try? TC.detach(ifindex: ifindex, hook: .egress)
+                try maps.endpoints.delete(UInt32(ifindex))
+                for direction in [MANX_DIR_INGRESS, MANX_DIR_EGRESS] {
+                    try maps.counters.delete(manx_counters_key(ifindex: UInt32(ifindex), direction: direction.rawValue))
+                }
+                endpoints[ifindex] = nil
+                verifiedAttachments.remove(ifindex)
+                report.endpointsRemoved += 1
+            }
+            undo = Undo() // the new state is in force: nothing to roll back from here
+            for (cidr, _) in ipcache where wantedIPCache[cidr] == nil {
+                try maps.ipcache.delete(manx_ipcache_key(cidr))
+                ipcache[cidr] = nil
+                report.ipcacheChanges += 1
+            }
+            for (id, keys) in rulesets where state.rulesets[id] == nil {
+                for key in keys { try maps.policy.delete(key) }
+                rulesets[id] = nil
+                report.rulesetsRemoved += 1
+            }
+        } catch {
+            rollback(undo)
+            throw error
+        }
+        return report
+    }
+
+    private struct Undo {
+        var policyKeys: [manx_policy_key] = []
+        var rulesets: [UInt32] = []
+        var ipcache: [(CIDR, manx_ipcache_value?)] = []
+        var endpoints: [(Int32, (interface: String, value: manx_endpoint)?)] = []
+    }
+
+    /// Best effort: puts back endpoints and ipcache entries, then removes the
+    /// rule sets this apply added.
+    private func rollback(_ undo: Undo) {
+        for (ifindex, previous) in undo.endpoints.reversed() {
+            if let previous {
+                _ = try? maps.endpoints.update(UInt32(ifindex), previous.value)
+            } else {
+                _ = try? TC.detach(ifindex: ifindex, hook: .ingress)
+                _ = try? TC.detach(ifindex: ifindex, hook: .egress)
+                _ = try? maps.endpoints.delete(UInt32(ifindex))
+            }
+            endpoints[ifindex] = previous
+        }
+        for (cidr, previous) in undo.ipcache.reversed() {
+            if let previous { _ = try? maps.ipcache.update(manx_ipcache_key(cidr), previous) } else { _ = try? maps.ipcache.delete(manx_ipcache_key(cidr)) }
+            ipcache[cidr] = previous
+        }
+        for key in undo.policyKeys { _ = try? maps.policy.delete(key) }
+        for id in undo.rulesets { rulesets[id] = nil }
+    }
+
+    /// Detaches every program this node attached and removes its pins:
+    /// enforcement stops. For tests and `manxd --uninstall`.
+    public func uninstall() throws(BPFError) {
+        for (ifindex, _) in endpoints {
+            _ = try? TC.detach(ifindex: ifindex, hook: .ingress)
+            _ = try? TC.detach(ifindex: ifindex, hook: .egress)
+        }
+        endpoints = [:]
+        try BPFFS.removeTree(paths.pinRoot)
+    }
+}

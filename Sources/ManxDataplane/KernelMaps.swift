@@ -1,0 +1,37 @@
+import ManxBPF
+import ManxMapLayout
+
+/// The workload maps of one node, typed by their shared C layouts.
+public struct KernelMaps: Sendable {
+    public let endpoints: BPFMap
+    public let ipcache: BPFMap
+    public let policy: BPFMap
+    public let conntrack: BPFMap
+    public let counters: BPFMap
+    public let ruleHits: BPFMap
+    public let events: BPFMap
+
+    public static let names = [
+        MANX_MAP_ENDPOINTS, MANX_MAP_IPCACHE, MANX_MAP_POLICY, MANX_MAP_CONNTRACK,
+        MANX_MAP_COUNTERS, MANX_MAP_RULE_HITS, MANX_MAP_EVENTS,
+    ]
+
+    init(_ open: (String) throws(BPFError) -> BPFMap) throws(BPFError) {
+        endpoints = try open(MANX_MAP_ENDPOINTS)
+        ipcache = try open(MANX_MAP_IPCACHE)
+        policy = try open(MANX_MAP_POLICY)
+        conntrack = try open(MANX_MAP_CONNTRACK)
+        counters = try open(MANX_MAP_COUNTERS)
+        ruleHits = try open(MANX_MAP_RULE_HITS)
+        events = try open(MANX_MAP_EVENTS)
+    }
+
+    /// The maps of a running node, from their pins (what `bpfctl` uses).
+    public static func openPinned(_ paths: NodePaths) throws(BPFError) -> KernelMaps {
+        try KernelMaps { (name: String) throws(BPFError) in try BPFMap.openPinned("\(paths.pinRoot)/\(name)") }
+    }
+
+    static func fromObject(_ object: BPFObject) throws(BPFError) -> KernelMaps {
+        try KernelMaps { (name: String) throws(BPFError) in try object.map(named: name) }
+    }
+}

@@ -1,0 +1,111 @@
+import ManxSelectors
+
+/// Dispatches a document on apiVersion and kind, and decodes the metadata
+/// every kind shares.
+enum ResourceDecoder {
+    static func decode(_ doc: YNode, file: String) -> Resource? {
+        guard let top = doc.fields() else { return nil }
+        guard let apiVersion = top["apiVersion"]?.string else {
+            doc.ctx.fail("apiVersion", "missing")
+            return nil
+        }
+        guard let kind = top["kind"]?.string else {
+            doc.ctx.fail("kind", "missing")
+            return nil
+        }
+        switch (apiVersion, kind) {
+        case ("v1", "Namespace"):
+            return KubernetesDecoder.namespace(top, file: file, ctx: doc.ctx).map(Resource.namespace)
+        case ("v1", "Pod"):
+            return KubernetesDecoder.pod(top, file: file, ctx: doc.ctx).map(Resource.pod)
+        case ("networking.k8s.io/v1", "NetworkPolicy"):
+            return KubernetesDecoder.networkPolicy(top, file: file, ctx: doc.ctx).map(Resource.policy)
+        default:
+            doc.ctx.fail("kind", "unknown kind '\(kind)' in apiVersion '\(apiVersion)'")
+            return nil
+        }
+    }
+
+    struct Metadata {
+        var name: String
+        var namespace: String?
+        var labels: [String: String]
+        var annotations: [String: String]
+    }
+
+    static let metadataFields: Set<String> = [
+        "name", "namespace", "labels", "annotations", "uid", "resourceVersion", "generation",
+        "creationTimestamp", "managedFields", "ownerReferences", "finalizers", "generateName",
+    ]
+
+    /// Decodes `metadata` and names the resource in the context, so every
+    /// later error says which resource it is about.
+    static func metadata(_ top: [String: YNode], kind: String, namespaced: Bool, ctx: DecodeContext) -> Metadata? {
+        guard let meta = top["metadata"]?.fields(allowed: metadataFields) else {
+            if top["metadata"] == nil { ctx.fail("metadata", "missing") }
+            return nil
+        }
+        guard let name = meta["name"]?.string, !name.isEmpty else {
+            ctx.resource = kind
+            ctx.fail("metadata.name", "missing")
+            return nil
+        }
+        var namespace: String? = nil
+        if namespaced {
+            namespace = meta["namespace"]?.string ?? "default"
+        } else if meta["namespace"] != nil {
+            ctx.resource = "\(kind) \(name)"
+            ctx.fail("metadata.namespace", "\(kind) is not namespaced")
+        }
+        ctx.resource = "\(kind) \(namespace.map { "\($0)/" } ?? "")\(name)"
+        if let reason = validateDNSName(name) { ctx.fail("metadata.name", reason) }
+        if let ns = namespace, let reason = validateDNSLabel(ns) { ctx.fail("metadata.namespace", reason) }
+        let labels = meta["labels"]?.stringMap ?? [:]
+        if let labelNode = meta["labels"] { validateLabels(labels, path: labelNode.path, ctx: ctx) }
+        return Metadata(name: name, namespace: namespace, labels: labels, annotations: meta["annotations"]?.stringMap ?? [:])
+    }
+
+    static func validateLabels(_ labels: [String: String], path: String, ctx: DecodeContext) {
+        for (k, v) in labels.sorted(by: { $0.key < $1.key }) {
+            if let reason = LabelValidation.validateKey(k) { ctx.fail("\(path).\(k)", "invalid label key: \(reason)") }
+            if let reason = LabelValidation.validateValue(v) { ctx.fail("\(path).\(k)", "invalid label value '\(v)': \(reason)") }
+        }
+    }
+
+    /// DNS-1123 subdomain: what Kubernetes allows for most object names.
+    static func validateDNSName(_ s: String) -> String? {
+        if s.count > 253 { return "name is longer than 253 characters" }
+        let ok = s.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == ".") }
+        guard ok, s.first?.isLetterOrNumber == true, s.last?.isLetterOrNumber == true else {
+            return "'\(s)' is not a valid name (lowercase letters, digits, '-' and '.', starting and ending alphanumeric)"
+        }
+        return nil
+    }
+
+    /// DNS-1123 label: namespace names.
+    static func validateDNSLabel(_ s: String) -> String? {
+        if s.count > 63 { return "'\(s)' is longer than 63 characters" }
+        let ok = s.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
+        guard ok, s.first?.isLetterOrNumber == true, s.last?.isLetterOrNumber == true else {
+            return "'\(s)' is not a valid namespace name (lowercase letters, digits and '-', starting and ending alphanumeric)"
+        }
+        return nil
+    }
+
+    /// IANA service name rules, which Kubernetes applies to port names.
+    static func validatePortName(_ s: String) -> String? {
+        guard (1...15).contains(s.count) else { return "port name '\(s)' must be 1-15 characters" }
+        guard s.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }) else {
+            return "port name '\(s)' may contain only lowercase letters, digits and '-'"
+        }
+        guard s.contains(where: \.isLetter) else { return "port name '\(s)' must contain a letter" }
+        guard s.first != "-", s.last != "-", !s.contains("--") else {
+            return "port name '\(s)' must not start or end with '-' or contain '--'"
+        }
+        return nil
+    }
+}
+
+extension Character {
+    var isLetterOrNumber: Bool { isASCII && (isLetter || isNumber) }
+}
