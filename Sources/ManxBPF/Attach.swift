@@ -17,7 +17,7 @@ public enum TC {
 
     private static func hook(_ ifindex: Int32, _ point: Hook) -> bpf_tc_hook {
         var h = bpf_tc_hook()
-        h.sz = MemoryLayout<bpf_tc_hook>.size
+        h.sz = optsSize(\bpf_tc_hook.parent, UInt32.self)
         h.ifindex = ifindex
         h.attach_point = point.attachPoint
         return h
@@ -25,7 +25,7 @@ public enum TC {
 
     private static func opts(progFD: Int32 = 0, flags: UInt32 = 0) -> bpf_tc_opts {
         var o = bpf_tc_opts()
-        o.sz = MemoryLayout<bpf_tc_opts>.size
+        o.sz = optsSize(\bpf_tc_opts.priority, UInt32.self)
         o.prog_fd = progFD
         o.flags = flags
         o.handle = handle

@@ -33,3 +33,10 @@ func checkPointer<T>(_ p: T?, _ operation: String, _ context: @autoclosure () ->
     guard let p else { throw BPFError(operation, errno: Glibc.errno == 0 ? EINVAL : Glibc.errno, context()) }
     return p
 }
+
+/// The `sz` of a libbpf options struct: up to the end of its last field.
+/// libbpf rejects non-zero bytes past that, and Swift does not promise to
+/// zero a struct's tail padding, so the padding must not be counted.
+func optsSize<T, F>(_ lastField: KeyPath<T, F>, _: F.Type) -> Int {
+    MemoryLayout<T>.offset(of: lastField)! + MemoryLayout<F>.size
+}

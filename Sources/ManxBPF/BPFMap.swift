@@ -173,7 +173,7 @@ public final class BPFMap: Sendable {
             var values = pairs[start..<end].map(\.1)
             var count = UInt32(end - start)
             var opts = bpf_map_batch_opts()
-            opts.sz = MemoryLayout<bpf_map_batch_opts>.size
+            opts.sz = optsSize(\bpf_map_batch_opts.flags, UInt64.self)
             let rc = keys.withUnsafeMutableBytes { k in
                 values.withUnsafeMutableBytes { v in
                     bpf_map_update_batch(fd.raw, k.baseAddress, v.baseAddress, &count, &opts)

@@ -16,7 +16,7 @@ public final class BPFObject {
         try BPFFS.ensureMounted()
         try BPFFS.makeDirectories(pinRoot)
         var opts = bpf_object_open_opts()
-        opts.sz = MemoryLayout<bpf_object_open_opts>.size
+        opts.sz = optsSize(\bpf_object_open_opts.kernel_log_level, UInt32.self)
         let opened: OpaquePointer? = name.withCString { cname in
             pinRoot.withCString { croot in
                 opts.object_name = cname

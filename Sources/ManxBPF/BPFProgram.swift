@@ -40,7 +40,7 @@ public final class BPFProgram: Sendable {
     /// that with `repeat > 1` the kernel reruns on the already modified buffer.
     public func testRun(packet: [UInt8], repeat repetitions: Int = 1, ifindex: UInt32? = nil) throws(BPFError) -> TestRunResult {
         var opts = bpf_test_run_opts()
-        opts.sz = MemoryLayout<bpf_test_run_opts>.size
+        opts.sz = optsSize(\bpf_test_run_opts.batch_size, UInt32.self)
         opts.repeat = Int32(repetitions)
         var out = [UInt8](repeating: 0, count: packet.count + 256)
         var ctx = __sk_buff()

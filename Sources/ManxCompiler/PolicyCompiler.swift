@@ -34,6 +34,9 @@ public final class PolicyCompiler {
     struct IdentityKey: Hashable {
         var matched: [Int32]
         var ports: [NamedPort]
+        /// Workloads and plain address ranges never share an identity, so
+        /// "world" stays world in diagnostics.
+        var workload: Bool
     }
 
     public func compile(_ resources: ResourceSet, options: Options = Options()) -> CompiledState {
@@ -212,11 +215,12 @@ public final class PolicyCompiler {
             }
             if region.workload != nil { candidates += workloadOnly }
             let matched = Set(candidates).filter { matchers[$0].matchesPeer(prefix: region.cidr, workload: region.workload) }
-            let key = IdentityKey(matched: matched.map(Int32.init).sorted(), ports: region.workload?.pod.ports ?? [])
+            let key = IdentityKey(matched: matched.map(Int32.init).sorted(), ports: region.workload?.pod.ports ?? [],
+                                  workload: region.workload != nil)
             let id: UInt32
             if let existing = liveIDs[key] ?? identityIDs[key] {
                 id = existing
-            } else if key.matched.isEmpty && key.ports.isEmpty && region.workload == nil {
+            } else if key.matched.isEmpty && !key.workload {
                 id = ReservedIdentity.world
             } else {
                 id = nextIdentity
@@ -244,7 +248,7 @@ public final class PolicyCompiler {
         var groups: [IdentityKey: [UInt32]] = [:]
         for (id, key) in identities {
             let projection = IdentityKey(matched: key.matched.filter { relevant.contains(Int($0)) },
-                                         ports: usesNames ? key.ports : [])
+                                         ports: usesNames ? key.ports : [], workload: false)
             groups[projection, default: []].append(id)
         }
         let functions = groups.keys.map { key in

@@ -121,7 +121,7 @@ public final class Dataplane {
                 if current == nil {
                     for direction in [MANX_DIR_INGRESS, MANX_DIR_EGRESS] {
                         let key = manx_counters_key(ifindex: UInt32(ifindex), direction: direction.rawValue)
-                        try maps.counters.updatePerCPU(key, manx_counters(), flags: .noExist)
+                        try maps.counters.updatePerCPU(key, manx_counters())
                     }
                 }
                 try maps.endpoints.update(UInt32(ifindex), value)

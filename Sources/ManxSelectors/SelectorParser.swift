@@ -21,10 +21,18 @@ public enum SelectorParser {
         return try parser.parseSelector()
     }
 
-    /// Parentheses and `!` nest at most this deep. Parsing recurses once per
-    /// level (about 2.7 KB of stack per level in a debug build), so a hostile
-    /// selector must not be able to exhaust a 512 KB thread stack.
-    public static let maxNesting = 128
+    // Limits that keep a hostile selector from exhausting a thread stack.
+    // Parsing recurses once per '(' or '!': about 2.7 KB of stack per level
+    // in a debug build, about 200 bytes optimized. `matches`, `description`,
+    // `==` and deinit recurse once per level of the resulting tree, which is
+    // at most one deeper than the number of '&&', '||' and '!' operators.
+    // Canonical descriptions nest one '(' per and/or/not, so trees up to
+    // about `maxNesting` deep still round-trip.
+
+    /// Parentheses and `!` nest at most this deep.
+    public static let maxNesting = 512
+    /// A selector has at most this many `&&`, `||` and `!` operators.
+    public static let maxOperators = 1000
 }
 
 /// Why a selector did not parse, and where.
@@ -175,6 +183,7 @@ private struct Parser {
     private var lexer: Lexer
     private var token = Token(kind: .end, position: 0)
     private var depth = 0
+    private var operators = 0
 
     init(_ text: String) { lexer = Lexer(text) }
 
@@ -208,7 +217,7 @@ private struct Parser {
     private mutating func parseOr(after: String?) throws(SelectorParseError) -> Selector {
         var result = try parseAnd(after: after)
         while token.kind == .or {
-            try advance()
+            try countOperator()
             result = .or(result, try parseAnd(after: "'||'"))
         }
         return result
@@ -217,7 +226,7 @@ private struct Parser {
     private mutating func parseAnd(after: String?) throws(SelectorParseError) -> Selector {
         var result = try parseUnary(after: after)
         while token.kind == .and {
-            try advance()
+            try countOperator()
             result = .and(result, try parseUnary(after: "'&&'"))
         }
         return result
@@ -231,8 +240,17 @@ private struct Parser {
         guard token.kind == .not else { return try parsePrimary(after: after) }
         try enterNesting()
         defer { depth -= 1 }
-        try advance()
+        try countOperator()
         return .not(try parseUnary(after: "'!'"))
+    }
+
+    /// Counts the operator at `token` and moves past it.
+    private mutating func countOperator() throws(SelectorParseError) {
+        operators += 1
+        if operators > SelectorParser.maxOperators {
+            throw error("selector has more than \(SelectorParser.maxOperators) '&&', '||' and '!' operators")
+        }
+        try advance()
     }
 
     private mutating func enterNesting() throws(SelectorParseError) {

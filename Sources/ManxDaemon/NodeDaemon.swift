@@ -1,0 +1,115 @@
+import Foundation
+import Logging
+import ManxCompiler
+import ManxDatastore
+import ManxDataplane
+import ManxModel
+import ServiceLifecycle
+
+/// The node agent: keeps the kernel in sync with the datastore.
+///
+/// Each sync reads the whole directory, validates it as one batch, compiles
+/// and applies the difference. A rejected batch changes nothing: the last
+/// good state stays in force and the error is logged and published in the
+/// node metadata. Programs are loaded once; later changes are map updates.
+public actor NodeDaemon: Service {
+    public struct Configuration: Sendable {
+        public var datastore: String
+        public var paths: NodePaths
+        public var nodeName: String?
+        public init(datastore: String, paths: NodePaths, nodeName: String? = nil) {
+            self.datastore = datastore
+            self.paths = paths
+            self.nodeName = nodeName
+        }
+    }
+
+    let config: Configuration
+    let logger: Logger
+    private let dataplane: Dataplane
+    private let compiler: PolicyCompiler
+    private var metadata = NodeMetadata()
+    private var lastDigest: String?
+
+    public init(_ config: Configuration, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        dataplane = try Dataplane(paths: config.paths)
+        compiler = PolicyCompiler(firstRuleset: dataplane.nextFreeRuleset)
+        if let previous = try? NodeMetadata.read(config.paths) { metadata.generation = previous.generation }
+        logger.info("dataplane loaded", metadata: ["pinRoot": "\(config.paths.pinRoot)", "datastore": "\(config.datastore)"])
+    }
+
+    /// One pass: returns whether the datastore content is now in force.
+    @discardableResult
+    public func sync() -> Bool {
+        let started = ContinuousClock.now
+        let snapshot: DirectoryDatastore.Snapshot
+        do {
+            snapshot = try DirectoryDatastore(directory: config.datastore).snapshot()
+        } catch {
+            logger.error("cannot read datastore", metadata: ["error": "\(error)"])
+            return false
+        }
+        if snapshot.digest == lastDigest { return true }
+        do {
+            let resources = try ResourceSet.decode(files: snapshot.files)
+            let state = compiler.compile(resources, options: .init(nodeName: config.nodeName))
+            let report = try dataplane.apply(state)
+            let generation = metadata.generation + 1
+            metadata = NodeMetadata(state: state)
+            metadata.generation = generation
+            metadata.appliedDigest = snapshot.digest
+            metadata.appliedAt = Date()
+            metadata.missingInterfaces = report.missingInterfaces
+            // Endpoints still waiting for their interface make the next
+            // pass apply again even though the datastore did not change.
+            lastDigest = report.missingInterfaces.isEmpty ? snapshot.digest : nil
+            try? metadata.write(config.paths)
+            logger.info("applied", metadata: [
+                "generation": "\(generation)", "endpoints": "\(state.endpoints.count)",
+                "rulesets": "\(state.rulesets.count)", "rulesetsAdded": "\(report.rulesetsAdded)",
+                "rulesetsRemoved": "\(report.rulesetsRemoved)", "policyEntries": "\(report.policyEntriesWritten)",
+                "ipcacheChanges": "\(report.ipcacheChanges)", "attached": "\(report.attached.joined(separator: ","))",
+                "duration": "\(ContinuousClock.now - started)",
+            ])
+            if !report.missingInterfaces.isEmpty {
+                logger.warning("endpoints without interface, not enforced yet",
+                               metadata: ["endpoints": "\(report.missingInterfaces.joined(separator: ", "))"])
+            }
+            return report.missingInterfaces.isEmpty
+        } catch {
+            // Nothing was applied (or it was rolled back): publish why.
+            metadata.error = "\(error)"
+            metadata.rejectedDigest = snapshot.digest
+            lastDigest = snapshot.digest
+            try? metadata.write(config.paths)
+            logger.error("batch rejected, previous state stays in force", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Runs until shutdown: sync on every directory change, and every few
+    /// seconds anyway (interfaces that appear later, a missed event).
+    public func run() async throws {
+        let watcher = try DirectoryWatcher(directory: config.datastore)
+        var complete = sync()
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let changed = await Self.waitForChange(watcher, timeoutMs: complete ? 2000 : 250)
+            if changed || !complete { complete = sync() }
+        }
+        logger.info("stopping; programs and maps stay pinned and enforcing")
+    }
+
+    /// The inotify wait blocks, so it runs off the cooperative pool.
+    private static func waitForChange(_ watcher: DirectoryWatcher, timeoutMs: Int32) async -> Bool {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: watcher.wait(timeoutMs: timeoutMs)) }
+        }
+    }
+
+    public func uninstall() throws {
+        try dataplane.uninstall()
+        try? FileManager.default.removeItem(atPath: config.paths.stateDirectory)
+    }
+}

@@ -1,0 +1,188 @@
+import Foundation
+import ManxBPF
+import ManxCompiler
+import ManxMapLayout
+import ManxModel
+
+/// `bpfctl dump`: every map of a node, with the daemon's names for the
+/// numbers, as plain Codable values (printed as text or JSON).
+public struct DumpReport: Codable, Sendable {
+    public struct PolicyRow: Codable, Sendable {
+        public var peer: String
+        public var identity: UInt32?
+        public var proto: String
+        public var ports: String
+        public var action: String
+        public var ruleID: UInt32
+        public var rule: String
+        public var hits: UInt64
+    }
+
+    public struct EndpointView: Codable, Sendable {
+        public var ifindex: UInt32
+        public var interface: String
+        public var workload: String
+        public var ip: String
+        public var identity: UInt32
+        public var ingressRuleset: UInt32
+        public var egressRuleset: UInt32
+        public var counters: [String: [String: UInt64]]
+        public var ingressPolicy: [PolicyRow]
+        public var egressPolicy: [PolicyRow]
+    }
+
+    public struct ConntrackRow: Codable, Sendable {
+        public var proto: String
+        public var source: String
+        public var destination: String
+        public var ageSeconds: Double
+        public var idleSeconds: Double
+        public var state: String
+        public var packets: UInt64
+        public var bytes: UInt64
+        public var approvedBy: [String]
+    }
+
+    public struct IPCacheRow: Codable, Sendable {
+        public var cidr: String
+        public var identity: UInt32
+        public var members: [String]
+    }
+
+    public var node: String
+    public var generation: Int
+    public var lastError: String?
+    public var endpoints: [EndpointView] = []
+    public var ipcache: [IPCacheRow] = []
+    public var conntrack: [ConntrackRow] = []
+    public var rulesets: Int = 0
+    public var policyEntries: Int = 0
+
+    public static let counterNames: [String] = [
+        "allow_new", "allow_conntrack", "allow_non_ip", "drop_policy", "drop_default",
+        "drop_malformed", "drop_ipv6", "drop_fragment", "drop_no_endpoint", "bytes",
+    ]
+
+    public static func read(_ paths: NodePaths) throws -> DumpReport {
+        let maps = try KernelMaps.openPinned(paths)
+        let meta = (try? NodeMetadata.read(paths)) ?? NodeMetadata()
+        var report = DumpReport(node: paths.pinRoot, generation: meta.generation, lastError: meta.error)
+
+        let hits = Dictionary(try maps.ruleHits.perCPUEntries(as: (UInt32, [manx_rule_hits]).self).map { key, values in
+            (key, values.reduce(0) { $0 + $1.packets })
+        }, uniquingKeysWith: +)
+        func members(_ id: UInt32) -> String {
+            if id == ReservedIdentity.world { return "world" }
+            let list = meta.identities[id]?.members ?? []
+            return list.isEmpty ? "identity \(id)" : list.joined(separator: ", ")
+        }
+        func ruleText(_ id: UInt32) -> String {
+            if id == ReservedRule.none { return "no policy" }
+            if id == ReservedRule.defaultDeny { return "fail closed: rule set missing" }
+            guard let r = meta.rules[id] else { return "rule \(id)" }
+            let index = r.index.map { " rule \($0)" } ?? ""
+            return "\(r.policy)\(index) [\(r.direction)]: \(r.summary)"
+        }
+
+        var byRuleset: [UInt32: [(manx_policy_key, manx_policy_value)]] = [:]
+        for (key, value) in try maps.policy.entries(as: (manx_policy_key, manx_policy_value).self) {
+            byRuleset[key.rulesetID, default: []].append((key, value))
+        }
+        report.rulesets = byRuleset.count
+        report.policyEntries = byRuleset.values.reduce(0) { $0 + $1.count }
+        func rows(_ ruleset: UInt32) -> [PolicyRow] {
+            if ruleset == 0 { return [PolicyRow(peer: "any", identity: nil, proto: "any", ports: "any", action: "Allow",
+                                                ruleID: 0, rule: "not isolated: no policy selects this endpoint", hits: 0)] }
+            let entries = (byRuleset[ruleset] ?? []).sorted { $0.0.prefixlen < $1.0.prefixlen ||
+                ($0.0.prefixlen == $1.0.prefixlen && ($0.0.entry.identity ?? 0, $0.0.entry.proto ?? 0, $0.0.entry.port) < ($1.0.entry.identity ?? 0, $1.0.entry.proto ?? 0, $1.0.entry.port)) }
+            return entries.map { key, value in
+                let e = key.entry
+                let d = value.decision
+                var ports = "any"
+                if let _ = e.proto {
+                    let span = UInt32(1) << UInt32(16 - e.portBits)
+                    let lo = UInt32(e.port), hi = lo + span - 1
+                    ports = e.portBits == 16 ? "\(lo)" : (e.portBits == 0 ? "any" : "\(lo)-\(hi)")
+                    if e.proto == IPProtocol.icmp.number && e.portBits > 0 {
+                        ports = e.portBits >= 16 ? "type \(lo >> 8) code \(lo & 0xff)" : "type \(lo >> 8)"
+                    }
+                }
+                return PolicyRow(
+                    peer: e.identity.map(members) ?? "any other peer", identity: e.identity,
+                    proto: e.proto.map { IPProtocol($0).description } ?? "any", ports: ports,
+                    action: (d.verdict == .allow ? "Allow" : "Deny") + (d.log ? "+Log" : ""),
+                    ruleID: d.ruleID, rule: ruleText(d.ruleID), hits: hits[d.ruleID] ?? 0)
+            }
+        }
+
+        let counters = Dictionary(try maps.counters.perCPUEntries(as: (manx_counters_key, [manx_counters]).self).map { key, values in
+            let sums = values.reduce(into: [UInt64](repeating: 0, count: counterNames.count)) { acc, c in
+                withUnsafeBytes(of: c.value) { raw in
+                    for i in acc.indices { acc[i] += raw.load(fromByteOffset: i * 8, as: UInt64.self) }
+                }
+            }
+            return ("\(key.ifindex)/\(key.direction)", sums)
+        }, uniquingKeysWith: { a, _ in a })
+        let byInterface = Dictionary(meta.endpoints.map { ($0.interface, $0) }, uniquingKeysWith: { a, _ in a })
+        for (ifindex, ep) in try maps.endpoints.entries(as: (UInt32, manx_endpoint).self).sorted(by: { $0.0 < $1.0 }) {
+            let name = NetworkInterface.name(index: Int32(bitPattern: ifindex)) ?? ""
+            let known = byInterface[name] ?? meta.endpoints.first { $0.identity == ep.identity && $0.ingressRuleset == ep.ingress_ruleset }
+            var counterView: [String: [String: UInt64]] = [:]
+            for (dir, label) in [(MANX_DIR_INGRESS, "ingress"), (MANX_DIR_EGRESS, "egress")] {
+                let sums = counters["\(ifindex)/\(dir.rawValue)"] ?? []
+                counterView[label] = Dictionary(uniqueKeysWithValues: zip(counterNames, sums))
+            }
+            report.endpoints.append(EndpointView(
+                ifindex: ifindex, interface: known?.interface ?? name, workload: known?.workload ?? "?",
+                ip: known?.ip ?? "?", identity: ep.identity, ingressRuleset: ep.ingress_ruleset,
+                egressRuleset: ep.egress_ruleset, counters: counterView,
+                ingressPolicy: rows(ep.ingress_ruleset), egressPolicy: rows(ep.egress_ruleset)))
+        }
+
+        for (key, value) in try maps.ipcache.entries(as: (manx_ipcache_key, manx_ipcache_value).self).sorted(by: { $0.0.cidr < $1.0.cidr }) {
+            report.ipcache.append(IPCacheRow(cidr: key.cidr.description, identity: value.identity,
+                                             members: meta.identities[value.identity]?.members ?? []))
+        }
+
+        let now = monotonicNanoseconds()
+        for (key, v) in try maps.conntrack.entries(as: (manx_ct_key, manx_ct_value).self) {
+            report.conntrack.append(conntrackRow(key, v, now: now, rules: ruleText))
+        }
+        report.conntrack.sort { ($0.source, $0.destination) < ($1.source, $1.destination) }
+        return report
+    }
+
+    static func conntrackRow(_ key: manx_ct_key, _ v: manx_ct_value, now: UInt64, rules: (UInt32) -> String) -> ConntrackRow {
+        let a = "\(IPv4Address(UInt32(bigEndian: key.addr_a))):\(UInt16(bigEndian: key.port_a))"
+        let b = "\(IPv4Address(UInt32(bigEndian: key.addr_b))):\(UInt16(bigEndian: key.port_b))"
+        let origIsA = v.flags & UInt8(MANX_CT_F_ORIG_IS_A) != 0
+        var state: String
+        if key.proto == IPProtocol.tcp.number {
+            if v.flags & UInt8(MANX_CT_F_RST) != 0 { state = "RESET" }
+            else if v.flags & UInt8(MANX_CT_F_FIN_ORIG | MANX_CT_F_FIN_REPLY) == UInt8(MANX_CT_F_FIN_ORIG | MANX_CT_F_FIN_REPLY) { state = "CLOSED" }
+            else if v.flags & UInt8(MANX_CT_F_FIN_ORIG | MANX_CT_F_FIN_REPLY) != 0 { state = "CLOSING" }
+            else if v.flags & UInt8(MANX_CT_F_SEEN_REPLY) != 0 { state = "ESTABLISHED" }
+            else { state = "SYN_SENT" }
+        } else {
+            state = v.flags & UInt8(MANX_CT_F_SEEN_REPLY) != 0 ? "REPLIED" : "NEW"
+        }
+        var approved: [String] = []
+        if v.flags & UInt8(MANX_CT_F_APPROVED_SRC) != 0 {
+            approved.append("source egress: ruleset \(v.approved_ruleset.0), \(rules(v.rule_id.0))")
+        }
+        if v.flags & UInt8(MANX_CT_F_APPROVED_DST) != 0 {
+            approved.append("destination ingress: ruleset \(v.approved_ruleset.1), \(rules(v.rule_id.1))")
+        }
+        return ConntrackRow(
+            proto: IPProtocol(key.proto).description, source: origIsA ? a : b, destination: origIsA ? b : a,
+            ageSeconds: Double(now &- v.created_ns) / 1e9, idleSeconds: Double(now &- v.last_seen_ns) / 1e9,
+            state: state, packets: v.packets, bytes: v.bytes, approvedBy: approved)
+    }
+}
+
+/// CLOCK_MONOTONIC, the clock bpf_ktime_get_ns uses.
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}

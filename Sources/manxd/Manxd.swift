@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ManxDaemon
+import ManxDataplane
+import ServiceLifecycle
+
+@main
+struct Manxd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "manxd",
+        abstract: "Manx node daemon: enforces the datastore's policy with BPF.")
+
+    @Option(help: "Directory of YAML resources (the datastore).")
+    var datastore: String = "/etc/manx/resources"
+
+    @Option(help: "Node name: pins live in /sys/fs/bpf/manx/NODE, state in /run/manx/NODE (empty: the machine's own).")
+    var node: String = ""
+
+    @Option(help: "Only pods scheduled on this Kubernetes node (spec.nodeName) are local endpoints.")
+    var nodeName: String?
+
+    @Flag(help: "Apply once and exit (exit status 1 if the batch was rejected).")
+    var once = false
+
+    @Flag(help: "Detach all programs and remove all pins of this node, then exit.")
+    var uninstall = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "manxd")
+        let daemon = try NodeDaemon(.init(datastore: datastore, paths: NodePaths(node: node), nodeName: nodeName), logger: logger)
+        if uninstall {
+            try await daemon.uninstall()
+            return
+        }
+        if once {
+            if await !daemon.sync() { throw ExitCode(1) }
+            return
+        }
+        let group = ServiceGroup(services: [daemon], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+    }
+}
