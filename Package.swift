@@ -72,7 +72,7 @@ let package = Package(
         ),
         // Real TCP/UDP/SCTP servers and probes for the conformance runner.
         .executableTarget(name: "manx-probe"),
-        .target(name: "ManxConformance", dependencies: ["ManxModel", "ManxDatastore"]),
+        .target(name: "ManxConformance", dependencies: ["ManxModel", "ManxDatastore", "ManxDataplane"]),
         .executableTarget(
             name: "manx-conformance",
             dependencies: ["ManxConformance", .product(name: "ArgumentParser", package: "swift-argument-parser")]

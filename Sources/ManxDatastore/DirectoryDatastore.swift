@@ -53,7 +53,9 @@ public struct DirectoryDatastore: Sendable {
         let dir = URL(fileURLWithPath: directory)
         let tmp = dir.appendingPathComponent(".\(name).tmp")
         try text.write(to: tmp, atomically: false, encoding: .utf8)
-        _ = try FileManager.default.replaceItemAt(dir.appendingPathComponent(name), withItemAt: tmp)
+        guard rename(tmp.path, dir.appendingPathComponent(name).path) == 0 else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: name])
+        }
     }
 
     public func remove(_ name: String) throws {

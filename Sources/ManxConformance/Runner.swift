@@ -1,0 +1,241 @@
+import Foundation
+import ManxDatastore
+import ManxDataplane
+
+/// Runs conformance cases against a real node: pods in network namespaces,
+/// real servers on ports 80 and 81, `manxd` enforcing each case's policy,
+/// and a real connection (or SCTP INIT) for every pair of pods.
+public final class ConformanceRunner {
+    public struct Options: Sendable {
+        public var mode = "bpf"
+        public var timeoutMs = 1000
+        public var binDirectory: String
+        public var verbose = false
+        public init(binDirectory: String) { self.binDirectory = binDirectory }
+    }
+
+    public struct Totals: Sendable { public var passed = 0, failed = 0 }
+
+    let options: Options
+    private var totals = Totals()
+
+    public init(options: Options) { self.options = options }
+
+    /// Runs every case under `dirs`; prints PASS/FAIL lines and the closing line.
+    public func run(_ dirs: [String]) throws -> Totals {
+        for dir in dirs {
+            let model = try ConformanceModel.load(from: dir)
+            let cases = try ConformanceCase.discover([dir])
+            if cases.isEmpty { say("no cases in \(dir)"); continue }
+            try withNode(model) { node in
+                for c in cases { try runCase(c, node: node, model: model) }
+            }
+        }
+        say("\(totals.passed) passed, \(totals.failed) failed")
+        return totals
+    }
+
+    // MARK: The simulated node
+
+    struct Node {
+        let lab: Lab
+        let datastore: DirectoryDatastore
+        let paths: NodePaths
+        /// "ns/pod" -> pod network namespace.
+        let podNetns: [String: String]
+    }
+
+    private func withNode(_ model: ConformanceModel, _ body: (Node) throws -> Void) throws {
+        let prefix = "mxc\(getpid() % 100_000)"
+        let lab = Lab(prefix: prefix)
+        let dsDir = "/tmp/\(prefix)-datastore"
+        let paths = NodePaths(node: prefix)
+        let cleanup = {
+            lab.teardown()
+            try? FileManager.default.removeItem(atPath: dsDir)
+            try? FileManager.default.removeItem(atPath: paths.pinRoot)
+            try? FileManager.default.removeItem(atPath: paths.stateDirectory)
+            try? FileManager.default.removeItem(atPath: "/tmp/\(prefix)-logs")
+        }
+        SignalCleanup.install(cleanup)
+        defer { cleanup(); SignalCleanup.clear() }
+
+        try FileManager.default.createDirectory(atPath: dsDir, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "/tmp/\(prefix)-logs", withIntermediateDirectories: true)
+        try lab.createNode()
+        var podNetns: [String: String] = [:]
+        var interfaces: [String: String] = [:]
+        for key in model.pods.keys.sorted() {
+            let pod = model.pods[key]!
+            let (netns, iface) = try lab.addPod("\(pod.namespace)\(pod.name)", ip: pod.ip)
+            podNetns[key] = netns
+            interfaces[key] = iface
+        }
+        let datastore = DirectoryDatastore(directory: dsDir)
+        try datastore.write("model.yaml", ModelYAML.render(model, interfaces: interfaces, overrides: nil))
+        _ = try lab.spawn(in: lab.node, [bin("manxd"), "--datastore", dsDir, "--node", prefix, "--log-level", "notice"],
+                          log: "/tmp/\(prefix)-logs/manxd.log", needsPins: true)
+        let node = Node(lab: lab, datastore: datastore, paths: paths, podNetns: podNetns)
+        if case .rejected(let error) = try waitApplied(node) { throw RunnerError("the model was rejected: \(error)") }
+
+        for (key, netns) in podNetns {
+            let ready = "/tmp/\(prefix)-logs/\(key.replacingOccurrences(of: "/", with: "-")).ready"
+            _ = try lab.spawn(in: netns, [bin("manx-probe"), "serve", "--ports", "80,81", "--ready-file", ready],
+                              log: "/tmp/\(prefix)-logs/serve-\(netns).log")
+        }
+        try waitFor("servers to listen") {
+            podNetns.keys.allSatisfy { FileManager.default.fileExists(atPath: "/tmp/\(prefix)-logs/\($0.replacingOccurrences(of: "/", with: "-")).ready") }
+        }
+        try body(node)
+    }
+
+    private func bin(_ name: String) -> String { options.binDirectory + "/" + name }
+
+    enum ApplyOutcome { case applied, rejected(String) }
+
+    /// Waits until the daemon has put the datastore's current content in
+    /// force, or has rejected it.
+    private func waitApplied(_ node: Node) throws -> ApplyOutcome {
+        let digest = try node.datastore.snapshot().digest
+        var outcome: ApplyOutcome?
+        try waitFor("manxd to apply the datastore (log: /tmp/\(node.lab.prefix)-logs/manxd.log)") {
+            guard let meta = try? NodeMetadata.read(node.paths) else { return false }
+            if meta.appliedDigest == digest && meta.missingInterfaces.isEmpty { outcome = .applied }
+            else if meta.rejectedDigest == digest { outcome = .rejected(meta.error ?? "rejected") }
+            return outcome != nil
+        }
+        return outcome!
+    }
+
+    private func waitFor(_ what: String, timeout: Double = 30, _ condition: () -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !condition() {
+            if Date() > deadline { throw RunnerError("timed out waiting for \(what)") }
+            usleep(20_000)
+        }
+    }
+
+    // MARK: Cases
+
+    private func runCase(_ c: ConformanceCase, node: Node, model: ConformanceModel) throws {
+        let overrides = c.expectation.model_overrides
+        if overrides != nil {
+            try node.datastore.write("model.yaml", ModelYAML.render(model, interfaces: interfaces(node), overrides: overrides))
+        }
+        try node.datastore.write("policy.yaml", c.policyYAML)
+        defer {
+            try? node.datastore.remove("policy.yaml")
+            if overrides != nil {
+                try? node.datastore.write("model.yaml", ModelYAML.render(model, interfaces: interfaces(node), overrides: nil))
+            }
+            _ = try? waitApplied(node)
+        }
+        let outcome = try waitApplied(node)
+        for table in c.expectation.tables {
+            let label = "\(c.name) \(table.port)/\(table.protocol)"
+            if case .rejected(let error) = outcome {
+                say("FAIL \(label)")
+                say("  policy rejected: \(error.replacingOccurrences(of: "\n", with: "\n  "))")
+                totals.failed += 1
+                continue
+            }
+            let mismatches = try probe(table, node: node, model: model)
+            if mismatches.isEmpty {
+                say("PASS \(label)")
+                totals.passed += 1
+            } else {
+                say("FAIL \(label)")
+                for m in mismatches { say("  \(m)") }
+                totals.failed += 1
+            }
+        }
+    }
+
+    private func interfaces(_ node: Node) -> [String: String] {
+        Dictionary(uniqueKeysWithValues: node.podNetns.map { key, netns in
+            (key, netns.replacingOccurrences(of: "-", with: ""))
+        })
+    }
+
+    /// Probes every pair concurrently (one prober process per source pod).
+    /// A pair expected to be allowed that fails is probed once more, as the
+    /// Kubernetes e2e suite does, to ride out a lost first packet.
+    private func probe(_ table: Expectation.Table, node: Node, model: ConformanceModel) throws -> [String] {
+        let proto = table.protocol.lowercased()
+        var expected: [String: [String: Bool]] = [:]
+        for from in model.pods.keys {
+            for to in model.pods.keys where !(from == to && (table.ignore_loopback ?? false)) {
+                expected[from, default: [:]][to] = table.default
+            }
+        }
+        for e in table.exceptions { expected[e.from]?[e.to] = e.allowed }
+
+        func run(_ pairs: [String: [String]]) throws -> [String: [String: Bool]] {
+            var procs: [(String, [String], Process, Pipe)] = []
+            for (from, targets) in pairs where !targets.isEmpty {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                p.arguments = ["ip", "netns", "exec", node.podNetns[from]!, bin("manx-probe"), "probe",
+                               "--timeout-ms", String(options.timeoutMs)]
+                    + targets.map { "\(proto):\(model.pods[$0]!.ip):\(table.port)" }
+                let pipe = Pipe()
+                p.standardOutput = pipe
+                try p.run()
+                procs.append((from, targets, p, pipe))
+            }
+            var results: [String: [String: Bool]] = [:]
+            for (from, targets, p, pipe) in procs {
+                let lines = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                    .split(separator: "\n")
+                p.waitUntilExit()
+                guard p.terminationStatus == 0, lines.count == targets.count else {
+                    throw RunnerError("prober in \(from) failed (status \(p.terminationStatus))")
+                }
+                for (to, line) in zip(targets, lines) { results[from, default: [:]][to] = line.hasSuffix(" ok") }
+            }
+            return results
+        }
+
+        var observed = try run(expected.mapValues { $0.keys.sorted() })
+        var retry: [String: [String]] = [:]
+        for (from, row) in expected { for (to, allowed) in row where allowed && observed[from]?[to] != true { retry[from, default: []].append(to) } }
+        if !retry.isEmpty {
+            for (from, row) in try run(retry) { for (to, ok) in row { observed[from]![to] = ok } }
+        }
+        var mismatches: [String] = []
+        for from in expected.keys.sorted() {
+            for to in expected[from]!.keys.sorted() where observed[from]?[to] != expected[from]![to] {
+                mismatches.append("\(from) -> \(to): expected \(expected[from]![to]! ? "allowed" : "denied"), got \(observed[from]?[to] == true ? "allowed" : "denied")")
+            }
+        }
+        return mismatches
+    }
+}
+
+public struct RunnerError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Tears the lab down on SIGINT/SIGTERM too, not only on normal exit.
+enum SignalCleanup {
+    nonisolated(unsafe) private static var action: (() -> Void)?
+
+    static func install(_ cleanup: @escaping () -> Void) {
+        action = cleanup
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig) { s in
+                SignalCleanup.action?()
+                signal(s, SIG_DFL)
+                raise(s)
+            }
+        }
+    }
+
+    static func clear() { action = nil }
+}
+
+/// Unbuffered output, so progress shows up as it happens under CI.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
