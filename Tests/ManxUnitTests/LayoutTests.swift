@@ -1,0 +1,71 @@
+import ManxMapLayout
+import XCTest
+
+/// The BPF programs and Swift share bpf/include/manx/maps.h. These are the
+/// sizes and offsets the C compiler gives for the BPF target (checked with
+/// pahole-style offsetof reasoning: naturally aligned, no packing); Swift
+/// must see exactly the same, or map values would be misread.
+final class LayoutTests: XCTestCase {
+    func offset<T>(_ path: PartialKeyPath<T>) -> Int { MemoryLayout<T>.offset(of: path)! }
+
+    func testEndpoint() {
+        XCTAssertEqual(MemoryLayout<manx_endpoint>.size, 16)
+        XCTAssertEqual(offset(\manx_endpoint.ingress_ruleset), 0)
+        XCTAssertEqual(offset(\manx_endpoint.egress_ruleset), 4)
+        XCTAssertEqual(offset(\manx_endpoint.identity), 8)
+        XCTAssertEqual(offset(\manx_endpoint.flags), 12)
+    }
+
+    func testIPCache() {
+        XCTAssertEqual(MemoryLayout<manx_ipcache_key>.size, 8)
+        XCTAssertEqual(offset(\manx_ipcache_key.addr), 4)
+        XCTAssertEqual(MemoryLayout<manx_ipcache_value>.size, 12)
+        XCTAssertEqual(offset(\manx_ipcache_value.tunnel_endpoint), 4)
+        XCTAssertEqual(offset(\manx_ipcache_value.flags), 8)
+    }
+
+    func testPolicy() {
+        XCTAssertEqual(MemoryLayout<manx_policy_key>.size, 16)
+        XCTAssertEqual(offset(\manx_policy_key.ruleset), 4)
+        XCTAssertEqual(offset(\manx_policy_key.identity), 8)
+        XCTAssertEqual(offset(\manx_policy_key.proto), 12)
+        XCTAssertEqual(offset(\manx_policy_key.pad), 13)
+        XCTAssertEqual(offset(\manx_policy_key.port), 14)
+        // Prefix lengths count bits of the data after prefixlen.
+        XCTAssertEqual(MANX_POLICY_PREFIX_RULESET, 32)
+        XCTAssertEqual(MANX_POLICY_PREFIX_IDENTITY, 64)
+        XCTAssertEqual(MANX_POLICY_PREFIX_PROTO, 80)
+        XCTAssertEqual(MANX_POLICY_PREFIX_FULL, 96)
+        XCTAssertEqual(MemoryLayout<manx_policy_value>.size, 8)
+        XCTAssertEqual(offset(\manx_policy_value.verdict), 4)
+        XCTAssertEqual(offset(\manx_policy_value.flags), 5)
+    }
+
+    func testConntrack() {
+        XCTAssertEqual(MemoryLayout<manx_ct_key>.size, 16)
+        XCTAssertEqual(offset(\manx_ct_key.addr_b), 4)
+        XCTAssertEqual(offset(\manx_ct_key.port_a), 8)
+        XCTAssertEqual(offset(\manx_ct_key.port_b), 10)
+        XCTAssertEqual(offset(\manx_ct_key.proto), 12)
+        XCTAssertEqual(MemoryLayout<manx_ct_value>.size, 56)
+        XCTAssertEqual(offset(\manx_ct_value.last_seen_ns), 8)
+        XCTAssertEqual(offset(\manx_ct_value.packets), 16)
+        XCTAssertEqual(offset(\manx_ct_value.bytes), 24)
+        XCTAssertEqual(offset(\manx_ct_value.approved_ruleset), 32)
+        XCTAssertEqual(offset(\manx_ct_value.policy_port), 40)
+        XCTAssertEqual(offset(\manx_ct_value.flags), 42)
+        XCTAssertEqual(offset(\manx_ct_value.rule_id), 44)
+    }
+
+    func testCountersEventsAndXDP() {
+        XCTAssertEqual(MemoryLayout<manx_counters_key>.size, 8)
+        XCTAssertEqual(MemoryLayout<manx_counters>.size, 8 * Int(MANX_CNT_MAX.rawValue))
+        XCTAssertEqual(MemoryLayout<manx_rule_hits>.size, 8)
+        XCTAssertEqual(MemoryLayout<manx_flow_event>.size, 40)
+        XCTAssertEqual(offset(\manx_flow_event.saddr), 16)
+        XCTAssertEqual(offset(\manx_flow_event.peer_identity), 28)
+        XCTAssertEqual(offset(\manx_flow_event.reason), 35)
+        XCTAssertEqual(MemoryLayout<manx_xdp_deny_key>.size, 8)
+        XCTAssertEqual(MemoryLayout<manx_xdp_deny_value>.size, 8)
+    }
+}
