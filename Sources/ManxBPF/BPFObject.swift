@@ -61,8 +61,8 @@ public final class BPFObject {
     }
 }
 
-/// libbpf's own messages: warnings (verifier logs among them) always go to
-/// stderr; info and debug only with MANX_BPF_DEBUG=1.
+/// libbpf's own messages: warnings (verifier logs among them) go to stderr;
+/// info, debug and netlink's notes only with MANX_BPF_DEBUG=1.
 enum BPFLog {
     private static let installed: Void = {
         let verbose = ProcessInfo.processInfo.environment["MANX_BPF_DEBUG"] == "1"
@@ -74,6 +74,9 @@ enum BPFLog {
         } else {
             _ = libbpf_set_print { level, format, args in
                 guard level == LIBBPF_WARN, let format, let args else { return 0 }
+                // Netlink's extended ack for answers we expect and handle
+                // (EEXIST when the clsact qdisc exists, ENOENT on queries).
+                if strncmp(format, "Kernel error message", 20) == 0 { return 0 }
                 return vdprintf(STDERR_FILENO, format, args)
             }
         }

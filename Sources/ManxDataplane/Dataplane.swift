@@ -19,8 +19,8 @@ import ManxModel
 public final class Dataplane {
     public let paths: NodePaths
     public let maps: KernelMaps
-    let fromWorkload: BPFProgram
-    let toWorkload: BPFProgram
+    public let fromWorkload: BPFProgram
+    public let toWorkload: BPFProgram
     private let object: BPFObject
 
     /// What the kernel holds, as far as this dataplane knows.
@@ -29,10 +29,26 @@ public final class Dataplane {
     private(set) var rulesets: [UInt32: [manx_policy_key]] = [:]
     private var verifiedAttachments = Set<Int32>()
 
+    /// How endpoint interfaces become ifindexes, and whether programs are
+    /// attached to them. Tests that drive the programs with
+    /// BPF_PROG_TEST_RUN map names to synthetic ifindexes and attach nothing.
+    public struct Interfaces: Sendable {
+        public var resolve: @Sendable (String) -> Int32?
+        public var attach: Bool
+        public init(resolve: @escaping @Sendable (String) -> Int32?, attach: Bool) {
+            self.resolve = resolve
+            self.attach = attach
+        }
+        public static let kernel = Interfaces(resolve: { try? NetworkInterface.index(named: $0) }, attach: true)
+    }
+
+    let interfaces: Interfaces
+
     /// Loads the programs and creates (or reuses) the pinned maps, then
     /// reads what a previous daemon left programmed.
-    public init(paths: NodePaths) throws(BPFError) {
+    public init(paths: NodePaths, interfaces: Interfaces = .kernel) throws(BPFError) {
         self.paths = paths
+        self.interfaces = interfaces
         object = try BPFObject(elf: BPFObjects.elf(.workload), name: "manx_workload", pinRoot: paths.pinRoot)
         try object.load()
         maps = try KernelMaps.fromObject(object)
@@ -105,7 +121,7 @@ public final class Dataplane {
             // 3. Endpoints: switch rule sets, attach new interfaces.
             var wantedEndpoints: [Int32: (String, manx_endpoint)] = [:]
             for ep in state.endpoints {
-                guard let ifindex = try? NetworkInterface.index(named: ep.interface) else {
+                guard let ifindex = interfaces.resolve(ep.interface) else {
                     report.missingInterfaces.append("\(ep.workload) (\(ep.interface))")
                     continue
                 }
@@ -132,7 +148,7 @@ public final class Dataplane {
                 // Attach after the endpoint entry exists: the programs fail
                 // closed on unknown interfaces. Checked once per interface
                 // per daemon, so a restarted daemon puts its programs in place.
-                if verifiedAttachments.contains(ifindex) { continue }
+                if !interfaces.attach || verifiedAttachments.contains(ifindex) { continue }
                 let ingressID = try TC.attachedProgramID(ifindex: ifindex, hook: .ingress)
                 let egressID = try TC.attachedProgramID(ifindex: ifindex, hook: .egress)
                 if ingressID != fromWorkload.id || egressID != toWorkload.id {
@@ -144,8 +160,7 @@ public final class Dataplane {
             }
             // 4. Garbage: endpoints, ipcache entries and rule sets no longer wanted.
             for (ifindex, _) in endpoints where wantedEndpoints[ifindex] == nil {
-                _ = try? TC.detach(ifindex: ifindex, hook: .ingress)
-                _ = try? TC.detach(ifindex: ifindex, hook: .egress)
+                detachPrograms(ifindex)
                 try maps.endpoints.delete(UInt32(ifindex))
                 for direction in [MANX_DIR_INGRESS, MANX_DIR_EGRESS] {
                     try maps.counters.delete(manx_counters_key(ifindex: UInt32(ifindex), direction: direction.rawValue))
@@ -186,8 +201,7 @@ public final class Dataplane {
             if let previous {
                 _ = try? maps.endpoints.update(UInt32(ifindex), previous.value)
             } else {
-                _ = try? TC.detach(ifindex: ifindex, hook: .ingress)
-                _ = try? TC.detach(ifindex: ifindex, hook: .egress)
+                detachPrograms(ifindex)
                 _ = try? maps.endpoints.delete(UInt32(ifindex))
             }
             endpoints[ifindex] = previous
@@ -200,12 +214,17 @@ public final class Dataplane {
         for id in undo.rulesets { rulesets[id] = nil }
     }
 
+    private func detachPrograms(_ ifindex: Int32) {
+        guard interfaces.attach else { return }
+        _ = try? TC.detach(ifindex: ifindex, hook: .ingress)
+        _ = try? TC.detach(ifindex: ifindex, hook: .egress)
+    }
+
     /// Detaches every program this node attached and removes its pins:
     /// enforcement stops. For tests and `manxd --uninstall`.
     public func uninstall() throws(BPFError) {
         for (ifindex, _) in endpoints {
-            _ = try? TC.detach(ifindex: ifindex, hook: .ingress)
-            _ = try? TC.detach(ifindex: ifindex, hook: .egress)
+            detachPrograms(ifindex)
         }
         endpoints = [:]
         try BPFFS.removeTree(paths.pinRoot)

@@ -1,0 +1,129 @@
+import Foundation
+import ManxBPF
+import XCTest
+
+/// Kernel tests need root and BPF. They skip (saying why) only when those
+/// are missing, and never under CI=true, where a skip would hide a failure.
+func requireKernel() throws {
+    var reason: String?
+    if geteuid() != 0 {
+        reason = "not root"
+    } else if !FileManager.default.fileExists(atPath: "/sys/fs/bpf") || !FileManager.default.fileExists(atPath: "/sys/kernel/btf/vmlinux") {
+        reason = "no BPF filesystem or kernel BTF"
+    }
+    guard let reason else { return }
+    if ProcessInfo.processInfo.environment["CI"] == "true" {
+        XCTFail("kernel test cannot run under CI=true: \(reason)")
+        throw XCTSkip("failed above")
+    }
+    print("SKIP kernel test: \(reason)")
+    throw XCTSkip("kernel test skipped: \(reason)")
+}
+
+/// A prefix unique to one test, for every namespace, interface and pin.
+func testPrefix(_ tag: String) -> String { "mxk\(tag)\(getpid() % 10000)" }
+
+@discardableResult
+func sh(_ args: String..., allowFailure: Bool = false) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = args
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    if p.terminationStatus != 0 && !allowFailure {
+        throw NSError(domain: "sh", code: Int(p.terminationStatus),
+                      userInfo: [NSLocalizedDescriptionKey: "\(args.joined(separator: " ")): \(out)"])
+    }
+    return out
+}
+
+/// The package's built executables (tools/test builds them before the tests).
+func productPath(_ name: String) throws -> String {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    for config in ["debug", "release"] {
+        let path = root.appendingPathComponent(".build/\(config)/\(name)").path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    throw XCTSkip("\(name) is not built: run `swift build` first")
+}
+
+func inNetns<T: Sendable>(_ netns: String, _ body: @escaping @Sendable () throws -> T) throws -> T {
+    try NetworkNamespace.run(netns, body)
+}
+
+/// Two namespaces joined by a veth pair: "a" (10.201.<n>.1) and "b" (.2).
+struct VethPair {
+    let a: String
+    let b: String
+    let ipA: String
+    let ipB: String
+
+    init(prefix: String, subnet: Int) throws {
+        a = "\(prefix)-a"
+        b = "\(prefix)-b"
+        ipA = "10.201.\(subnet).1"
+        ipB = "10.201.\(subnet).2"
+        try sh("ip", "netns", "add", a)
+        try sh("ip", "netns", "add", b)
+        try sh("ip", "link", "add", "veth0", "netns", a, "type", "veth", "peer", "name", "veth0", "netns", b)
+        for (ns, ip) in [(a, ipA), (b, ipB)] {
+            try sh("ip", "-n", ns, "addr", "add", "\(ip)/24", "dev", "veth0")
+            try sh("ip", "-n", ns, "link", "set", "veth0", "up")
+            try sh("ip", "-n", ns, "link", "set", "lo", "up")
+        }
+    }
+
+    func remove() {
+        _ = try? sh("ip", "netns", "del", a, allowFailure: true)
+        _ = try? sh("ip", "netns", "del", b, allowFailure: true)
+    }
+
+    func ping(from ns: String, to ip: String) -> Bool {
+        (try? sh("ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", ip)) != nil
+    }
+}
+
+/// Crafted frames for BPF_PROG_TEST_RUN.
+enum Frame {
+    static func ip(_ s: String) -> [UInt8] { s.split(separator: ".").map { UInt8($0)! } }
+    static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
+
+    static func ethernet(_ type: UInt16, _ payload: [UInt8]) -> [UInt8] {
+        [0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1] + be16(type) + payload
+    }
+
+    static func ipv4(src: String, dst: String, proto: UInt8, _ l4: [UInt8], fragmentOffset: UInt16 = 0) -> [UInt8] {
+        var h: [UInt8] = [0x45, 0] + be16(UInt16(20 + l4.count)) + [0, 1] + be16(fragmentOffset) + [64, proto, 0, 0] + ip(src) + ip(dst)
+        var sum: UInt32 = 0
+        for i in stride(from: 0, to: 20, by: 2) { sum += UInt32(h[i]) << 8 | UInt32(h[i + 1]) }
+        while sum > 0xffff { sum = (sum & 0xffff) + (sum >> 16) }
+        h[10] = UInt8((~sum >> 8) & 0xff)
+        h[11] = UInt8(~sum & 0xff)
+        return ethernet(0x0800, h + l4)
+    }
+
+    static let syn: UInt8 = 0x02, ack: UInt8 = 0x10, fin: UInt8 = 0x01, rst: UInt8 = 0x04
+
+    static func tcp(_ src: String, _ sport: UInt16, _ dst: String, _ dport: UInt16, flags: UInt8) -> [UInt8] {
+        let l4 = be16(sport) + be16(dport) + [0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]
+        return ipv4(src: src, dst: dst, proto: 6, l4)
+    }
+
+    static func udp(_ src: String, _ sport: UInt16, _ dst: String, _ dport: UInt16) -> [UInt8] {
+        ipv4(src: src, dst: dst, proto: 17, be16(sport) + be16(dport) + be16(12) + [0, 0, 1, 2, 3, 4])
+    }
+
+    static func icmpEcho(_ src: String, _ dst: String, reply: Bool = false, id: UInt16 = 7) -> [UInt8] {
+        ipv4(src: src, dst: dst, proto: 1, [reply ? 0 : 8, 0, 0, 0] + be16(id) + [0, 1])
+    }
+
+    static let arp: [UInt8] = ethernet(0x0806, [0, 1, 8, 0, 6, 4, 0, 1] + [UInt8](repeating: 0, count: 20))
+    static let ipv6: [UInt8] = ethernet(0x86dd, [0x60] + [UInt8](repeating: 0, count: 39))
+}
+
+let TC_ACT_OK: UInt32 = 0
+let TC_ACT_SHOT: UInt32 = 2
