@@ -7,11 +7,14 @@ public struct Decision: Hashable, Sendable, Codable {
     public var verdict: Verdict
     public var ruleID: UInt32
     public var log: Bool
+    /// No rule matched: a tier's default (or the profile) decided.
+    public var byDefault: Bool
 
-    public init(_ verdict: Verdict, _ ruleID: UInt32, log: Bool = false) {
+    public init(_ verdict: Verdict, _ ruleID: UInt32, log: Bool = false, byDefault: Bool = false) {
         self.verdict = verdict
         self.ruleID = ruleID
         self.log = log
+        self.byDefault = byDefault
     }
 }
 

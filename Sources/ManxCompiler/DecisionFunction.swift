@@ -115,12 +115,12 @@ struct DecisionFunction: Hashable {
                 }
             }
             if !tier.defaultPass {
-                cells.takeRest { final[$0] = Decision(.deny, tier.defaultRuleID, log: logged[$0]) }
+                cells.takeRest { final[$0] = Decision(.deny, tier.defaultRuleID, log: logged[$0], byDefault: true) }
             }
         }
         var segments: [(ClosedRange<UInt32>, Decision)] = []
         for i in 0..<layout.count {
-            let d = final[i] ?? Decision(.allow, program.profileRuleID, log: logged[i])
+            let d = final[i] ?? Decision(.allow, program.profileRuleID, log: logged[i], byDefault: true)
             let r = layout.range(of: i, upper: upper)
             if let last = segments.last, last.1 == d, last.0.upperBound + 1 == r.lowerBound {
                 segments[segments.count - 1].0 = last.0.lowerBound...r.upperBound

@@ -43,11 +43,12 @@ extension manx_policy_value {
         self.init()
         rule_id = d.ruleID
         verdict = d.verdict.rawValue
-        flags = d.log ? UInt8(MANX_POL_F_LOG) : 0
+        flags = (d.log ? UInt8(MANX_POL_F_LOG) : 0) | (d.byDefault ? UInt8(MANX_POL_F_DEFAULT) : 0)
     }
 
     var decision: Decision {
-        Decision(verdict == UInt8(MANX_VERDICT_ALLOW.rawValue) ? .allow : .deny, rule_id, log: flags & UInt8(MANX_POL_F_LOG) != 0)
+        Decision(verdict == UInt8(MANX_VERDICT_ALLOW.rawValue) ? .allow : .deny, rule_id,
+                 log: flags & UInt8(MANX_POL_F_LOG) != 0, byDefault: flags & UInt8(MANX_POL_F_DEFAULT) != 0)
     }
 }
 

@@ -72,8 +72,9 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 	manx_decide(ruleset, peer, pkt.proto, port, &d);
 
 	if (d.verdict != MANX_VERDICT_ALLOW) {
-		__u32 reason = d.rule_id == MANX_RULE_DEFAULT_DENY ? MANX_CNT_DROP_DEFAULT
-								    : MANX_CNT_DROP_POLICY;
+		__u32 reason = d.rule_id == MANX_RULE_DEFAULT_DENY || (d.flags & MANX_POL_F_DEFAULT)
+				       ? MANX_CNT_DROP_DEFAULT
+				       : MANX_CNT_DROP_POLICY;
 		if (d.rule_id >= MANX_RULE_FIRST)
 			manx_rule_hit(d.rule_id);
 		manx_flow_event(ifindex, dir, &pkt, d.identity, d.rule_id, d.verdict, reason);

@@ -105,7 +105,8 @@ struct manx_policy_value {
 	__u16 pad;
 };
 
-#define MANX_POL_F_LOG (1U << 0) /* a Log rule matched on the way */
+#define MANX_POL_F_LOG     (1U << 0) /* a Log rule matched on the way */
+#define MANX_POL_F_DEFAULT (1U << 1) /* no rule matched: a tier's default action */
 
 /* Rule ids below this are reserved for built-in decisions. */
 #define MANX_RULE_NONE            0 /* no policy: endpoint not isolated */
