@@ -78,7 +78,7 @@ let package = Package(
             dependencies: ["ManxConformance", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout"]),
-        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout"]),
+        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -5,16 +5,16 @@ import Foundation
 /// /32 on the pod, a link-local gateway answered by the node, a /32 route
 /// per pod on the node). Every name starts with the lab's prefix, and
 /// `teardown` removes all of them.
-final class Lab: @unchecked Sendable {
-    let prefix: String
-    var node: String { "\(prefix)-node" }
+public final class Lab: @unchecked Sendable {
+    public let prefix: String
+    public var node: String { "\(prefix)-node" }
     private(set) var namespaces: [String] = []
     private var processes: [Process] = []
-    static let gateway = "169.254.1.1"
+    public static let gateway = "169.254.1.1"
 
-    init(prefix: String) { self.prefix = prefix }
+    public init(prefix: String) { self.prefix = prefix }
 
-    func createNode() throws {
+    public func createNode() throws {
         try Shell.run(["ip", "netns", "add", node])
         namespaces.append(node)
         try Shell.run(["ip", "-n", node, "link", "set", "lo", "up"])
@@ -24,7 +24,7 @@ final class Lab: @unchecked Sendable {
     }
 
     /// Creates the pod namespace and its veth; returns the host-side name.
-    func addPod(_ name: String, ip: String) throws -> (netns: String, interface: String) {
+    public func addPod(_ name: String, ip: String) throws -> (netns: String, interface: String) {
         let netns = "\(prefix)-\(name)"
         let host = "\(prefix)\(name)"
         precondition(host.count <= 15, "interface name \(host) is too long")
@@ -46,14 +46,14 @@ final class Lab: @unchecked Sendable {
     /// Runs a long-lived process in a namespace. `ip netns exec` remounts
     /// /sys (hiding bpffs pins), so processes that need pins use
     /// `nsenter --net`, which only switches the network namespace.
-    func spawn(in netns: String, _ args: [String], log: String, needsPins: Bool = false) throws -> Process {
+    public func spawn(in netns: String, _ args: [String], log: String, needsPins: Bool = false) throws -> Process {
         let wrapper = needsPins ? ["nsenter", "--net=/run/netns/\(netns)"] : ["ip", "netns", "exec", netns]
         let p = try Shell.start(wrapper + args, log: log)
         processes.append(p)
         return p
     }
 
-    func teardown() {
+    public func teardown() {
         for p in processes where p.isRunning { p.terminate() }
         for p in processes { p.waitUntilExit() }
         processes = []
