@@ -58,6 +58,7 @@ public final class PolicyCompiler {
             return matchers.count - 1
         }
         let policiesByTier = Dictionary(grouping: resources.policies, by: \.tier)
+        func tierOrder(_ name: String) -> (Double, String) { (resources.tiers[name]?.order ?? .infinity, name) }
         let tierNames = policiesByTier.keys.sorted { tierOrder($0) < tierOrder($1) }
         var programs: [(Workload, RuleProgram?, RuleProgram?)] = []
         for w in local {
@@ -78,8 +79,10 @@ public final class PolicyCompiler {
                         }
                     }
                     let defaultID = ruleID(RuleInfo(policy: "tier \(tierName)", tier: tierName, direction: direction.rawValue,
-                                                    index: nil, action: "Deny", summary: "end of tier: no rule matched"))
-                    tiers.append(TierProgram(name: tierName, defaultPass: false, defaultRuleID: defaultID, rules: rules))
+                                                    index: nil, action: resources.tiers[tierName]?.defaultPass == true ? "Pass" : "Deny",
+                                                    summary: "end of tier: no rule matched"))
+                    let defaultPass = resources.tiers[tierName]?.defaultPass ?? false
+                    tiers.append(TierProgram(name: tierName, defaultPass: defaultPass, defaultRuleID: defaultID, rules: rules))
                 }
                 if tiers.isEmpty { continue }
                 let profile = ruleID(RuleInfo(policy: "profile kns.\(w.namespace)", tier: "", direction: direction.rawValue,
@@ -90,7 +93,9 @@ public final class PolicyCompiler {
         }
 
         // 2. Regions of address space and their identities.
-        let identities = assignIdentities(workloads: workloads, matchers: matchers, local: Set(local.map(\.pod.key)), state: &state)
+        let identities = assignIdentities(workloads: workloads, networkSets: resources.networkSets.map {
+            NetworkSetPeer(set: $0, namespaceLabels: $0.namespace.flatMap { resources.namespaces[$0]?.labels } ?? [:])
+        }, matchers: matchers, local: Set(local.map(\.pod.key)), state: &state)
         let identityOf = Dictionary(state.ipcache.map { ($0.cidr, $0.identity) }, uniquingKeysWith: { a, _ in a })
 
         // 3. Rule sets, shared by content.
@@ -138,8 +143,10 @@ public final class PolicyCompiler {
                              matcher: (EntityRule) -> Int?) -> ProgramRule? {
         let localSide = direction == .ingress ? rule.destination : rule.source
         let peerSide = direction == .ingress ? rule.source : rule.destination
+        // IPv6 rules never match this IPv4 dataplane.
+        if rule.ipVersion == 6 || rule.proto == .icmpv6 { return nil }
         // Conditions on the local endpoint are decided now, per endpoint.
-        guard localSide.peerPart.isEmpty || localSide.peerPart.matchesPeer(prefix: CIDR(local.ip!, 32), workload: local) else {
+        guard localSide.peerPart.isEmpty || localSide.peerPart.matchesPeer(Peer(cidr: CIDR(local.ip!, 32), workload: local)) else {
             return nil
         }
         func terms(_ ports: [PortMatch]) -> PortTerms? {
@@ -167,29 +174,27 @@ public final class PolicyCompiler {
             icmp: rule.icmp.map(icmpSet), notICMP: rule.notICMP.map(icmpSet))
     }
 
-    private func tierOrder(_ name: String) -> (Double, String) {
-        (name == "default" ? 1_000_000 : 0, name)
-    }
-
     // MARK: Identities
-
-    struct Region {
-        var cidr: CIDR
-        var workload: Workload?
-    }
 
     /// Splits address space into regions no rule CIDR crosses (every rule
     /// CIDR, every workload /32, and 0.0.0.0/0), and gives regions that
     /// every rule treats alike the same identity. Returns each identity's
     /// key: the matchers it satisfies and its named ports.
-    private func assignIdentities(workloads: [Workload], matchers: [EntityRule], local: Set<String>,
-                                  state: inout CompiledState) -> [UInt32: IdentityKey] {
-        var regions: [Region] = []
+    private func assignIdentities(workloads: [Workload], networkSets: [NetworkSetPeer], matchers: [EntityRule],
+                                  local: Set<String>, state: inout CompiledState) -> [UInt32: IdentityKey] {
+        var regions: [Peer] = []
         var seen = Set<CIDR>()
         for w in workloads {
             guard let ip = w.ip else { continue }
             let cidr = CIDR(ip, 32)
-            if seen.insert(cidr).inserted { regions.append(Region(cidr: cidr, workload: w)) }
+            if seen.insert(cidr).inserted { regions.append(Peer(cidr: cidr, workload: w)) }
+        }
+        var setsByNet: [CIDR: [NetworkSetPeer]] = [:]
+        for ns in networkSets {
+            for net in ns.set.nets {
+                setsByNet[net, default: []].append(ns)
+                if seen.insert(net).inserted { regions.append(Peer(cidr: net, workload: nil)) }
+            }
         }
         // Candidate matchers per region come from an index, so the work is
         // proportional to matches, not regions x matchers.
@@ -198,12 +203,20 @@ public final class PolicyCompiler {
         var workloadOnly: [Int] = []  // no nets, need a workload
         for (i, m) in matchers.enumerated() {
             for net in m.nets { byNet[net, default: []].append(i) }
-            for cidr in m.nets + m.notNets where seen.insert(cidr).inserted { regions.append(Region(cidr: cidr, workload: nil)) }
+            for cidr in m.nets + m.notNets where seen.insert(cidr).inserted { regions.append(Peer(cidr: cidr, workload: nil)) }
             if m.nets.isEmpty {
                 if m.endpoints != nil || !m.serviceAccountNames.isEmpty { workloadOnly.append(i) } else { everywhere.append(i) }
             }
         }
-        if seen.insert(.any).inserted { regions.append(Region(cidr: .any, workload: nil)) }
+        if seen.insert(.any).inserted { regions.append(Peer(cidr: .any, workload: nil)) }
+        // Each region lies in the network sets whose CIDRs contain it.
+        if !setsByNet.isEmpty {
+            for i in regions.indices {
+                for len in stride(from: regions[i].cidr.prefixLength, through: 0, by: -1) {
+                    regions[i].networkSets += setsByNet[CIDR(regions[i].cidr.address, len)] ?? []
+                }
+            }
+        }
 
         var keys: [UInt32: IdentityKey] = [:]
         var liveIDs: [IdentityKey: UInt32] = [:]
@@ -213,8 +226,8 @@ public final class PolicyCompiler {
             for len in stride(from: region.cidr.prefixLength, through: 0, by: -1) {
                 if let list = byNet[CIDR(region.cidr.address, len)] { candidates += list }
             }
-            if region.workload != nil { candidates += workloadOnly }
-            let matched = Set(candidates).filter { matchers[$0].matchesPeer(prefix: region.cidr, workload: region.workload) }
+            if region.workload != nil || !region.networkSets.isEmpty { candidates += workloadOnly }
+            let matched = Set(candidates).filter { matchers[$0].matchesPeer(region) }
             let key = IdentityKey(matched: matched.map(Int32.init).sorted(), ports: region.workload?.pod.ports ?? [],
                                   workload: region.workload != nil)
             let id: UInt32

@@ -49,6 +49,38 @@ extension EndpointMatch {
     }
 }
 
+/// A network set as a policy peer, with its namespace's labels.
+struct NetworkSetPeer: Hashable {
+    var set: NetworkSet
+    var namespaceLabels: [String: String]
+}
+
+/// A policy peer: a region of address space (no rule CIDR splits it), the
+/// workload when it is one pod's address, and the network sets it lies in.
+struct Peer {
+    var cidr: CIDR
+    var workload: Workload?
+    var networkSets: [NetworkSetPeer] = []
+}
+
+extension EndpointMatch {
+    /// Calico selects an address when it selects the workload that has it,
+    /// or any network set that contains it.
+    func matches(_ peer: Peer) -> Bool {
+        if let w = peer.workload, matches(w) { return true }
+        return peer.networkSets.contains { ns in
+            guard serviceAccountSelector == nil else { return false }
+            switch namespaces {
+            case .any: break
+            case .named(let name): if ns.set.namespace != name { return false }
+            case .matching(let sel):
+                if !sel.matches(ns.namespaceLabels, global: ns.set.namespace == nil) { return false }
+            }
+            return selector.matches(ns.set.labels)
+        }
+    }
+}
+
 extension EntityRule {
     /// The address side of a rule with its ports removed: what a peer is
     /// tested against. Rules that share it share one matcher.
@@ -59,17 +91,14 @@ extension EntityRule {
         return e
     }
 
-    /// Whether a peer in `prefix` (a region no other rule CIDR splits), with
-    /// `workload` when it is one, matches. Ports are not considered.
-    func matchesPeer(prefix: CIDR, workload: Workload?) -> Bool {
-        if !nets.isEmpty && !nets.contains(where: { $0.contains(prefix) }) { return false }
-        if notNets.contains(where: { $0.contains(prefix) }) { return false }
-        if let endpoints {
-            guard let workload, endpoints.matches(workload) else { return false }
-        }
-        if let notSelector, let workload, notSelector.matches(workload) { return false }
+    /// Whether the peer matches this side of a rule. Ports are not considered.
+    func matchesPeer(_ peer: Peer) -> Bool {
+        if !nets.isEmpty && !nets.contains(where: { $0.contains(peer.cidr) }) { return false }
+        if notNets.contains(where: { $0.contains(peer.cidr) }) { return false }
+        if let endpoints, !endpoints.matches(peer) { return false }
+        if let notSelector, notSelector.matches(peer) { return false }
         if !serviceAccountNames.isEmpty {
-            guard let workload, serviceAccountNames.contains(workload.pod.serviceAccount) else { return false }
+            guard let workload = peer.workload, serviceAccountNames.contains(workload.pod.serviceAccount) else { return false }
         }
         return true
     }

@@ -106,6 +106,8 @@ public struct Rule: Hashable, Sendable {
     public var notProto: IPProtocol?
     public var icmp: ICMPMatch?
     public var notICMP: ICMPMatch?
+    /// 6 never matches IPv4 traffic; nil or 4 does.
+    public var ipVersion: Int?
     public var source = EntityRule()
     public var destination = EntityRule()
     /// Position in the policy's rule list for this direction (for display).

@@ -20,6 +20,12 @@ enum ResourceDecoder {
             return KubernetesDecoder.pod(top, file: file, ctx: doc.ctx).map(Resource.pod)
         case ("networking.k8s.io/v1", "NetworkPolicy"):
             return KubernetesDecoder.networkPolicy(top, file: file, ctx: doc.ctx).map(Resource.policy)
+        case ("projectcalico.org/v3", "NetworkPolicy"), ("projectcalico.org/v3", "GlobalNetworkPolicy"):
+            return CalicoDecoder.policy(top, global: kind == "GlobalNetworkPolicy", file: file, ctx: doc.ctx).map(Resource.policy)
+        case ("projectcalico.org/v3", "Tier"):
+            return CalicoDecoder.tier(top, file: file, ctx: doc.ctx).map(Resource.tier)
+        case ("projectcalico.org/v3", "NetworkSet"), ("projectcalico.org/v3", "GlobalNetworkSet"):
+            return CalicoDecoder.networkSet(top, global: kind == "GlobalNetworkSet", file: file, ctx: doc.ctx).map(Resource.networkSet)
         default:
             doc.ctx.fail("kind", "unknown kind '\(kind)' in apiVersion '\(apiVersion)'")
             return nil

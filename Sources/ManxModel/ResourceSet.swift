@@ -6,6 +6,9 @@ public struct ResourceSet: Sendable, Equatable {
     /// Keyed "namespace/name".
     public var pods: [String: Pod] = [:]
     public var policies: [Policy] = []
+    /// Keyed by name; always holds the built-in "default" tier.
+    public var tiers: [String: Tier] = ["default": .defaultTier]
+    public var networkSets: [NetworkSet] = []
 
     public init() {}
 
@@ -29,7 +32,10 @@ public struct ResourceSet: Sendable, Equatable {
                 errors += ctx.errors
                 guard ctx.errors.isEmpty, let resource else { continue }
                 let ref = resource.ref
-                let identity = "\(ref.kind)/\(ref.namespace ?? "")/\(ref.name)"
+                // Policies by their Calico name, so a Kubernetes and a Calico
+                // NetworkPolicy of the same name can coexist, as in Calico.
+                var identity = "\(ref.kind)/\(ref.namespace ?? "")/\(ref.name)"
+                if case .policy(let p) = resource { identity = "Policy/\(p.namespace ?? "")/\(p.name)" }
                 if let first = seen[identity] {
                     errors.append(ValidationError(file: file.name, resource: ref.description, field: "metadata.name",
                                                   reason: "duplicate: already defined in \(first.file)"))
@@ -39,8 +45,14 @@ public struct ResourceSet: Sendable, Equatable {
                 set.add(resource)
             }
         }
+        // Cross-resource checks: every policy's tier must exist.
+        for p in set.policies where set.tiers[p.tier] == nil {
+            errors.append(ValidationError(file: p.ref.file, resource: p.ref.description, field: "spec.tier",
+                                          reason: "tier '\(p.tier)' does not exist"))
+        }
         if !errors.isEmpty { throw ValidationErrors(errors) }
         set.policies.sort { $0.ref < $1.ref }
+        set.networkSets.sort { $0.ref < $1.ref }
         return set
     }
 
@@ -62,6 +74,8 @@ public struct ResourceSet: Sendable, Equatable {
         case .namespace(let ns): namespaces[ns.name] = ns
         case .pod(let pod): pods[pod.key] = pod
         case .policy(let p): policies.append(p)
+        case .tier(let t): tiers[t.name] = t
+        case .networkSet(let n): networkSets.append(n)
         }
     }
 }
@@ -71,12 +85,16 @@ enum Resource {
     case namespace(Namespace)
     case pod(Pod)
     case policy(Policy)
+    case tier(Tier)
+    case networkSet(NetworkSet)
 
     var ref: ResourceRef {
         switch self {
         case .namespace(let n): return n.ref
         case .pod(let p): return p.ref
         case .policy(let p): return p.ref
+        case .tier(let t): return t.ref
+        case .networkSet(let n): return n.ref
         }
     }
 }

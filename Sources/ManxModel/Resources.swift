@@ -97,3 +97,28 @@ public struct Pod: Hashable, Sendable {
     public static let interfaceAnnotation = "manx.io/interface"
     public var key: String { "\(namespace)/\(name)" }
 }
+
+/// A Calico tier: policies are evaluated tier by tier, in order.
+public struct Tier: Hashable, Sendable {
+    public var name: String
+    /// nil sorts last.
+    public var order: Double?
+    /// What happens when a policy of the tier selects the endpoint but no
+    /// rule matches: Deny (the default), or Pass to the next tier.
+    public var defaultPass: Bool
+    public var ref: ResourceRef
+
+    /// Calico's built-in default tier, ordered after every other tier.
+    public static let defaultTier = Tier(name: "default", order: 1_000_000, defaultPass: false,
+                                         ref: ResourceRef(kind: "Tier", namespace: nil, name: "default", file: "(built in)"))
+}
+
+/// Labelled CIDRs that selectors can match (NetworkSet, or GlobalNetworkSet
+/// when namespace is nil).
+public struct NetworkSet: Hashable, Sendable {
+    public var name: String
+    public var namespace: String?
+    public var labels: [String: String]
+    public var nets: [CIDR]
+    public var ref: ResourceRef
+}

@@ -22,10 +22,14 @@ public indirect enum Selector: Hashable, Sendable {
     case and(Selector, Selector)
     case or(Selector, Selector)
 
-    public func matches(_ labels: [String: String]) -> Bool {
+    public func matches(_ labels: [String: String]) -> Bool { matches(labels, global: false) }
+
+    /// `global`: the thing tested is not namespaced (a namespace selector
+    /// tested against a GlobalNetworkSet), which is what `global()` selects.
+    public func matches(_ labels: [String: String], global: Bool) -> Bool {
         switch self {
         case .all: return true
-        case .global: return false
+        case .global: return global
         case let .equals(k, v): return labels[k] == v
         case let .notEquals(k, v): return labels[k] != v
         case let .inSet(k, set): return labels[k].map(set.contains) ?? false
@@ -34,9 +38,9 @@ public indirect enum Selector: Hashable, Sendable {
         case let .contains(k, s): return labels[k]?.contains(s) ?? false
         case let .startsWith(k, s): return labels[k]?.hasPrefix(s) ?? false
         case let .endsWith(k, s): return labels[k]?.hasSuffix(s) ?? false
-        case let .not(inner): return !inner.matches(labels)
-        case let .and(a, b): return a.matches(labels) && b.matches(labels)
-        case let .or(a, b): return a.matches(labels) || b.matches(labels)
+        case let .not(inner): return !inner.matches(labels, global: global)
+        case let .and(a, b): return a.matches(labels, global: global) && b.matches(labels, global: global)
+        case let .or(a, b): return a.matches(labels, global: global) || b.matches(labels, global: global)
         }
     }
 
