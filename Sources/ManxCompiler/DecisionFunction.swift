@@ -77,8 +77,8 @@ struct DecisionFunction: Hashable {
 
     /// Calico evaluation over the cells of one protocol: tiers in order, the
     /// first Allow/Deny/Pass rule of a tier wins a cell, Log marks it, the
-    /// tier default takes what is left; passed cells fall to the next tier,
-    /// and cells passed by every tier to the profile.
+    /// tier default takes what is left; passed cells fall to the next tier.
+    /// The last tier (the profiles) passes nothing.
     private static func evaluate(_ program: RuleProgram, proto: IPProtocol?, matched: Set<Int>,
                                  peerPorts: [NamedPort]) -> [(ClosedRange<UInt32>, Decision)] {
         let upper = space(proto).upper
@@ -120,7 +120,7 @@ struct DecisionFunction: Hashable {
         }
         var segments: [(ClosedRange<UInt32>, Decision)] = []
         for i in 0..<layout.count {
-            let d = final[i] ?? Decision(.allow, program.profileRuleID, log: logged[i], byDefault: true)
+            let d = final[i] ?? Decision(.deny, ReservedRule.defaultDeny, log: logged[i], byDefault: true)
             let r = layout.range(of: i, upper: upper)
             if let last = segments.last, last.1 == d, last.0.upperBound + 1 == r.lowerBound {
                 segments[segments.count - 1].0 = last.0.lowerBound...r.upperBound

@@ -73,7 +73,8 @@ public final class PolicyCompiler {
                     var rules: [ProgramRule] = []
                     for policy in applying {
                         for rule in policy.rules(direction) {
-                            if let r = programRule(rule, policy: policy, direction: direction, local: w, matcher: matcher) {
+                            if let r = programRule(rule, owner: policy.qualifiedName, tier: policy.tier, direction: direction,
+                                                   local: w, matcher: matcher) {
                                 rules.append(r)
                             }
                         }
@@ -84,10 +85,31 @@ public final class PolicyCompiler {
                     let defaultPass = resources.tiers[tierName]?.defaultPass ?? false
                     tiers.append(TierProgram(name: tierName, defaultPass: defaultPass, defaultRuleID: defaultID, rules: rules))
                 }
-                if tiers.isEmpty { continue }
-                let profile = ruleID(RuleInfo(policy: "profile kns.\(w.namespace)", tier: "", direction: direction.rawValue,
-                                              index: nil, action: "Allow", summary: "namespace profile"))
-                perDirection[direction] = RuleProgram(tiers: tiers, profileRuleID: profile)
+                // Profiles decide what no tier did, as one last tier that denies
+                // when none of their rules match.
+                var profileRules: [ProgramRule] = []
+                var builtInOnly = true
+                for name in w.profileNames {
+                    if let profile = resources.profiles[name] {
+                        builtInOnly = false
+                        for rule in profile.rules(direction) {
+                            if let r = programRule(rule, owner: "profile \(name)", tier: "profiles", direction: direction,
+                                                   local: w, matcher: matcher) {
+                                profileRules.append(r)
+                            }
+                        }
+                    } else if name.hasPrefix("kns.") {
+                        let id = ruleID(RuleInfo(policy: "profile \(name)", tier: "profiles", direction: direction.rawValue,
+                                                 index: nil, action: "Allow", summary: "namespace profile: allow"))
+                        profileRules.append(ProgramRule(id: id, action: .allow))
+                    }
+                }
+                // Nothing but the built-in allow: the endpoint is not isolated.
+                if tiers.isEmpty && builtInOnly { continue }
+                let profileDefault = ruleID(RuleInfo(policy: "profiles", tier: "profiles", direction: direction.rawValue, index: nil,
+                                                     action: "Deny", summary: "no profile rule matched"))
+                tiers.append(TierProgram(name: "profiles", defaultPass: false, defaultRuleID: profileDefault, rules: profileRules))
+                perDirection[direction] = RuleProgram(tiers: tiers)
             }
             programs.append((w, perDirection[.ingress], perDirection[.egress]))
         }
@@ -139,7 +161,7 @@ public final class PolicyCompiler {
         return id
     }
 
-    private func programRule(_ rule: Rule, policy: Policy, direction: Policy.Direction, local: Workload,
+    private func programRule(_ rule: Rule, owner: String, tier: String, direction: Policy.Direction, local: Workload,
                              matcher: (EntityRule) -> Int?) -> ProgramRule? {
         let localSide = direction == .ingress ? rule.destination : rule.source
         let peerSide = direction == .ingress ? rule.source : rule.destination
@@ -166,7 +188,7 @@ public final class PolicyCompiler {
             }
             return t
         }
-        let info = RuleInfo(policy: policy.qualifiedName, tier: policy.tier, direction: direction.rawValue,
+        let info = RuleInfo(policy: owner, tier: tier, direction: direction.rawValue,
                             index: rule.index, action: rule.action.rawValue, summary: summarize(rule, direction: direction))
         return ProgramRule(
             id: ruleID(info), action: rule.action, proto: rule.proto, notProto: rule.notProto,

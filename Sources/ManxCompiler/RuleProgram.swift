@@ -13,14 +13,14 @@ struct PortTerms: Hashable {
 struct ProgramRule: Hashable {
     var id: UInt32
     var action: RuleAction
-    var proto: IPProtocol?
-    var notProto: IPProtocol?
+    var proto: IPProtocol? = nil
+    var notProto: IPProtocol? = nil
     /// Index into the compiler's matcher list; nil matches any peer.
-    var matcher: Int?
-    var ports: PortTerms?
-    var notPorts: PortTerms?
-    var icmp: PortSet?
-    var notICMP: PortSet?
+    var matcher: Int? = nil
+    var ports: PortTerms? = nil
+    var notPorts: PortTerms? = nil
+    var icmp: PortSet? = nil
+    var notICMP: PortSet? = nil
 
     func protoMatches(_ p: IPProtocol?) -> Bool {
         if let proto, proto != p { return false }
@@ -36,11 +36,10 @@ struct TierProgram: Hashable {
     var rules: [ProgramRule]
 }
 
-/// Everything that decides one endpoint's verdicts in one direction. Equal
-/// programs share one rule set in the kernel.
+/// Everything that decides one endpoint's verdicts in one direction: its
+/// tiers, the last being its profiles. Equal programs share one rule set.
 struct RuleProgram: Hashable {
     var tiers: [TierProgram]
-    var profileRuleID: UInt32
 
     var matchers: Set<Int> { Set(tiers.flatMap { $0.rules.compactMap(\.matcher) }) }
     var usesPeerPortNames: Bool {

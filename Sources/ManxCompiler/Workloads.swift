@@ -11,9 +11,16 @@ public struct Workload: Hashable, Sendable {
     public var ip: IPv4Address? { pod.ip }
     public var namespace: String { pod.namespace }
 
-    init(pod: Pod, namespace: Namespace?) {
+    init(pod: Pod, namespace: Namespace?, profiles: [String: Profile] = [:]) {
         self.pod = pod
-        var labels = pod.labels
+        var labels: [String: String] = [:]
+        // Labels the endpoint's profiles apply (the namespace's as pcns.*,
+        // as Calico's kns profile does), then the pod's own, then Calico's.
+        for (k, v) in namespace?.labels ?? [:] { labels["pcns.\(k)"] = v }
+        for name in Workload.profileNames(namespace: pod.namespace, serviceAccount: pod.serviceAccount) {
+            labels.merge(profiles[name]?.labelsToApply ?? [:]) { _, new in new }
+        }
+        labels.merge(pod.labels) { _, new in new }
         labels["projectcalico.org/namespace"] = pod.namespace
         labels["projectcalico.org/orchestrator"] = "k8s"
         labels["projectcalico.org/serviceaccount"] = pod.serviceAccount
@@ -26,9 +33,16 @@ public struct Workload: Hashable, Sendable {
 
     public static func all(in resources: ResourceSet) -> [Workload] {
         resources.pods.values.sorted { $0.key < $1.key }.map {
-            Workload(pod: $0, namespace: resources.namespaces[$0.namespace])
+            Workload(pod: $0, namespace: resources.namespaces[$0.namespace], profiles: resources.profiles)
         }
     }
+
+    /// The profiles a Kubernetes endpoint has, in evaluation order.
+    static func profileNames(namespace: String, serviceAccount: String) -> [String] {
+        ["kns.\(namespace)", "ksa.\(namespace).\(serviceAccount)"]
+    }
+
+    var profileNames: [String] { Workload.profileNames(namespace: namespace, serviceAccount: pod.serviceAccount) }
 
     /// Port numbers of this workload's ports with that name and protocol.
     public func namedPorts(_ name: String, proto: IPProtocol?) -> [NamedPort] {

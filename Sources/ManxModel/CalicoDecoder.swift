@@ -196,6 +196,26 @@ enum CalicoDecoder {
         return .named(text)
     }
 
+    static func profile(_ top: [String: YNode], file: String, ctx: DecodeContext) -> Profile? {
+        guard let meta = ResourceDecoder.metadata(top, kind: "Profile", namespaced: false, ctx: ctx) else { return nil }
+        checkTopLevel(top, ctx: ctx)
+        let spec = top["spec"]?.fields(allowed: ["ingress", "egress", "labelsToApply"]) ?? [:]
+        var labels: [String: String] = [:]
+        if let node = spec["labelsToApply"] {
+            labels = node.stringMap ?? [:]
+            ResourceDecoder.validateLabels(labels, path: node.path, ctx: ctx)
+        }
+        func rules(_ key: String) -> [Rule] {
+            (spec[key]?.list ?? []).enumerated().compactMap { i, node -> Rule? in
+                guard let r = rule(node, index: i, namespace: nil) else { return nil }
+                if r.action == .pass { ctx.fail(node.child("action"), "Pass has no next tier in a profile; use Allow, Deny or Log") }
+                return r
+            }
+        }
+        return Profile(name: meta.name, ingress: rules("ingress"), egress: rules("egress"), labelsToApply: labels,
+                       ref: ResourceRef(kind: "Profile", namespace: nil, name: meta.name, file: file))
+    }
+
     // MARK: Tiers and network sets
 
     static func tier(_ top: [String: YNode], file: String, ctx: DecodeContext) -> Tier? {

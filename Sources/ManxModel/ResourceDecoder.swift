@@ -22,6 +22,8 @@ enum ResourceDecoder {
             return KubernetesDecoder.networkPolicy(top, file: file, ctx: doc.ctx).map(Resource.policy)
         case ("projectcalico.org/v3", "NetworkPolicy"), ("projectcalico.org/v3", "GlobalNetworkPolicy"):
             return CalicoDecoder.policy(top, global: kind == "GlobalNetworkPolicy", file: file, ctx: doc.ctx).map(Resource.policy)
+        case ("projectcalico.org/v3", "Profile"):
+            return CalicoDecoder.profile(top, file: file, ctx: doc.ctx).map(Resource.profile)
         case ("projectcalico.org/v3", "Tier"):
             return CalicoDecoder.tier(top, file: file, ctx: doc.ctx).map(Resource.tier)
         case ("projectcalico.org/v3", "NetworkSet"), ("projectcalico.org/v3", "GlobalNetworkSet"):

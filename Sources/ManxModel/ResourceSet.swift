@@ -9,6 +9,7 @@ public struct ResourceSet: Sendable, Equatable {
     /// Keyed by name; always holds the built-in "default" tier.
     public var tiers: [String: Tier] = ["default": .defaultTier]
     public var networkSets: [NetworkSet] = []
+    public var profiles: [String: Profile] = [:]
 
     public init() {}
 
@@ -76,6 +77,7 @@ public struct ResourceSet: Sendable, Equatable {
         case .policy(let p): policies.append(p)
         case .tier(let t): tiers[t.name] = t
         case .networkSet(let n): networkSets.append(n)
+        case .profile(let p): profiles[p.name] = p
         }
     }
 }
@@ -87,6 +89,7 @@ enum Resource {
     case policy(Policy)
     case tier(Tier)
     case networkSet(NetworkSet)
+    case profile(Profile)
 
     var ref: ResourceRef {
         switch self {
@@ -95,6 +98,7 @@ enum Resource {
         case .policy(let p): return p.ref
         case .tier(let t): return t.ref
         case .networkSet(let n): return n.ref
+        case .profile(let p): return p.ref
         }
     }
 }

@@ -122,3 +122,16 @@ public struct NetworkSet: Hashable, Sendable {
     public var nets: [CIDR]
     public var ref: ResourceRef
 }
+
+/// A Calico profile: rules that decide when no tier did. Kubernetes
+/// endpoints get `kns.<namespace>` (built in: allow everything, unless a
+/// Profile of that name replaces it) and `ksa.<namespace>.<serviceaccount>`.
+public struct Profile: Hashable, Sendable {
+    public var name: String
+    public var ingress: [Rule]
+    public var egress: [Rule]
+    public var labelsToApply: [String: String]
+    public var ref: ResourceRef
+
+    public func rules(_ direction: Policy.Direction) -> [Rule] { direction == .ingress ? ingress : egress }
+}
