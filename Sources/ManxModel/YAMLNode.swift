@@ -39,6 +39,8 @@ struct YNode {
         for (k, v) in mapping {
             guard let key = k.scalar?.string else { ctx.fail(path, "keys must be strings"); continue }
             let sub = YNode(node: v, path: child(key), ctx: ctx)
+            // `key: null` (or `key:` alone) means the field is not set, as in Kubernetes.
+            if sub.isNull && v.scalar?.style == .plain { continue }
             if let allowed, !allowed.contains(key) {
                 ctx.fail(sub.path, "unknown field (expected one of: \(allowed.sorted().joined(separator: ", ")))")
                 continue
