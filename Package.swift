@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "bpfctl", targets: ["bpfctl"]),
         .executable(name: "manx-probe", targets: ["manx-probe"]),
         .executable(name: "manx-conformance", targets: ["manx-conformance"]),
+        .executable(name: "manx-bench", targets: ["manx-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -76,6 +77,14 @@ let package = Package(
         .executableTarget(
             name: "manx-conformance",
             dependencies: ["ManxConformance", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // Benchmarks, driven by the scripts in bench/.
+        .executableTarget(
+            name: "manx-bench",
+            dependencies: [
+                "ManxBPF", "ManxBPFObjects", "ManxCompiler", "ManxDataplane", "ManxMapLayout", "ManxModel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout"]),
         .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore"]),

@@ -26,19 +26,23 @@ struct DecisionFunction: Hashable {
         other == d && segments.values.allSatisfy { $0.allSatisfy { $0.decision == d } }
     }
 
-    /// Evaluates `program` for peers whose matched matchers are `matched`
-    /// and whose named ports are `peerPorts`.
-    static func evaluate(_ program: RuleProgram, matched: Set<Int>, peerPorts: [NamedPort]) -> DecisionFunction {
+    /// Evaluates a program for peers whose matched matchers are `matched`
+    /// and whose named ports are `peerPorts`. Only the rules that can match
+    /// such a peer are visited (see `ProgramIndex`), so the cost follows the
+    /// rules that concern a peer, not every rule of the program.
+    static func evaluate(_ index: ProgramIndex, matched: [Int], peerPorts: [NamedPort]) -> DecisionFunction {
+        let candidates = index.candidates(matched: matched)
         var protos = Set<IPProtocol>()
-        for tier in program.tiers {
-            for r in tier.rules {
+        for tier in candidates {
+            for r in tier {
                 if let p = r.proto { protos.insert(p) }
                 if let p = r.notProto { protos.insert(p) }
             }
         }
-        let other = evaluate(program, proto: nil, matched: matched, peerPorts: peerPorts)
+        let tiers = index.program.tiers
+        let other = evaluate(tiers, candidates, proto: nil, peerPorts: peerPorts)
         var segments: [UInt8: [(ClosedRange<UInt32>, Decision)]] = [:]
-        for p in protos { segments[p.number] = evaluate(program, proto: p, matched: matched, peerPorts: peerPorts) }
+        for p in protos { segments[p.number] = evaluate(tiers, candidates, proto: p, peerPorts: peerPorts) }
         return DecisionFunction(other: other[0].1, segments: segments)
     }
 
@@ -79,14 +83,14 @@ struct DecisionFunction: Hashable {
     /// first Allow/Deny/Pass rule of a tier wins a cell, Log marks it, the
     /// tier default takes what is left; passed cells fall to the next tier.
     /// The last tier (the profiles) passes nothing.
-    private static func evaluate(_ program: RuleProgram, proto: IPProtocol?, matched: Set<Int>,
+    private static func evaluate(_ tiers: [TierProgram], _ candidates: [[ProgramRule]], proto: IPProtocol?,
                                  peerPorts: [NamedPort]) -> [(ClosedRange<UInt32>, Decision)] {
         let upper = space(proto).upper
         var tierRules: [[(ProgramRule, PortSet)]] = []
         var boundaries: Set<UInt32> = [0]
-        for tier in program.tiers {
+        for rules in candidates {
             var list: [(ProgramRule, PortSet)] = []
-            for r in tier.rules where r.protoMatches(proto) && (r.matcher.map(matched.contains) ?? true) {
+            for r in rules where r.protoMatches(proto) {
                 guard let set = ruleSet(r, proto: proto, peerPorts: peerPorts) else { continue }
                 for range in set.ranges {
                     boundaries.insert(range.lowerBound)
@@ -99,7 +103,7 @@ struct DecisionFunction: Hashable {
         let layout = FirstFitCells(boundaries: boundaries, upper: upper)
         var final = [Decision?](repeating: nil, count: layout.count)
         var logged = [Bool](repeating: false, count: layout.count)
-        for (tier, rules) in zip(program.tiers, tierRules) {
+        for (tier, rules) in zip(tiers, tierRules) {
             var cells = layout
             for i in 0..<final.count where final[i] != nil { cells.take(PortSet(ranges: [layout.range(of: i, upper: upper)])) { _ in } }
             for (rule, set) in rules {
@@ -129,5 +133,40 @@ struct DecisionFunction: Hashable {
             }
         }
         return segments
+    }
+}
+
+/// A program's rules grouped by the matcher they need, per tier, so a peer
+/// class visits only the rules that can match it.
+struct ProgramIndex {
+    let program: RuleProgram
+    private let unconditional: [[Int]]
+    private let byMatcher: [[Int: [Int]]]
+
+    init(_ program: RuleProgram) {
+        self.program = program
+        var unconditional: [[Int]] = []
+        var byMatcher: [[Int: [Int]]] = []
+        for tier in program.tiers {
+            var always: [Int] = []
+            var grouped: [Int: [Int]] = [:]
+            for (i, r) in tier.rules.enumerated() {
+                if let m = r.matcher { grouped[m, default: []].append(i) } else { always.append(i) }
+            }
+            unconditional.append(always)
+            byMatcher.append(grouped)
+        }
+        self.unconditional = unconditional
+        self.byMatcher = byMatcher
+    }
+
+    /// Per tier, in rule order, the rules whose peer condition `matched` meets.
+    func candidates(matched: [Int]) -> [[ProgramRule]] {
+        program.tiers.indices.map { t in
+            var indices = unconditional[t]
+            for m in matched { indices += byMatcher[t][m] ?? [] }
+            indices.sort()
+            return indices.map { program.tiers[t].rules[$0] }
+        }
     }
 }

@@ -286,8 +286,9 @@ public final class PolicyCompiler {
                                          ports: usesNames ? key.ports : [], workload: false)
             groups[projection, default: []].append(id)
         }
+        let index = ProgramIndex(program)
         let functions = groups.keys.map { key in
-            (key, DecisionFunction.evaluate(program, matched: Set(key.matched.map(Int.init)), peerPorts: key.ports))
+            (key, DecisionFunction.evaluate(index, matched: key.matched.map(Int.init), peerPorts: key.ports))
         }
         let biggest = functions.max { groups[$0.0]!.count < groups[$1.0]!.count }!
         let fallback = biggest.1.other

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+struct ManxBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "manx-bench",
+        abstract: "Manx benchmarks (run through bench/ scripts).",
+        subcommands: [PacketCost.self])
+}
+
+ManxBench.main()
