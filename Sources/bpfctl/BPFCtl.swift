@@ -8,7 +8,7 @@ struct BPFCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bpfctl",
         abstract: "Inspect a Manx node's BPF dataplane.",
-        subcommands: [Dump.self, SelectorCommand.self])
+        subcommands: [Dump.self, Events.self, SelectorCommand.self])
 }
 
 enum OutputFormat: String, ExpressibleByArgument { case text, json }
@@ -38,6 +38,43 @@ struct Dump: ParsableCommand {
         }
         if output == .json { return try printJSON(report) }
         print(DumpText.render(report))
+    }
+}
+
+struct Events: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stream flow events (denied flows, and allowed ones that Log rules mark) as they happen.")
+
+    @Option(help: "Node name (pins under /sys/fs/bpf/manx/NODE); empty for the machine's own.")
+    var node: String = ""
+
+    @Option(name: .shortAndLong, help: "Output format: text or json (one object per line).")
+    var output: OutputFormat = .text
+
+    @Option(help: "Stop after this many seconds (default: run until interrupted).")
+    var seconds: Double?
+
+    @Option(help: "Stop after this many events.")
+    var count: Int?
+
+    func run() throws {
+        let reader: FlowEventReader
+        do { reader = try FlowEventReader(NodePaths(node: node)) } catch {
+            throw ValidationError("cannot open the flow events of node '\(node)': \(error)")
+        }
+        let deadline = seconds.map { Date().addingTimeInterval($0) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        var seen = 0
+        while deadline.map({ Date() < $0 }) ?? true {
+            for event in try reader.next(timeoutMs: 200) {
+                let text = output == .json ? String(decoding: try encoder.encode(event), as: UTF8.self) : event.line
+                FileHandle.standardOutput.write(Data((text + "\n").utf8))
+                seen += 1
+                if let count, seen >= count { return }
+            }
+        }
     }
 }
 

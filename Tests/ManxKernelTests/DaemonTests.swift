@@ -104,7 +104,19 @@ final class DaemonTests: XCTestCase {
 
         try ds.write("policy.yaml", Self.policy(allowing: "nobody"))
         try waitApplied()
+        // Denied flows are reported as flow events, with the rule and peer named.
+        let events = Process()
+        events.executableURL = URL(fileURLWithPath: try productPath("bpfctl"))
+        events.arguments = ["events", "--node", lab.prefix, "-o", "json", "--count", "1", "--seconds", "10"]
+        let eventOut = Pipe()
+        events.standardOutput = eventOut
+        try events.run()
+        usleep(300_000)
         XCTAssertFalse(try connects(), "isolated: denied")
+        events.waitUntilExit()
+        let event = String(decoding: eventOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(event.contains(#""verdict":"deny""#) && event.contains(#""peer":"demo\/client""#)
+                      && event.contains(#""destination":"10.203.0.2:80""#), event)
 
         try ds.write("policy.yaml", Self.policy(allowing: "client"))
         try waitApplied()
