@@ -44,25 +44,30 @@ let package = Package(
         .target(name: "ManxSelectors"),
         // Policy -> identities, rule sets, decision tables (pure Swift).
         .target(name: "ManxCompiler", dependencies: ["ManxModel", "ManxSelectors", "ManxMapLayout"]),
+        // An independent, naive evaluator of the policy semantics: the oracle
+        // differential tests compare the compiler and BPF programs against.
+        .target(name: "ManxReference", dependencies: ["ManxModel", "ManxSelectors"]),
         // Typed maps, program attachment, applying compiled state to the kernel.
         .target(
             name: "ManxDataplane",
             dependencies: ["ManxBPF", "ManxBPFObjects", "ManxMapLayout", "ManxCompiler"]
         ),
+        // The same compiled policy as iptables rules and ipsets.
+        .target(name: "ManxIptables", dependencies: ["ManxCompiler"]),
         // The directory-of-YAML datastore and its watcher.
         .target(name: "ManxDatastore", dependencies: ["ManxModel"]),
         // The node daemon's logic.
         .target(
             name: "ManxDaemon",
             dependencies: [
-                "ManxDatastore", "ManxCompiler", "ManxDataplane",
+                "ManxDatastore", "ManxCompiler", "ManxDataplane", "ManxIptables",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(
             name: "manxd",
-            dependencies: ["ManxDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ManxDaemon", "ManxIptables", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "bpfctl",
@@ -86,8 +91,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout"]),
-        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore"]),
+        .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference"]),
+        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference"]),
     ],
     swiftLanguageModes: [.v6]
 )

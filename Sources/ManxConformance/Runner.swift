@@ -73,7 +73,7 @@ public final class ConformanceRunner {
         }
         let datastore = DirectoryDatastore(directory: dsDir)
         try datastore.write("model.yaml", ModelYAML.render(model, interfaces: interfaces, overrides: nil))
-        _ = try lab.spawn(in: lab.node, [bin("manxd"), "--datastore", dsDir, "--node", prefix, "--log-level", "notice"],
+        _ = try lab.spawn(in: lab.node, [bin("manxd"), "--datastore", dsDir, "--node", prefix, "--log-level", "notice"] + dataplaneArguments,
                           log: "/tmp/\(prefix)-logs/manxd.log", needsPins: true)
         let node = Node(lab: lab, datastore: datastore, paths: paths, podNetns: podNetns)
         if case .rejected(let error) = try waitApplied(node) { throw RunnerError("the model was rejected: \(error)") }
@@ -90,6 +90,15 @@ public final class ConformanceRunner {
     }
 
     private func bin(_ name: String) -> String { options.binDirectory + "/" + name }
+
+    /// `--mode`: bpf, iptables (Debian's default, nft-backed) or iptables-legacy.
+    private var dataplaneArguments: [String] {
+        switch options.mode {
+        case "iptables": return ["--dataplane", "iptables", "--iptables-backend", "nft"]
+        case "iptables-legacy": return ["--dataplane", "iptables", "--iptables-backend", "legacy"]
+        default: return []
+        }
+    }
 
     enum ApplyOutcome { case applied, rejected(String) }
 

@@ -3,8 +3,40 @@ import Logging
 import ManxCompiler
 import ManxDatastore
 import ManxDataplane
+import ManxIptables
 import ManxModel
 import ServiceLifecycle
+
+/// What the daemon programs: the BPF maps (default) or iptables+ipset.
+public enum DataplaneKind: Sendable, Equatable {
+    case bpf
+    case iptables(IptablesDataplane.Backend)
+}
+
+/// The two dataplanes behind one face, for the daemon.
+protocol DataplaneBackend: AnyObject {
+    /// Programs the state; returns log fields and endpoints not yet enforceable.
+    func program(_ state: CompiledState) throws -> (fields: Logger.Metadata, missing: [String])
+    func remove() throws
+}
+
+extension Dataplane: DataplaneBackend {
+    func program(_ state: CompiledState) throws -> (fields: Logger.Metadata, missing: [String]) {
+        let r = try apply(state)
+        return (["rulesetsAdded": "\(r.rulesetsAdded)", "rulesetsRemoved": "\(r.rulesetsRemoved)",
+                 "policyEntries": "\(r.policyEntriesWritten)", "ipcacheChanges": "\(r.ipcacheChanges)",
+                 "attached": "\(r.attached.joined(separator: ","))"], r.missingInterfaces)
+    }
+    func remove() throws { try uninstall() }
+}
+
+extension IptablesDataplane: DataplaneBackend {
+    func program(_ state: CompiledState) throws -> (fields: Logger.Metadata, missing: [String]) {
+        let r = try apply(state)
+        return (["iptablesRules": "\(r.rules)", "setsWritten": "\(r.setsWritten)", "chainsRemoved": "\(r.chainsRemoved)"], [])
+    }
+    func remove() throws { try uninstall() }
+}
 
 /// The node agent: keeps the kernel in sync with the datastore.
 ///
@@ -17,16 +49,18 @@ public actor NodeDaemon: Service {
         public var datastore: String
         public var paths: NodePaths
         public var nodeName: String?
-        public init(datastore: String, paths: NodePaths, nodeName: String? = nil) {
+        public var dataplane: DataplaneKind
+        public init(datastore: String, paths: NodePaths, nodeName: String? = nil, dataplane: DataplaneKind = .bpf) {
             self.datastore = datastore
             self.paths = paths
             self.nodeName = nodeName
+            self.dataplane = dataplane
         }
     }
 
     let config: Configuration
     let logger: Logger
-    private let dataplane: Dataplane
+    private let dataplane: any DataplaneBackend
     private let compiler: PolicyCompiler
     private var metadata = NodeMetadata()
     private var lastDigest: String?
@@ -34,8 +68,15 @@ public actor NodeDaemon: Service {
     public init(_ config: Configuration, logger: Logger) throws {
         self.config = config
         self.logger = logger
-        dataplane = try Dataplane(paths: config.paths)
-        compiler = PolicyCompiler(firstRuleset: dataplane.nextFreeRuleset)
+        switch config.dataplane {
+        case .bpf:
+            let bpf = try Dataplane(paths: config.paths)
+            compiler = PolicyCompiler(firstRuleset: bpf.nextFreeRuleset)
+            dataplane = bpf
+        case .iptables(let backend):
+            dataplane = try IptablesDataplane(backend: backend)
+            compiler = PolicyCompiler()
+        }
         if let previous = try? NodeMetadata.read(config.paths) { metadata.generation = previous.generation }
         logger.info("dataplane loaded", metadata: ["pinRoot": "\(config.paths.pinRoot)", "datastore": "\(config.datastore)"])
     }
@@ -55,29 +96,26 @@ public actor NodeDaemon: Service {
         do {
             let resources = try ResourceSet.decode(files: snapshot.files)
             let state = compiler.compile(resources, options: .init(nodeName: config.nodeName))
-            let report = try dataplane.apply(state)
+            let (fields, missing) = try dataplane.program(state)
             let generation = metadata.generation + 1
             metadata = NodeMetadata(state: state)
             metadata.generation = generation
             metadata.appliedDigest = snapshot.digest
             metadata.appliedAt = Date()
-            metadata.missingInterfaces = report.missingInterfaces
+            metadata.missingInterfaces = missing
             // Endpoints still waiting for their interface make the next
             // pass apply again even though the datastore did not change.
-            lastDigest = report.missingInterfaces.isEmpty ? snapshot.digest : nil
+            lastDigest = missing.isEmpty ? snapshot.digest : nil
             try? metadata.write(config.paths)
-            logger.info("applied", metadata: [
+            logger.info("applied", metadata: fields.merging([
                 "generation": "\(generation)", "endpoints": "\(state.endpoints.count)",
-                "rulesets": "\(state.rulesets.count)", "rulesetsAdded": "\(report.rulesetsAdded)",
-                "rulesetsRemoved": "\(report.rulesetsRemoved)", "policyEntries": "\(report.policyEntriesWritten)",
-                "ipcacheChanges": "\(report.ipcacheChanges)", "attached": "\(report.attached.joined(separator: ","))",
-                "duration": "\(ContinuousClock.now - started)",
-            ])
-            if !report.missingInterfaces.isEmpty {
+                "rulesets": "\(state.rulesets.count)", "duration": "\(ContinuousClock.now - started)",
+            ]) { a, _ in a })
+            if !missing.isEmpty {
                 logger.warning("endpoints without interface, not enforced yet",
-                               metadata: ["endpoints": "\(report.missingInterfaces.joined(separator: ", "))"])
+                               metadata: ["endpoints": "\(missing.joined(separator: ", "))"])
             }
-            return report.missingInterfaces.isEmpty
+            return missing.isEmpty
         } catch {
             // Nothing was applied (or it was rolled back): publish why.
             metadata.error = "\(error)"
@@ -109,7 +147,7 @@ public actor NodeDaemon: Service {
     }
 
     public func uninstall() throws {
-        try dataplane.uninstall()
+        try dataplane.remove()
         try? FileManager.default.removeItem(atPath: config.paths.stateDirectory)
     }
 }

@@ -7,7 +7,7 @@ struct Conformance: ParsableCommand {
         commandName: "conformance",
         abstract: "Run policy conformance cases against a real simulated node.")
 
-    @Option(help: "Dataplane: bpf.")
+    @Option(help: "Dataplane: bpf, iptables (nft-backed) or iptables-legacy.")
     var mode: String = "bpf"
 
     @Option(help: "Per-probe timeout in milliseconds.")
@@ -17,7 +17,9 @@ struct Conformance: ParsableCommand {
     var directories: [String]
 
     func run() throws {
-        guard mode == "bpf" else { throw ValidationError("--mode must be bpf") }
+        guard ["bpf", "iptables", "iptables-legacy"].contains(mode) else {
+            throw ValidationError("--mode must be bpf, iptables or iptables-legacy")
+        }
         let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         var options = ConformanceRunner.Options(binDirectory: bin)
         options.mode = mode

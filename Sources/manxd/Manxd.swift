@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ManxDaemon
 import ManxDataplane
+import ManxIptables
 import ServiceLifecycle
 
 @main
@@ -19,6 +20,12 @@ struct Manxd: AsyncParsableCommand {
 
     @Option(help: "Only pods scheduled on this Kubernetes node (spec.nodeName) are local endpoints.")
     var nodeName: String?
+
+    @Option(help: "Dataplane: bpf, or iptables (rules and ipsets, for comparison).")
+    var dataplane: String = "bpf"
+
+    @Option(help: "iptables backend for --dataplane iptables: nft (Debian's default iptables) or legacy.")
+    var iptablesBackend: String = "nft"
 
     @Flag(help: "Apply once and exit (exit status 1 if the batch was rejected).")
     var once = false
@@ -37,7 +44,15 @@ struct Manxd: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "manxd")
-        let daemon = try NodeDaemon(.init(datastore: datastore, paths: NodePaths(node: node), nodeName: nodeName), logger: logger)
+        let kind: DataplaneKind
+        switch (dataplane, IptablesDataplane.Backend(rawValue: iptablesBackend)) {
+        case ("bpf", _): kind = .bpf
+        case ("iptables", let backend?): kind = .iptables(backend)
+        case ("iptables", nil): throw ValidationError("--iptables-backend must be nft or legacy")
+        default: throw ValidationError("--dataplane must be bpf or iptables")
+        }
+        let daemon = try NodeDaemon(.init(datastore: datastore, paths: NodePaths(node: node), nodeName: nodeName, dataplane: kind),
+                                    logger: logger)
         if uninstall {
             try await daemon.uninstall()
             return

@@ -1,0 +1,132 @@
+import Foundation
+import ManxCompiler
+
+/// The iptables+ipset dataplane (`manxd --dataplane iptables`), for
+/// comparison with BPF and as a fallback. Changes go in with
+/// `ipset restore` (sets swapped in atomically) and one
+/// `iptables-restore --noflush` transaction; only manx-* chains and sets,
+/// and the one jump from FORWARD, are ever touched.
+public final class IptablesDataplane {
+    public enum Backend: String, Sendable, CaseIterable {
+        case nft, legacy
+        var iptables: String { self == .nft ? "iptables-nft" : "iptables-legacy" }
+        var restore: String { self == .nft ? "iptables-nft-restore" : "iptables-legacy-restore" }
+        var save: String { self == .nft ? "iptables-nft-save" : "iptables-legacy-save" }
+    }
+
+    public struct CommandError: Error, CustomStringConvertible {
+        public let command: String
+        public let status: Int32
+        public let output: String
+        public var description: String { "\(command) exited \(status): \(output.trimmingCharacters(in: .whitespacesAndNewlines))" }
+    }
+
+    public let backend: Backend
+    private var programmedChains = Set<String>()
+    private var programmedSets: [String: [String]] = [:]
+
+    public init(backend: Backend) throws {
+        self.backend = backend
+        // Adopt what a previous daemon left, so stale chains and sets are removed.
+        let saved = try Self.run([backend.save, "-t", "filter"])
+        for line in saved.split(separator: "\n") where line.hasPrefix(":\(IptablesRenderer.chainPrefix)") {
+            programmedChains.insert(String(line.dropFirst().split(separator: " ")[0]))
+        }
+        let sets = try Self.run(["ipset", "list", "-n"])
+        for name in sets.split(separator: "\n") where name.hasPrefix(IptablesRenderer.setPrefix) {
+            programmedSets[String(name)] = ["?"] // unknown content: rewritten on first apply
+        }
+    }
+
+    public struct Report: Sendable {
+        public var rules = 0
+        public var setsWritten = 0
+        public var chainsRemoved = 0
+    }
+
+    @discardableResult
+    public func apply(_ state: CompiledState) throws -> Report {
+        let rendered = IptablesRenderer.render(state)
+        var report = Report(rules: rendered.ruleCount)
+
+        // 1. Sets: new ones created, changed ones built aside and swapped in.
+        var ipset: [String] = []
+        for (name, members) in rendered.sets.sorted(by: { $0.key < $1.key }) where programmedSets[name] != members {
+            let tmp = "\(name)-t"
+            ipset.append("create \(tmp) hash:net family inet maxelem \(IptablesRenderer.maxSetElements) -exist")
+            ipset.append("flush \(tmp)")
+            ipset += members.map { "add \(tmp) \($0) -exist" }
+            ipset.append("create \(name) hash:net family inet maxelem \(IptablesRenderer.maxSetElements) -exist")
+            ipset.append("swap \(tmp) \(name)")
+            ipset.append("destroy \(tmp)")
+            report.setsWritten += 1
+        }
+        if !ipset.isEmpty { try Self.run(["ipset", "restore"], input: ipset.joined(separator: "\n") + "\n") }
+
+        // 2. Chains, in one transaction: declare (which flushes) ours, fill
+        // them, and delete the ones no longer used.
+        let stale = programmedChains.subtracting(rendered.chains.keys)
+        var restore = ["*filter"]
+        for name in rendered.chains.keys.sorted() + stale.sorted() { restore.append(":\(name) - [0:0]") }
+        for (name, rules) in rendered.chains.sorted(by: { $0.key < $1.key }) {
+            restore += rules.map { "-A \(name) \($0)" }
+        }
+        restore += stale.sorted().map { "-X \($0)" }
+        restore.append("COMMIT")
+        try Self.run([backend.restore, "--noflush"], input: restore.joined(separator: "\n") + "\n")
+        report.chainsRemoved = stale.count
+        programmedChains = Set(rendered.chains.keys)
+        try ensureJump()
+
+        // 3. Sets nothing refers to any more.
+        for name in Set(programmedSets.keys).subtracting(rendered.sets.keys) {
+            _ = try? Self.run(["ipset", "destroy", name])
+        }
+        programmedSets = rendered.sets
+        return report
+    }
+
+    /// The one rule Manx adds to a chain it does not own.
+    private func ensureJump() throws {
+        let jump = ["FORWARD", "-j", IptablesRenderer.dispatchChain]
+        if (try? Self.run([backend.iptables, "-C"] + jump)) == nil {
+            try Self.run([backend.iptables, "-I"] + jump)
+        }
+    }
+
+    /// Removes every manx chain, the jump, and every manx set.
+    public func uninstall() throws {
+        _ = try? Self.run([backend.iptables, "-D", "FORWARD", "-j", IptablesRenderer.dispatchChain])
+        if !programmedChains.isEmpty {
+            var restore = ["*filter"] + programmedChains.sorted().map { ":\($0) - [0:0]" }
+            restore += programmedChains.sorted().map { "-X \($0)" }
+            restore.append("COMMIT")
+            try Self.run([backend.restore, "--noflush"], input: restore.joined(separator: "\n") + "\n")
+        }
+        for name in programmedSets.keys { _ = try? Self.run(["ipset", "destroy", name]) }
+        programmedChains = []
+        programmedSets = [:]
+    }
+
+    @discardableResult
+    static func run(_ args: [String], input: String? = nil) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        let stdin = Pipe()
+        if input != nil { p.standardInput = stdin }
+        try p.run()
+        if let input {
+            stdin.fileHandleForWriting.write(Data(input.utf8))
+            try stdin.fileHandleForWriting.close()
+        }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        guard p.terminationStatus == 0 else { throw CommandError(command: args.joined(separator: " "), status: p.terminationStatus, output: text) }
+        return text
+    }
+}

@@ -1,0 +1,126 @@
+import ManxCompiler
+import ManxModel
+
+/// Renders compiled policy as iptables rules and ipsets, Calico-classic
+/// style: an ipset per identity, a chain per rule set and direction, and a
+/// dispatch chain on FORWARD that sends each workload's traffic through
+/// them, after a conntrack shortcut for established flows.
+///
+/// A rule set is an LPM table; its entries become rules ordered from the
+/// most to the least specific prefix, so first-match in iptables gives the
+/// same answer as the longest-prefix match in BPF. Identities become
+/// hash:net sets that use `nomatch` for the more specific regions of other
+/// identities, which gives hash:net the same longest-prefix semantics.
+public enum IptablesRenderer {
+    public static let dispatchChain = "manx-FORWARD"
+    public static let chainPrefix = "manx-"
+    public static let setPrefix = "manx-id-"
+    public static let maxSetElements = 1 << 20
+
+    public struct Rendered: Sendable, Equatable {
+        /// `ipset restore` input creating each set under a temporary name.
+        public var sets: [String: [String]]
+        /// `iptables-restore --noflush` input for the filter table.
+        public var chains: [String: [String]]
+        public var ruleCount: Int { chains.values.reduce(0) { $0 + $1.count } }
+    }
+
+    public static func chainName(ruleset: UInt32, ingress: Bool) -> String { "\(chainPrefix)rs\(ruleset)-\(ingress ? "i" : "e")" }
+    public static func setName(_ identity: UInt32) -> String { "\(setPrefix)\(identity)" }
+
+    public static func render(_ state: CompiledState) -> Rendered {
+        var chains: [String: [String]] = [:]
+        var usedIdentities = Set<UInt32>()
+        let dispatch = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+        var egressFirst: [String] = [], ingressAfter: [String] = []
+        for ep in state.endpoints.sorted(by: { $0.interface < $1.interface }) {
+            // Pod egress is checked first (packets from its interface), then
+            // the destination pod's ingress (packets to its interface).
+            if ep.egressRuleset != 0 { egressFirst.append("-i \(ep.interface) -j \(chainName(ruleset: ep.egressRuleset, ingress: false))") }
+            if ep.ingressRuleset != 0 { ingressAfter.append("-o \(ep.interface) -j \(chainName(ruleset: ep.ingressRuleset, ingress: true))") }
+            for (id, ingress) in [(ep.ingressRuleset, true), (ep.egressRuleset, false)] where id != 0 {
+                let name = chainName(ruleset: id, ingress: ingress)
+                if chains[name] == nil, let entries = state.rulesets[id] {
+                    chains[name] = rulesetChain(entries, ingress: ingress, identities: &usedIdentities)
+                }
+            }
+        }
+        chains[dispatchChain] = dispatch + egressFirst + ingressAfter
+        return Rendered(sets: identitySets(state, used: usedIdentities), chains: chains)
+    }
+
+    /// Allowed packets RETURN to the dispatch chain (the other side's policy
+    /// still applies); denied packets are dropped.
+    static func rulesetChain(_ entries: [TableEntry], ingress: Bool, identities: inout Set<UInt32>) -> [String] {
+        let sorted = entries.sorted { specificity($0) > specificity($1) }
+        var rules: [String] = []
+        let direction = ingress ? "src" : "dst"
+        for e in sorted {
+            var match = ""
+            if let id = e.identity {
+                identities.insert(id)
+                match += "-m set --match-set \(setName(id)) \(direction) "
+            }
+            let target = e.decision.verdict == .allow ? "RETURN" : "DROP"
+            let comment = "-m comment --comment \"rule \(e.decision.ruleID)\" "
+            guard let proto = e.proto else {
+                rules.append("\(match)\(comment)-j \(target)")
+                continue
+            }
+            for protoMatch in protocolMatches(proto: proto, port: e.port, bits: e.portBits) {
+                rules.append("\(match)\(protoMatch) \(comment)-j \(target)")
+            }
+        }
+        return rules
+    }
+
+    static func specificity(_ e: TableEntry) -> Int {
+        e.identity == nil ? 0 : (e.proto == nil ? 1 : 2 + e.portBits)
+    }
+
+    /// The iptables match for {proto, port prefix}: ports for TCP, UDP and
+    /// SCTP, type/code for ICMP, protocol only otherwise.
+    static func protocolMatches(proto: UInt8, port: UInt16, bits: Int) -> [String] {
+        let lo = UInt32(port), hi = lo + (UInt32(1) << UInt32(16 - bits)) - 1
+        switch proto {
+        case 6, 17, 132:
+            let name = proto == 6 ? "tcp" : proto == 17 ? "udp" : "sctp"
+            return bits == 0 ? ["-p \(name)"] : ["-p \(name) --dport \(lo == hi ? "\(lo)" : "\(lo):\(hi)")"]
+        case 136:
+            return bits == 0 ? ["-p udplite"] : ["-p udplite -m multiport --dports \(lo == hi ? "\(lo)" : "\(lo):\(hi)")"]
+        case 1:
+            if bits == 0 { return ["-p icmp"] }
+            if bits >= 16 { return ["-p icmp --icmp-type \(lo >> 8)/\(lo & 0xff)"] }
+            if bits >= 8 { return ["-p icmp --icmp-type \(lo >> 8)"] }
+            return (lo >> 8...hi >> 8).map { "-p icmp --icmp-type \($0)" }
+        default:
+            return ["-p \(proto)"]
+        }
+    }
+
+    /// Each used identity's regions, plus `nomatch` for the more specific
+    /// regions inside them that belong to other identities.
+    static func identitySets(_ state: CompiledState, used: Set<UInt32>) -> [String: [String]] {
+        let regions = state.ipcache.sorted { ($0.cidr.address.value, $0.cidr.prefixLength) < ($1.cidr.address.value, $1.cidr.prefixLength) }
+        var sets: [String: [String]] = [:]
+        for id in used { sets[setName(id)] = [] }
+        for (i, r) in regions.enumerated() where used.contains(r.identity) {
+            var members = hashNetPrefixes(r.cidr).map { $0 }
+            // Regions nested in r follow it in (address, length) order.
+            var j = i + 1
+            while j < regions.count && r.cidr.contains(regions[j].cidr) {
+                if regions[j].identity != r.identity {
+                    members += hashNetPrefixes(regions[j].cidr).map { "\($0) nomatch" }
+                }
+                j += 1
+            }
+            sets[setName(r.identity)]! += members
+        }
+        return sets
+    }
+
+    /// hash:net cannot hold /0: split it into two /1s.
+    static func hashNetPrefixes(_ cidr: CIDR) -> [String] {
+        cidr.prefixLength == 0 ? ["0.0.0.0/1", "128.0.0.0/1"] : [cidr.description]
+    }
+}
