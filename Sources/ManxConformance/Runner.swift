@@ -7,7 +7,8 @@ import ManxDataplane
 /// and a real connection (or SCTP INIT) for every pair of pods.
 public final class ConformanceRunner {
     public struct Options: Sendable {
-        public var mode = "bpf"
+        /// Dataplanes to run every case against, one after another.
+        public var modes = ["bpf"]
         public var timeoutMs = 1000
         public var binDirectory: String
         public var verbose = false
@@ -18,17 +19,21 @@ public final class ConformanceRunner {
 
     let options: Options
     private var totals = Totals()
+    private var mode = "bpf"
 
     public init(options: Options) { self.options = options }
 
     /// Runs every case under `dirs`; prints PASS/FAIL lines and the closing line.
     public func run(_ dirs: [String]) throws -> Totals {
-        for dir in dirs {
-            let model = try ConformanceModel.load(from: dir)
-            let cases = try ConformanceCase.discover([dir])
-            if cases.isEmpty { say("no cases in \(dir)"); continue }
-            try withNode(model) { node in
-                for c in cases { try runCase(c, node: node, model: model) }
+        for mode in options.modes {
+            self.mode = mode
+            for dir in dirs {
+                let model = try ConformanceModel.load(from: dir)
+                let cases = try ConformanceCase.discover([dir])
+                if cases.isEmpty { say("no cases in \(dir)"); continue }
+                try withNode(model) { node in
+                    for c in cases { try runCase(c, node: node, model: model) }
+                }
             }
         }
         say("\(totals.passed) passed, \(totals.failed) failed")
@@ -93,7 +98,7 @@ public final class ConformanceRunner {
 
     /// `--mode`: bpf, iptables (Debian's default, nft-backed) or iptables-legacy.
     private var dataplaneArguments: [String] {
-        switch options.mode {
+        switch mode {
         case "iptables": return ["--dataplane", "iptables", "--iptables-backend", "nft"]
         case "iptables-legacy": return ["--dataplane", "iptables", "--iptables-backend", "legacy"]
         default: return []
@@ -141,7 +146,7 @@ public final class ConformanceRunner {
         }
         let outcome = try waitApplied(node)
         for table in c.expectation.tables {
-            let label = "\(c.name) \(table.port)/\(table.protocol)"
+            let label = (options.modes.count > 1 ? "[\(mode)] " : "") + "\(c.name) \(table.port)/\(table.protocol)"
             if case .rejected(let error) = outcome {
                 say("FAIL \(label)")
                 say("  policy rejected: \(error.replacingOccurrences(of: "\n", with: "\n  "))")

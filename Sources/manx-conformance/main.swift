@@ -7,7 +7,7 @@ struct Conformance: ParsableCommand {
         commandName: "conformance",
         abstract: "Run policy conformance cases against a real simulated node.")
 
-    @Option(help: "Dataplane: bpf, iptables (nft-backed) or iptables-legacy.")
+    @Option(help: "Dataplane, or several comma-separated: bpf, iptables (nft-backed), iptables-legacy.")
     var mode: String = "bpf"
 
     @Option(help: "Per-probe timeout in milliseconds.")
@@ -17,12 +17,13 @@ struct Conformance: ParsableCommand {
     var directories: [String]
 
     func run() throws {
-        guard ["bpf", "iptables", "iptables-legacy"].contains(mode) else {
-            throw ValidationError("--mode must be bpf, iptables or iptables-legacy")
+        let modes = mode.split(separator: ",").map(String.init)
+        guard !modes.isEmpty, modes.allSatisfy(["bpf", "iptables", "iptables-legacy"].contains) else {
+            throw ValidationError("--mode must be bpf, iptables or iptables-legacy (or a comma-separated list)")
         }
         let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         var options = ConformanceRunner.Options(binDirectory: bin)
-        options.mode = mode
+        options.modes = modes
         options.timeoutMs = timeoutMs
         let totals = try ConformanceRunner(options: options).run(directories)
         if totals.failed > 0 { throw ExitCode(1) }
