@@ -91,8 +91,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference"]),
-        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference"]),
+        .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference", "ManxIptables"]),
+        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables"]),
     ],
     swiftLanguageModes: [.v6]
 )

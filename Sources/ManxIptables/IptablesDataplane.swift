@@ -22,17 +22,20 @@ public final class IptablesDataplane {
     }
 
     public let backend: Backend
+    /// Run the tools inside this network namespace (tests); nil: where we are.
+    let netns: String?
     private var programmedChains = Set<String>()
     private var programmedSets: [String: [String]] = [:]
 
-    public init(backend: Backend) throws {
+    public init(backend: Backend, netns: String? = nil) throws {
         self.backend = backend
+        self.netns = netns
         // Adopt what a previous daemon left, so stale chains and sets are removed.
-        let saved = try Self.run([backend.save, "-t", "filter"])
+        let saved = try run([backend.save, "-t", "filter"])
         for line in saved.split(separator: "\n") where line.hasPrefix(":\(IptablesRenderer.chainPrefix)") {
             programmedChains.insert(String(line.dropFirst().split(separator: " ")[0]))
         }
-        let sets = try Self.run(["ipset", "list", "-n"])
+        let sets = try run(["ipset", "list", "-n"])
         for name in sets.split(separator: "\n") where name.hasPrefix(IptablesRenderer.setPrefix) {
             programmedSets[String(name)] = ["?"] // unknown content: rewritten on first apply
         }
@@ -61,7 +64,7 @@ public final class IptablesDataplane {
             ipset.append("destroy \(tmp)")
             report.setsWritten += 1
         }
-        if !ipset.isEmpty { try Self.run(["ipset", "restore"], input: ipset.joined(separator: "\n") + "\n") }
+        if !ipset.isEmpty { try run(["ipset", "restore"], input: ipset.joined(separator: "\n") + "\n") }
 
         // 2. Chains, in one transaction: declare (which flushes) ours, fill
         // them, and delete the ones no longer used.
@@ -73,14 +76,14 @@ public final class IptablesDataplane {
         }
         restore += stale.sorted().map { "-X \($0)" }
         restore.append("COMMIT")
-        try Self.run([backend.restore, "--noflush"], input: restore.joined(separator: "\n") + "\n")
+        try run([backend.restore, "--noflush"], input: restore.joined(separator: "\n") + "\n")
         report.chainsRemoved = stale.count
         programmedChains = Set(rendered.chains.keys)
         try ensureJump()
 
         // 3. Sets nothing refers to any more.
         for name in Set(programmedSets.keys).subtracting(rendered.sets.keys) {
-            _ = try? Self.run(["ipset", "destroy", name])
+            _ = try? run(["ipset", "destroy", name])
         }
         programmedSets = rendered.sets
         return report
@@ -89,30 +92,30 @@ public final class IptablesDataplane {
     /// The one rule Manx adds to a chain it does not own.
     private func ensureJump() throws {
         let jump = ["FORWARD", "-j", IptablesRenderer.dispatchChain]
-        if (try? Self.run([backend.iptables, "-C"] + jump)) == nil {
-            try Self.run([backend.iptables, "-I"] + jump)
+        if (try? run([backend.iptables, "-C"] + jump)) == nil {
+            try run([backend.iptables, "-I"] + jump)
         }
     }
 
     /// Removes every manx chain, the jump, and every manx set.
     public func uninstall() throws {
-        _ = try? Self.run([backend.iptables, "-D", "FORWARD", "-j", IptablesRenderer.dispatchChain])
+        _ = try? run([backend.iptables, "-D", "FORWARD", "-j", IptablesRenderer.dispatchChain])
         if !programmedChains.isEmpty {
             var restore = ["*filter"] + programmedChains.sorted().map { ":\($0) - [0:0]" }
             restore += programmedChains.sorted().map { "-X \($0)" }
             restore.append("COMMIT")
-            try Self.run([backend.restore, "--noflush"], input: restore.joined(separator: "\n") + "\n")
+            try run([backend.restore, "--noflush"], input: restore.joined(separator: "\n") + "\n")
         }
-        for name in programmedSets.keys { _ = try? Self.run(["ipset", "destroy", name]) }
+        for name in programmedSets.keys { _ = try? run(["ipset", "destroy", name]) }
         programmedChains = []
         programmedSets = [:]
     }
 
     @discardableResult
-    static func run(_ args: [String], input: String? = nil) throws -> String {
+    func run(_ args: [String], input: String? = nil) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
+        p.arguments = (netns.map { ["ip", "netns", "exec", $0] } ?? []) + args
         let out = Pipe()
         p.standardOutput = out
         p.standardError = out
