@@ -57,6 +57,9 @@ public final class PolicyCompiler {
             matcherIndex[peer] = matchers.count - 1
             return matchers.count - 1
         }
+        let networkSets = resources.networkSets.map {
+            NetworkSetPeer(set: $0, namespaceLabels: $0.namespace.map { Workload.namespaceLabels($0, resources.namespaces[$0]) } ?? [:])
+        }
         let policiesByTier = Dictionary(grouping: resources.policies, by: \.tier)
         func tierOrder(_ name: String) -> (Double, String) { (resources.tiers[name]?.order ?? .infinity, name) }
         let tierNames = policiesByTier.keys.sorted { tierOrder($0) < tierOrder($1) }
@@ -74,7 +77,7 @@ public final class PolicyCompiler {
                     for policy in applying {
                         for rule in policy.rules(direction) {
                             if let r = programRule(rule, owner: policy.qualifiedName, tier: policy.tier, direction: direction,
-                                                   local: w, matcher: matcher) {
+                                                   local: w, networkSets: networkSets, matcher: matcher) {
                                 rules.append(r)
                             }
                         }
@@ -94,7 +97,7 @@ public final class PolicyCompiler {
                         builtInOnly = false
                         for rule in profile.rules(direction) {
                             if let r = programRule(rule, owner: "profile \(name)", tier: "profiles", direction: direction,
-                                                   local: w, matcher: matcher) {
+                                                   local: w, networkSets: networkSets, matcher: matcher) {
                                 profileRules.append(r)
                             }
                         }
@@ -115,9 +118,8 @@ public final class PolicyCompiler {
         }
 
         // 2. Regions of address space and their identities.
-        let identities = assignIdentities(workloads: workloads, networkSets: resources.networkSets.map {
-            NetworkSetPeer(set: $0, namespaceLabels: $0.namespace.flatMap { resources.namespaces[$0]?.labels } ?? [:])
-        }, matchers: matchers, local: Set(local.map(\.pod.key)), state: &state)
+        let identities = assignIdentities(workloads: workloads, networkSets: networkSets,
+                                          matchers: matchers, local: Set(local.map(\.pod.key)), state: &state)
         let identityOf = Dictionary(state.ipcache.map { ($0.cidr, $0.identity) }, uniquingKeysWith: { a, _ in a })
 
         // 3. Rule sets, shared by content.
@@ -162,14 +164,18 @@ public final class PolicyCompiler {
     }
 
     private func programRule(_ rule: Rule, owner: String, tier: String, direction: Policy.Direction, local: Workload,
-                             matcher: (EntityRule) -> Int?) -> ProgramRule? {
+                             networkSets: [NetworkSetPeer], matcher: (EntityRule) -> Int?) -> ProgramRule? {
         let localSide = direction == .ingress ? rule.destination : rule.source
         let peerSide = direction == .ingress ? rule.source : rule.destination
         // IPv6 rules never match this IPv4 dataplane.
         if rule.ipVersion == 6 || rule.proto == .icmpv6 { return nil }
         // Conditions on the local endpoint are decided now, per endpoint.
-        guard localSide.peerPart.isEmpty || localSide.peerPart.matchesPeer(Peer(cidr: CIDR(local.ip!, 32), workload: local)) else {
-            return nil
+        // The endpoint's own address is in the network sets that contain it,
+        // as it would be in the IP sets Calico builds from selectors.
+        if !localSide.peerPart.isEmpty {
+            let own = CIDR(local.ip!, 32)
+            let sets = networkSets.filter { $0.set.nets.contains { $0.contains(own) } }
+            guard localSide.peerPart.matchesPeer(Peer(cidr: own, workload: local, networkSets: sets)) else { return nil }
         }
         func terms(_ ports: [PortMatch]) -> PortTerms? {
             if ports.isEmpty { return nil }

@@ -25,16 +25,21 @@ public struct Workload: Hashable, Sendable {
         labels["projectcalico.org/orchestrator"] = "k8s"
         labels["projectcalico.org/serviceaccount"] = pod.serviceAccount
         self.labels = labels
-        var nsLabels = namespace?.labels ?? [:]
-        nsLabels["projectcalico.org/name"] = pod.namespace
-        nsLabels["kubernetes.io/metadata.name"] = pod.namespace
-        self.namespaceLabels = nsLabels
+        self.namespaceLabels = Workload.namespaceLabels(pod.namespace, namespace)
     }
 
     public static func all(in resources: ResourceSet) -> [Workload] {
         resources.pods.values.sorted { $0.key < $1.key }.map {
             Workload(pod: $0, namespace: resources.namespaces[$0.namespace], profiles: resources.profiles)
         }
+    }
+
+    /// A namespace's labels as namespace selectors see them.
+    static func namespaceLabels(_ name: String, _ namespace: Namespace?) -> [String: String] {
+        var labels = namespace?.labels ?? [:]
+        labels["projectcalico.org/name"] = name
+        labels["kubernetes.io/metadata.name"] = name
+        return labels
     }
 
     /// The profiles a Kubernetes endpoint has, in evaluation order.

@@ -145,7 +145,10 @@ enum KubernetesDecoder {
             namespaces = .named(namespace)
         }
         guard let pods else { return nil }
-        entity.endpoints = EndpointMatch(selector: pods, namespaces: namespaces)
+        // As Calico's converter does: Kubernetes peers are pods, never
+        // network sets, which lack this label.
+        entity.endpoints = EndpointMatch(selector: .and(pods, .equals("projectcalico.org/orchestrator", "k8s")),
+                                         namespaces: namespaces)
         return entity
     }
 

@@ -6,8 +6,10 @@ import ManxSelectors
 /// BPF programs against. It walks tiers, policies and rules for one
 /// connection at a time; nothing is precompiled beyond an address index.
 ///
-/// Out of scope (treated as the built-in allow-everything `kns.<namespace>`
-/// profile): Profile resources, their rules and `labelsToApply`.
+/// When no tier decides, the endpoint's profiles do: `kns.<namespace>`
+/// (built in: allow everything, unless a Profile resource of that name
+/// replaces it), then `ksa.<namespace>.<serviceaccount>`; if no profile
+/// rule matches, the connection is denied.
 public struct ReferenceEvaluator {
     let resources: ResourceSet
     /// Workloads by address. If several pods claim one address, the one with
@@ -66,8 +68,21 @@ public struct ReferenceEvaluator {
             }
             trace.append("tier \(tier.name): no rule of [\(names)] matched -> next tier (default Pass)")
         }
-        trace.append("profile kns.\(pod.namespace) -> allowed")
-        return (true, trace.joined(separator: "; "))
+        for name in ["kns.\(pod.namespace)", "ksa.\(pod.namespace).\(pod.serviceAccount)"] {
+            guard let profile = resources.profiles[name] else {
+                if name.hasPrefix("kns.") { return (true, (trace + ["built-in profile \(name) -> allowed"]).joined(separator: "; ")) }
+                continue
+            }
+            for rule in profile.rules(direction) where matches(rule, packet) {
+                let what = "profile \(name) rule \(rule.index) (\(rule.action.rawValue))"
+                switch rule.action {
+                case .allow: return (true, (trace + ["\(what) -> allowed"]).joined(separator: "; "))
+                case .deny: return (false, (trace + ["\(what) -> denied"]).joined(separator: "; "))
+                case .pass, .log: trace.append("\(what) -> continue")
+                }
+            }
+        }
+        return (false, (trace + ["no profile rule matched -> denied"]).joined(separator: "; "))
     }
 
     // MARK: Ordering
@@ -80,8 +95,15 @@ public struct ReferenceEvaluator {
 
     // MARK: Labels and selection
 
-    static func endpointLabels(_ pod: Pod) -> [String: String] {
-        var labels = pod.labels
+    /// The namespace's labels as `pcns.*` and the endpoint's profiles'
+    /// labelsToApply, under the pod's own labels and Calico's.
+    func endpointLabels(_ pod: Pod) -> [String: String] {
+        var labels: [String: String] = [:]
+        for (k, v) in resources.namespaces[pod.namespace]?.labels ?? [:] { labels["pcns.\(k)"] = v }
+        for name in ["kns.\(pod.namespace)", "ksa.\(pod.namespace).\(pod.serviceAccount)"] {
+            for (k, v) in resources.profiles[name]?.labelsToApply ?? [:] { labels[k] = v }
+        }
+        for (k, v) in pod.labels { labels[k] = v }
         labels["projectcalico.org/namespace"] = pod.namespace
         labels["projectcalico.org/orchestrator"] = "k8s"
         labels["projectcalico.org/serviceaccount"] = pod.serviceAccount
@@ -103,7 +125,7 @@ public struct ReferenceEvaluator {
         case .matching(let sel): if !sel.matches(namespaceLabels(pod.namespace)) { return false }
         }
         if let sa = m.serviceAccountSelector, !sa.matches(["projectcalico.org/name": pod.serviceAccount]) { return false }
-        return m.selector.matches(Self.endpointLabels(pod))
+        return m.selector.matches(endpointLabels(pod))
     }
 
     func selects(_ m: EndpointMatch, set: NetworkSet) -> Bool {
@@ -112,7 +134,7 @@ public struct ReferenceEvaluator {
         case .any: break
         case .named(let ns): if set.namespace != ns { return false }
         case .matching(let sel):
-            let labels = set.namespace.flatMap { resources.namespaces[$0]?.labels } ?? [:]
+            let labels = set.namespace.map(namespaceLabels) ?? [:]
             if !sel.matches(labels, global: set.namespace == nil) { return false }
         }
         return m.selector.matches(set.labels)

@@ -92,6 +92,17 @@ struct RandomPolicySet {
             spec: {nets: [\(nets.joined(separator: ", "))]}
             """)
         }
+        // Sometimes a namespace's profile replaces the built-in allow.
+        for ns in Self.namespaces where chance(0.15) {
+            let ingress = (0..<int(0...2)).map { _ in calicoRule(namespaced: false, allowPass: false) }
+            let egress = (0..<int(0...2)).map { _ in calicoRule(namespaced: false, allowPass: false) }
+            docs.append("""
+            apiVersion: projectcalico.org/v3
+            kind: Profile
+            metadata: {name: kns.\(ns)}
+            spec: {ingress: [\(ingress.joined(separator: ", "))], egress: [\(egress.joined(separator: ", "))], labelsToApply: {zone: \(pick(["a", "b"]))}}
+            """)
+        }
         for i in 0..<int(1...3) where chance(0.6) { docs.append(kubernetesPolicy(i)) }
         for i in 0..<int(1...5) { docs.append(calicoPolicy(i, tiers: ["default"] + tiersPresent)) }
         yaml = docs.joined(separator: "\n---\n") + "\n"
@@ -112,6 +123,7 @@ struct RandomPolicySet {
             "tier in {'1', '2'}", "app not in {'\(pick(Self.apps))'}", "role starts with 'backend'",
             "role ends with 'v2'", "role contains 'end'", "all()", "kind == '\(pick(["partner", "blocked"]))'",
             "projectcalico.org/namespace == '\(pick(Self.namespaces))'",
+            "pcns.env == 'prod'", "zone == 'a'",
         ]
         var s = pick(atoms)
         if chance(0.3) { s = "(\(s) \(pick(["&&", "||"])) \(pick(atoms)))" }
@@ -140,8 +152,8 @@ struct RandomPolicySet {
         return parts.joined(separator: ", ")
     }
 
-    mutating func calicoRule(namespaced: Bool) -> String {
-        var parts = ["action: \(pick(["Allow", "Allow", "Deny", "Pass", "Log"]))"]
+    mutating func calicoRule(namespaced: Bool, allowPass: Bool = true) -> String {
+        var parts = ["action: \(pick(allowPass ? ["Allow", "Allow", "Deny", "Pass", "Log"] : ["Allow", "Deny", "Log"]))"]
         let proto: String? = chance(0.7) ? pick(["TCP", "UDP", "SCTP", "ICMP", "17", "6"]) : nil
         if let proto { parts.append("protocol: \(proto)") }
         if proto == nil && chance(0.2) { parts.append("notProtocol: \(pick(["TCP", "UDP", "ICMP"]))") }
