@@ -87,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "manx-bench",
             dependencies: [
-                "ManxBPF", "ManxBPFObjects", "ManxCompiler", "ManxDataplane", "ManxMapLayout", "ManxModel",
+                "ManxBPF", "ManxBPFObjects", "ManxCompiler", "ManxConformance", "ManxDataplane", "ManxMapLayout", "ManxModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

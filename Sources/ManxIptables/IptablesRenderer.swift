@@ -31,6 +31,13 @@ public enum IptablesRenderer {
     public static func render(_ state: CompiledState) -> Rendered {
         var chains: [String: [String]] = [:]
         var usedIdentities = Set<UInt32>()
+        // An identity that is one plain CIDR is matched inline (-s/-d), as
+        // Calico does for nets; only the others need a set.
+        let members = identitySets(state, used: Set(state.ipcache.map(\.identity)))
+        let inline: [UInt32: String] = Dictionary(uniqueKeysWithValues: members.compactMap { name, list in
+            guard list.count == 1, !list[0].contains("nomatch"), let id = UInt32(name.dropFirst(setPrefix.count)) else { return nil }
+            return (id, list[0])
+        })
         let dispatch = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
         var egressFirst: [String] = [], ingressAfter: [String] = []
         for ep in state.endpoints.sorted(by: { $0.interface < $1.interface }) {
@@ -41,25 +48,32 @@ public enum IptablesRenderer {
             for (id, ingress) in [(ep.ingressRuleset, true), (ep.egressRuleset, false)] where id != 0 {
                 let name = chainName(ruleset: id, ingress: ingress)
                 if chains[name] == nil, let entries = state.rulesets[id] {
-                    chains[name] = rulesetChain(entries, ingress: ingress, identities: &usedIdentities)
+                    chains[name] = rulesetChain(entries, ingress: ingress, inline: inline, identities: &usedIdentities)
                 }
             }
         }
         chains[dispatchChain] = dispatch + egressFirst + ingressAfter
-        return Rendered(sets: identitySets(state, used: usedIdentities), chains: chains)
+        return Rendered(sets: members.filter { usedIdentities.contains(UInt32($0.key.dropFirst(setPrefix.count))!) }, chains: chains)
     }
 
     /// Allowed packets RETURN to the dispatch chain (the other side's policy
-    /// still applies); denied packets are dropped.
-    static func rulesetChain(_ entries: [TableEntry], ingress: Bool, identities: inout Set<UInt32>) -> [String] {
-        let sorted = entries.sorted { specificity($0) > specificity($1) }
+    /// still applies); denied packets are dropped. Entries of equal
+    /// specificity are disjoint; they are kept in rule order, as Calico's
+    /// chains are, so a connection is checked against the rules before its own.
+    static func rulesetChain(_ entries: [TableEntry], ingress: Bool, inline: [UInt32: String] = [:],
+                             identities: inout Set<UInt32>) -> [String] {
+        let sorted = entries.sorted { (specificity($1), $0.decision.ruleID) < (specificity($0), $1.decision.ruleID) }
         var rules: [String] = []
         let direction = ingress ? "src" : "dst"
         for e in sorted {
             var match = ""
             if let id = e.identity {
-                identities.insert(id)
-                match += "-m set --match-set \(setName(id)) \(direction) "
+                if let cidr = inline[id] {
+                    match += "\(ingress ? "-s" : "-d") \(cidr) "
+                } else {
+                    identities.insert(id)
+                    match += "-m set --match-set \(setName(id)) \(direction) "
+                }
             }
             let target = e.decision.verdict == .allow ? "RETURN" : "DROP"
             let comment = "-m comment --comment \"rule \(e.decision.ruleID)\" "

@@ -23,8 +23,17 @@ struct PacketCost: ParsableCommand {
     @Option(help: "Single runs for new allowed flows (each creates conntrack).")
     var newFlows: Int = 3000
 
-    @Option(help: "Write the table as markdown to this file too.")
-    var markdown: String?
+    @Option(help: "Write results as JSON here.")
+    var json: String?
+
+    struct Row: Codable {
+        var rules: Int
+        var passThroughNs: UInt32
+        var newFlowDeniedNs: UInt32
+        var newFlowAllowedMedianNs: UInt32
+        var establishedNs: UInt32
+        var compileSeconds: Double
+    }
 
     func run() throws {
         let counts = rules.split(separator: ",").compactMap { Int($0) }
@@ -35,6 +44,7 @@ struct PacketCost: ParsableCommand {
         defer { try? BPFFS.removeTree("/sys/fs/bpf/manx/\(prefix)-base") }
 
         var rows: [[String]] = []
+        var results: [Row] = []
         for n in counts {
             let paths = NodePaths(node: "\(prefix)-\(n)")
             let dataplane = try Dataplane(paths: paths, interfaces: .init(resolve: { $0 == "bench-web" ? 1 : nil }, attach: false))
@@ -78,13 +88,20 @@ struct PacketCost: ParsableCommand {
                 String(format: "%.2f", Double(deniedNs.durationNanoseconds) / Double(max(baseline, 1))),
             ])
             _ = report
+            results.append(Row(rules: n, passThroughNs: baseline, newFlowDeniedNs: deniedNs.durationNanoseconds,
+                               newFlowAllowedMedianNs: newNs, establishedNs: estNs.durationNanoseconds,
+                               compileSeconds: t2.timeIntervalSince(t1)))
             FileHandle.standardError.write(Data("rules \(n): done\n".utf8))
         }
         let header = ["rules", "ipcache", "policy entries", "decode ms", "compile ms", "apply ms",
                       "pass-through ns", "new flow denied ns", "new flow allowed ns (median)", "established ns", "denied / pass-through"]
         let table = Markdown.table(header, rows)
         print(table)
-        if let markdown { try (table + "\n").write(toFile: markdown, atomically: true, encoding: .utf8) }
+        if let json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try enc.encode(results).write(to: URL(fileURLWithPath: json))
+        }
     }
 
     /// Rule i allows TCP to port port(i) from its own /32: one endpoint,

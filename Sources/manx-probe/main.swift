@@ -3,6 +3,8 @@
 //
 //   manx-probe serve --ports 80,81 [--ready-file PATH]
 //   manx-probe probe [--timeout-ms 1500] tcp:IP:PORT udp:IP:PORT sctp:IP:PORT ...
+//   manx-probe connrate --seconds S IP:PORT     (benchmarks: new TCP connections/s)
+//   manx-probe rr --seconds S IP:PORT           (benchmarks: UDP request/response latency)
 //
 // Arguments are parsed by hand to keep the binary dependency-free.
 import Glibc
@@ -10,6 +12,7 @@ import Glibc
 let usageText = """
     usage: manx-probe serve --ports P1,P2,... [--ready-file PATH]
            manx-probe probe [--timeout-ms MS] (tcp|udp|sctp):IPv4:PORT...
+           manx-probe (connrate|rr) --seconds S IPv4:PORT
     """
 
 func usage(_ problem: String) -> Never {
@@ -78,6 +81,24 @@ case "probe":
     }
     guard !targets.isEmpty else { usage("probe needs at least one target") }
     probe(targets, timeoutMs: timeoutMs)
+
+case "connrate", "rr":
+    var duration = 3.0
+    var target: (in_addr_t, UInt16)?
+    while !args.isEmpty {
+        let arg = args.removeFirst()
+        if arg == "--seconds" {
+            guard let d = Double(optionValue(arg, &args)), d > 0 else { usage("bad --seconds") }
+            duration = d
+        } else {
+            let parts = arg.split(separator: ":")
+            guard parts.count == 2, let ip = parseIPv4(String(parts[0])), let port = parsePort(parts[1]) else { usage("bad target '\(arg)' (want IPv4:PORT)") }
+            target = (ip, port)
+        }
+    }
+    guard let target else { usage("\(command) needs a target") }
+    if command == "connrate" { connectionRate(target.0, target.1, duration: duration) }
+    requestResponse(target.0, target.1, duration: duration)
 
 default:
     usage("unknown command '\(command)'")

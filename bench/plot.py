@@ -1,0 +1,52 @@
+"""Plots bench/results/*.json as PNGs (cost against rule count, per mode)."""
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+out = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
+
+cost = json.loads((out / "packet-cost.json").read_text())
+rules = [r["rules"] for r in cost]
+fig, ax = plt.subplots(figsize=(7, 4))
+for key, label in [("passThroughNs", "pass-through program"), ("establishedNs", "established flow (conntrack)"),
+                   ("newFlowDeniedNs", "new flow, policy lookup (denied)"),
+                   ("newFlowAllowedMedianNs", "new flow, allowed (single runs, median)")]:
+    ax.plot(rules, [r[key] for r in cost], marker="o", label=label)
+ax.set_xscale("log")
+ax.set_xlabel("rules on the endpoint")
+ax.set_ylabel("ns per packet")
+ax.set_title("BPF per-packet cost against rule count")
+ax.grid(True, alpha=0.3)
+ax.legend()
+fig.tight_layout()
+fig.savefig(out / "packet-cost.png", dpi=120)
+
+traffic = json.loads((out / "traffic.json").read_text())
+baseline = next((r for r in traffic if r["mode"] == "none"), None)
+for metric, ylabel, name in [("connectionsPerSecond", "new connections per second", "connection-rate"),
+                             ("rrP99Microseconds", "UDP request/response p99 (µs)", "latency-p99"),
+                             ("throughputGbps", "TCP throughput (Gbit/s)", "throughput")]:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for mode in ["bpf", "iptables", "iptables-legacy"]:
+        rows = [r for r in traffic if r["mode"] == mode]
+        if rows:
+            label = "iptables (nft)" if mode == "iptables" else mode
+            ax.plot([r["rules"] for r in rows], [r[metric] for r in rows], marker="o", label=label)
+    if baseline:
+        ax.axhline(baseline[metric], color="gray", linestyle="--", label="no policy")
+    ax.set_xscale("log")
+    if metric == "connectionsPerSecond":
+        ax.set_yscale("log")
+    ax.set_xlabel("rules on the server endpoint")
+    ax.set_ylabel(ylabel)
+    ax.set_title(ylabel + " against rule count")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png", dpi=120)
+print("plots written to", out)
