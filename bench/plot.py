@@ -27,18 +27,15 @@ fig.tight_layout()
 fig.savefig(out / "packet-cost.png", dpi=120)
 
 traffic = json.loads((out / "traffic.json").read_text())
-baseline = next((r for r in traffic if r["mode"] == "none"), None)
 for metric, ylabel, name in [("connectionsPerSecond", "new connections per second", "connection-rate"),
                              ("rrP99Microseconds", "UDP request/response p99 (µs)", "latency-p99"),
                              ("throughputGbps", "TCP throughput (Gbit/s)", "throughput")]:
     fig, ax = plt.subplots(figsize=(7, 4))
-    for mode in ["bpf", "iptables", "iptables-legacy"]:
+    for mode in ["none", "bpf", "iptables", "iptables-legacy"]:
         rows = [r for r in traffic if r["mode"] == mode]
         if rows:
-            label = "iptables (nft)" if mode == "iptables" else mode
+            label = {"iptables": "iptables (nft)", "none": "no policy"}.get(mode, mode)
             ax.plot([r["rules"] for r in rows], [r[metric] for r in rows], marker="o", label=label)
-    if baseline:
-        ax.axhline(baseline[metric], color="gray", linestyle="--", label="no policy")
     ax.set_xscale("log")
     if metric == "connectionsPerSecond":
         ax.set_yscale("log")

@@ -85,11 +85,7 @@ struct ControlPlane: ParsableCommand {
                  String(format: "%.3f", r.changeSeconds), String(r.rulesets), String(r.policyEntries),
                  String(format: "%.1f MiB", Double(r.mapBytes) / 1_048_576)]
             }))
-        if let json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try enc.encode(rows).write(to: URL(fileURLWithPath: json))
-        }
+        if let json { try writeJSON(rows, to: json) }
     }
 
     /// The kernel's own account of the node's maps (memlock in fdinfo).

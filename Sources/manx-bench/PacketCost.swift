@@ -97,11 +97,7 @@ struct PacketCost: ParsableCommand {
                       "pass-through ns", "new flow denied ns", "new flow allowed ns (median)", "established ns", "denied / pass-through"]
         let table = Markdown.table(header, rows)
         print(table)
-        if let json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try enc.encode(results).write(to: URL(fileURLWithPath: json))
-        }
+        if let json { try writeJSON(results, to: json) }
     }
 
     /// Rule i allows TCP to port port(i) from its own /32: one endpoint,
@@ -142,6 +138,13 @@ struct PacketCost: ParsableCommand {
         let ipHeader: [UInt8] = [0x45, 0] + be16(40) + [0, 1, 0x40, 0, 64, 6, 0, 0] + ip(src) + ip(dst)
         return [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00] + ipHeader + l4
     }
+}
+
+/// Raw results, for plots and later comparison.
+func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try enc.encode(value).write(to: URL(fileURLWithPath: path))
 }
 
 enum Markdown {

@@ -17,6 +17,9 @@ struct Traffic: ParsableCommand {
     @Option(help: "Seconds per measurement.")
     var seconds: Double = 2
 
+    @Option(help: "Rounds of measurements across all modes (medians are reported).")
+    var rounds: Int = 5
+
     @Option(help: "Write results as JSON here.")
     var json: String?
 
@@ -33,26 +36,41 @@ struct Traffic: ParsableCommand {
     func run() throws {
         let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         let counts = rules.split(separator: ",").compactMap { Int($0) }
+        let modeList = modes.split(separator: ",").map(String.init)
         var rows: [Row] = []
-        for mode in modes.split(separator: ",").map(String.init) {
-            for n in (mode == "none" ? [0] : counts) {
-                rows.append(try measure(mode: mode, rules: n, bin: bin))
-                FileHandle.standardError.write(Data("traffic: \(mode) \(n) rules done\n".utf8))
+        // Per rule count, every mode gets its own simulated node, and the
+        // measurements go round robin across them, in rounds, so drift
+        // on a shared machine hits every mode alike; medians are reported.
+        // The no-policy baseline is measured in every round too.
+        for n in counts {
+            var setups: [Setup] = []
+            defer { for s in setups { s.tearDown() } }
+            for (i, mode) in modeList.enumerated() {
+                setups.append(try setUp(mode: mode, rules: mode == "none" ? 0 : n, index: i, bin: bin))
             }
+            var samples: [String: [Row]] = [:]
+            for _ in 0..<rounds {
+                for setup in setups { samples[setup.mode, default: []].append(try measure(setup, bin: bin)) }
+            }
+            for mode in modeList {
+                let list = samples[mode]!
+                func median(_ key: KeyPath<Row, Double>) -> Double { list.map { $0[keyPath: key] }.sorted()[list.count / 2] }
+                rows.append(Row(mode: mode, rules: n, applySeconds: list[0].applySeconds,
+                                connectionsPerSecond: median(\.connectionsPerSecond),
+                                rrP50Microseconds: median(\.rrP50Microseconds), rrP99Microseconds: median(\.rrP99Microseconds),
+                                throughputGbps: median(\.throughputGbps)))
+            }
+            FileHandle.standardError.write(Data("traffic: \(n) rules done\n".utf8))
         }
-        let baseline = rows.first { $0.mode == "none" }
-        let header = ["mode", "rules", "apply s", "conn/s", "conn/s vs none", "RR p50 µs", "RR p99 µs", "TCP Gbit/s"]
+        let header = ["rules", "mode", "apply s", "conn/s", "conn/s vs no policy", "RR p50 µs", "RR p99 µs", "TCP Gbit/s"]
         print(Markdown.table(header, rows.map { r in
-            [r.mode, "\(r.rules)", String(format: "%.2f", r.applySeconds), String(format: "%.0f", r.connectionsPerSecond),
-             baseline.map { String(format: "%.2f", r.connectionsPerSecond / $0.connectionsPerSecond) } ?? "-",
-             String(format: "%.0f", r.rrP50Microseconds), String(format: "%.0f", r.rrP99Microseconds),
-             String(format: "%.2f", r.throughputGbps)]
+            let base = rows.first { $0.mode == "none" && $0.rules == r.rules }
+            return ["\(r.rules)", r.mode, String(format: "%.2f", r.applySeconds), String(format: "%.0f", r.connectionsPerSecond),
+                    base.map { String(format: "%.2f", r.connectionsPerSecond / $0.connectionsPerSecond) } ?? "-",
+                    String(format: "%.0f", r.rrP50Microseconds), String(format: "%.0f", r.rrP99Microseconds),
+                    String(format: "%.2f", r.throughputGbps)]
         }))
-        if let json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try enc.encode(rows).write(to: URL(fileURLWithPath: json))
-        }
+        if let json { try writeJSON(rows, to: json) }
     }
 
     /// N rules on the server's ingress that the client does not match (one
@@ -92,54 +110,66 @@ struct Traffic: ParsableCommand {
         return y
     }
 
-    func measure(mode: String, rules n: Int, bin: String) throws -> Row {
-        let prefix = "mxbt\(getpid() % 1000)"
+    /// One simulated node: client and server pods, servers started, the
+    /// policy applied with `manxd --once` in the given mode.
+    struct Setup {
+        var mode: String
+        var rules: Int
+        var lab: Lab
+        var clientNs: String
+        var applySeconds: Double
+        var paths: [String]
+
+        func tearDown() {
+            lab.teardown()
+            for p in paths { try? FileManager.default.removeItem(atPath: p) }
+        }
+    }
+
+    func setUp(mode: String, rules n: Int, index: Int, bin: String) throws -> Setup {
+        let prefix = "mxbt\(getpid() % 1000)\(index)"
         let lab = Lab(prefix: prefix)
         let ds = "/tmp/\(prefix)-ds"
-        let pins = "/sys/fs/bpf/manx/\(prefix)"
-        defer {
-            lab.teardown()
-            try? FileManager.default.removeItem(atPath: ds)
-            try? FileManager.default.removeItem(atPath: pins)
-            try? FileManager.default.removeItem(atPath: "/run/manx/\(prefix)")
+        var setup = Setup(mode: mode, rules: n, lab: lab, clientNs: "", applySeconds: 0,
+                          paths: [ds, "/sys/fs/bpf/manx/\(prefix)", "/run/manx/\(prefix)", "/tmp/\(prefix)-ready"])
+        do {
+            try FileManager.default.createDirectory(atPath: ds, withIntermediateDirectories: true)
+            try lab.createNode()
+            let (clientNs, clientIf) = try lab.addPod("c", ip: "10.60.0.1")
+            let (serverNs, serverIf) = try lab.addPod("s", ip: "10.60.0.2")
+            setup.clientNs = clientNs
+            for ns in [clientNs, serverNs] {
+                _ = try? run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            }
+            _ = try lab.spawn(in: serverNs, [bin + "/manx-probe", "serve", "--ports", "80", "--ready-file", "/tmp/\(prefix)-ready"], log: "/dev/null")
+            _ = try lab.spawn(in: serverNs, ["iperf3", "-s", "-p", "5201"], log: "/dev/null")
+            try Self.resources(rules: n, client: clientIf, server: serverIf).write(toFile: "\(ds)/bench.yaml", atomically: true, encoding: .utf8)
+            if mode != "none" {
+                var args = ["nsenter", "--net=/run/netns/\(lab.node)", bin + "/manxd", "--once", "--datastore", ds, "--node", prefix, "--log-level", "warning"]
+                if mode == "iptables" { args += ["--dataplane", "iptables", "--iptables-backend", "nft"] }
+                if mode == "iptables-legacy" { args += ["--dataplane", "iptables", "--iptables-backend", "legacy"] }
+                let t0 = Date()
+                try run(args)
+                setup.applySeconds = Date().timeIntervalSince(t0)
+            }
+            for _ in 0..<100 where !FileManager.default.fileExists(atPath: "/tmp/\(prefix)-ready") { usleep(20_000) }
+            usleep(200_000) // iperf3 listening
+            return setup
+        } catch {
+            setup.tearDown()
+            throw error
         }
-        try FileManager.default.createDirectory(atPath: ds, withIntermediateDirectories: true)
-        try lab.createNode()
-        let (clientNs, clientIf) = try lab.addPod("c", ip: "10.60.0.1")
-        let (serverNs, serverIf) = try lab.addPod("s", ip: "10.60.0.2")
-        for ns in [clientNs, serverNs] {
-            _ = try? run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
-        }
-        _ = try? run(["ip", "netns", "exec", clientNs, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
-        _ = try lab.spawn(in: serverNs, [bin + "/manx-probe", "serve", "--ports", "80", "--ready-file", "/tmp/\(prefix)-ready"], log: "/dev/null")
-        _ = try lab.spawn(in: serverNs, ["iperf3", "-s", "-p", "5201"], log: "/dev/null")
-        try "".write(toFile: "\(ds)/.keep", atomically: true, encoding: .utf8)
-        try Self.resources(rules: n, client: clientIf, server: serverIf).write(toFile: "\(ds)/bench.yaml", atomically: true, encoding: .utf8)
+    }
 
-        var applySeconds = 0.0
-        if mode != "none" {
-            var args = ["nsenter", "--net=/run/netns/\(lab.node)", bin + "/manxd", "--once", "--datastore", ds, "--node", prefix, "--log-level", "warning"]
-            if mode == "iptables" { args += ["--dataplane", "iptables", "--iptables-backend", "nft"] }
-            if mode == "iptables-legacy" { args += ["--dataplane", "iptables", "--iptables-backend", "legacy"] }
-            let t0 = Date()
-            try run(args)
-            applySeconds = Date().timeIntervalSince(t0)
-        }
-        for _ in 0..<100 where !FileManager.default.fileExists(atPath: "/tmp/\(prefix)-ready") { usleep(20_000) }
-        usleep(200_000) // iperf3 listening
-
+    func measure(_ setup: Setup, bin: String) throws -> Row {
         let s = String(seconds)
-        // The connection rate is the noisiest number on a shared machine:
-        // the median of three runs.
-        let rates = try (0..<3).map { _ in
-            try json(run(["ip", "netns", "exec", clientNs, bin + "/manx-probe", "connrate", "--seconds", s, "10.60.0.2:80"]))["rate"] as? Double ?? 0
-        }.sorted()
-        let rr = try json(run(["ip", "netns", "exec", clientNs, bin + "/manx-probe", "rr", "--seconds", s, "10.60.0.2:80"]))
-        let iperf = try json(run(["ip", "netns", "exec", clientNs, "iperf3", "-c", "10.60.0.2", "-p", "5201", "-t", s, "-J"]))
+        let exec = ["ip", "netns", "exec", setup.clientNs]
+        let conn = try json(run(exec + [bin + "/manx-probe", "connrate", "--seconds", s, "10.60.0.2:80"]))
+        let rr = try json(run(exec + [bin + "/manx-probe", "rr", "--seconds", String(seconds / 2), "10.60.0.2:80"]))
+        let iperf = try json(run(exec + ["iperf3", "-c", "10.60.0.2", "-p", "5201", "-t", String(max(1, Int(seconds / 2))), "-J"]))
         let bps = ((iperf["end"] as? [String: Any])?["sum_received"] as? [String: Any])?["bits_per_second"] as? Double ?? 0
-        try? FileManager.default.removeItem(atPath: "/tmp/\(prefix)-ready")
-        return Row(mode: mode, rules: n, applySeconds: applySeconds,
-                   connectionsPerSecond: rates[1],
+        return Row(mode: setup.mode, rules: setup.rules, applySeconds: setup.applySeconds,
+                   connectionsPerSecond: conn["rate"] as? Double ?? 0,
                    rrP50Microseconds: rr["p50_us"] as? Double ?? 0, rrP99Microseconds: rr["p99_us"] as? Double ?? 0,
                    throughputGbps: bps / 1e9)
     }
