@@ -164,7 +164,7 @@ struct Traffic: ParsableCommand {
     func measure(_ setup: Setup, bin: String) throws -> Row {
         let s = String(seconds)
         let exec = ["ip", "netns", "exec", setup.clientNs]
-        let conn = try json(run(exec + [bin + "/manx-probe", "connrate", "--seconds", s, "10.60.0.2:80"]))
+        let conn = try json(run(exec + [bin + "/manx-probe", "connrate", "--seconds", s, "--parallel", "8", "10.60.0.2:80"]))
         let rr = try json(run(exec + [bin + "/manx-probe", "rr", "--seconds", String(seconds / 2), "10.60.0.2:80"]))
         let iperf = try json(run(exec + ["iperf3", "-c", "10.60.0.2", "-p", "5201", "-t", String(max(1, Int(seconds / 2))), "-J"]))
         let bps = ((iperf["end"] as? [String: Any])?["sum_received"] as? [String: Any])?["bits_per_second"] as? Double ?? 0

@@ -3,7 +3,7 @@
 //
 //   manx-probe serve --ports 80,81 [--ready-file PATH]
 //   manx-probe probe [--timeout-ms 1500] tcp:IP:PORT udp:IP:PORT sctp:IP:PORT ...
-//   manx-probe connrate --seconds S IP:PORT     (benchmarks: new TCP connections/s)
+//   manx-probe connrate --seconds S [--parallel K] IP:PORT   (benchmarks: new TCP connections/s)
 //   manx-probe rr --seconds S IP:PORT           (benchmarks: UDP request/response latency)
 //
 // Arguments are parsed by hand to keep the binary dependency-free.
@@ -12,7 +12,8 @@ import Glibc
 let usageText = """
     usage: manx-probe serve --ports P1,P2,... [--ready-file PATH]
            manx-probe probe [--timeout-ms MS] (tcp|udp|sctp):IPv4:PORT...
-           manx-probe (connrate|rr) --seconds S IPv4:PORT
+           manx-probe connrate --seconds S [--parallel K] IPv4:PORT
+           manx-probe rr --seconds S IPv4:PORT
     """
 
 func usage(_ problem: String) -> Never {
@@ -84,10 +85,14 @@ case "probe":
 
 case "connrate", "rr":
     var duration = 3.0
+    var parallel = 1
     var target: (in_addr_t, UInt16)?
     while !args.isEmpty {
         let arg = args.removeFirst()
-        if arg == "--seconds" {
+        if arg == "--parallel" {
+            guard let p = Int(optionValue(arg, &args)), (1...256).contains(p) else { usage("bad --parallel") }
+            parallel = p
+        } else if arg == "--seconds" {
             guard let d = Double(optionValue(arg, &args)), d > 0 else { usage("bad --seconds") }
             duration = d
         } else {
@@ -97,7 +102,7 @@ case "connrate", "rr":
         }
     }
     guard let target else { usage("\(command) needs a target") }
-    if command == "connrate" { connectionRate(target.0, target.1, duration: duration) }
+    if command == "connrate" { connectionRate(target.0, target.1, duration: duration, parallel: parallel) }
     requestResponse(target.0, target.1, duration: duration)
 
 default:
