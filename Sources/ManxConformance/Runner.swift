@@ -48,6 +48,8 @@ public final class ConformanceRunner {
         let paths: NodePaths
         /// "ns/pod" -> pod network namespace.
         let podNetns: [String: String]
+        /// "ns/pod" -> host-side interface.
+        let interfaces: [String: String]
     }
 
     private func withNode(_ model: ConformanceModel, _ body: (Node) throws -> Void) throws {
@@ -80,7 +82,7 @@ public final class ConformanceRunner {
         try datastore.write("model.yaml", ModelYAML.render(model, interfaces: interfaces, overrides: nil))
         _ = try lab.spawn(in: lab.node, [bin("manxd"), "--datastore", dsDir, "--node", prefix, "--log-level", "notice"] + dataplaneArguments,
                           log: "/tmp/\(prefix)-logs/manxd.log", needsPins: true)
-        let node = Node(lab: lab, datastore: datastore, paths: paths, podNetns: podNetns)
+        let node = Node(lab: lab, datastore: datastore, paths: paths, podNetns: podNetns, interfaces: interfaces)
         if case .rejected(let error) = try waitApplied(node) { throw RunnerError("the model was rejected: \(error)") }
 
         for (key, netns) in podNetns {
@@ -134,13 +136,13 @@ public final class ConformanceRunner {
     private func runCase(_ c: ConformanceCase, node: Node, model: ConformanceModel) throws {
         let overrides = c.expectation.model_overrides
         if overrides != nil {
-            try node.datastore.write("model.yaml", ModelYAML.render(model, interfaces: interfaces(node), overrides: overrides))
+            try node.datastore.write("model.yaml", ModelYAML.render(model, interfaces: node.interfaces, overrides: overrides))
         }
         try node.datastore.write("policy.yaml", c.policyYAML)
         defer {
             try? node.datastore.remove("policy.yaml")
             if overrides != nil {
-                try? node.datastore.write("model.yaml", ModelYAML.render(model, interfaces: interfaces(node), overrides: nil))
+                try? node.datastore.write("model.yaml", ModelYAML.render(model, interfaces: node.interfaces, overrides: nil))
             }
             _ = try? waitApplied(node)
         }
@@ -163,12 +165,6 @@ public final class ConformanceRunner {
                 totals.failed += 1
             }
         }
-    }
-
-    private func interfaces(_ node: Node) -> [String: String] {
-        Dictionary(uniqueKeysWithValues: node.podNetns.map { key, netns in
-            (key, netns.replacingOccurrences(of: "-", with: ""))
-        })
     }
 
     /// Probes every pair concurrently (one prober process per source pod).
