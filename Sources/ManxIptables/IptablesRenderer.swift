@@ -31,9 +31,12 @@ public enum IptablesRenderer {
     public static func render(_ state: CompiledState) -> Rendered {
         var chains: [String: [String]] = [:]
         var usedIdentities = Set<UInt32>()
-        // An identity that is one plain CIDR is matched inline (-s/-d), as
-        // Calico does for nets; only the others need a set.
-        let members = identitySets(state, used: Set(state.ipcache.map(\.identity)))
+        // Only identities the endpoints' rule sets name need members. One that
+        // is a single plain CIDR is matched inline (-s/-d), as Calico does
+        // for nets; only the others need a set.
+        let programmed = Set(state.endpoints.flatMap { [$0.ingressRuleset, $0.egressRuleset] })
+        let referenced = Set(programmed.flatMap { state.rulesets[$0] ?? [] }.compactMap(\.identity))
+        let members = identitySets(state, used: referenced)
         let inline: [UInt32: String] = Dictionary(uniqueKeysWithValues: members.compactMap { name, list in
             guard list.count == 1, !list[0].contains("nomatch"), let id = UInt32(name.dropFirst(setPrefix.count)) else { return nil }
             return (id, list[0])
