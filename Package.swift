@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "manx-probe", targets: ["manx-probe"]),
         .executable(name: "manx-conformance", targets: ["manx-conformance"]),
         .executable(name: "manx-bench", targets: ["manx-bench"]),
+        .executable(name: "manx-cni", targets: ["manx-cni"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -50,17 +51,24 @@ let package = Package(
         // Typed maps, program attachment, applying compiled state to the kernel.
         .target(
             name: "ManxDataplane",
-            dependencies: ["ManxBPF", "ManxBPFObjects", "ManxMapLayout", "ManxCompiler"]
+            dependencies: ["ManxBPF", "ManxBPFObjects", "ManxMapLayout", "ManxCompiler", "ManxRouting"]
         ),
         // The same compiled policy as iptables rules and ipsets.
         .target(name: "ManxIptables", dependencies: ["ManxCompiler"]),
         // The directory-of-YAML datastore and its watcher.
         .target(name: "ManxDatastore", dependencies: ["ManxModel"]),
+        // IP address management: pools, node blocks, allocations in the datastore.
+        .target(name: "ManxIPAM", dependencies: ["ManxModel", "ManxDatastore", "ManxSelectors"]),
+        // Routes, encapsulation and MTU of a node, from pools, nodes and blocks.
+        .target(name: "ManxRouting", dependencies: ["ManxModel"]),
+        // The CNI plugin (spec 1.0): veth, address, routes, endpoint registration.
+        .target(name: "ManxCNI", dependencies: ["ManxModel", "ManxDatastore", "ManxIPAM", "ManxDataplane"]),
+        .executableTarget(name: "manx-cni", dependencies: ["ManxCNI"]),
         // The node daemon's logic.
         .target(
             name: "ManxDaemon",
             dependencies: [
-                "ManxDatastore", "ManxCompiler", "ManxDataplane", "ManxIptables",
+                "ManxDatastore", "ManxCompiler", "ManxDataplane", "ManxIptables", "ManxRouting",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -91,8 +99,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference", "ManxIptables"]),
-        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables"]),
+        .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference", "ManxIptables", "ManxIPAM", "ManxRouting"]),
+        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables", "ManxIPAM", "ManxCNI", "ManxRouting"]),
     ],
     swiftLanguageModes: [.v6]
 )

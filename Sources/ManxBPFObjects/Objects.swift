@@ -7,6 +7,7 @@ public enum BPFObjects {
         case workload
         case xdpPrefilter = "xdp_prefilter"
         case baseline
+        case node
     }
 
     /// The ELF bytes of one object.

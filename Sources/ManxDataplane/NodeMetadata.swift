@@ -23,6 +23,10 @@ public struct NodeMetadata: Codable, Sendable {
     public var error: String?
     public var endpoints: [Endpoint] = []
     public var missingInterfaces: [String] = []
+    /// The MTU pods on this node must use (nil: no routing between nodes).
+    public var podMTU: Int?
+    /// The interface carrying the node's underlay address.
+    public var underlay: String?
     public var rules: [UInt32: RuleInfo] = [:]
     public var identities: [UInt32: IdentityInfo] = [:]
 

@@ -113,6 +113,12 @@ public final class IptablesDataplane {
 
     @discardableResult
     func run(_ args: [String], input: String? = nil) throws -> String {
+        try Self.execute(args, input: input, netns: netns)
+    }
+
+    /// Runs a tool (in `netns` if given); its output, or CommandError.
+    @discardableResult
+    static func execute(_ args: [String], input: String? = nil, netns: String? = nil) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = (netns.map { ["ip", "netns", "exec", $0] } ?? []) + args

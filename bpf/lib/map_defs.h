@@ -68,4 +68,29 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } manx_events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MANX_ROUTES_MAX);
+	__type(key, struct manx_route_key);
+	__type(value, struct manx_route_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_routes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct manx_node_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_node_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MANX_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_node_stats SEC(".maps");
+
 #endif

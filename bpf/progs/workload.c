@@ -13,11 +13,18 @@
 #include "conntrack.h"
 #include "policy.h"
 #include "observe.h"
+#include "encap.h"
 
 static __always_inline int manx_drop(__u32 ifindex, __u32 dir, __u32 reason)
 {
 	manx_count(ifindex, dir, reason, 0);
 	return TC_ACT_SHOT;
+}
+
+/* An allowed packet from the workload may be bound for another node. */
+static __always_inline int manx_allowed(struct __sk_buff *skb, __u32 dir, const struct manx_pkt *pkt)
+{
+	return dir == MANX_DIR_EGRESS ? manx_forward(skb, pkt) : TC_ACT_OK;
 }
 
 static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
@@ -27,6 +34,11 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 
 	if (!ep)
 		return manx_drop(0, dir, MANX_CNT_DROP_NO_ENDPOINT); /* fail closed */
+	/* An ICMP error this node generated for the workload (see encap.h). */
+	if (dir == MANX_DIR_INGRESS && skb->mark == MANX_MARK_GENERATED) {
+		skb->mark = 0;
+		return TC_ACT_OK;
+	}
 
 	struct manx_pkt pkt;
 	switch (manx_parse(skb, &pkt)) {
@@ -61,7 +73,7 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 	if (ct && manx_ct_approved(ct, leg, ruleset)) {
 		manx_ct_touch(ct, &pkt, is_orig, now);
 		manx_count(ifindex, dir, MANX_CNT_ALLOW_CT, pkt.len);
-		return TC_ACT_OK;
+		return manx_allowed(skb, dir, &pkt);
 	}
 
 	/* Slow path: policy on the flow's original tuple. The peer is the other
@@ -92,7 +104,7 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 	if ((ep->flags & MANX_EP_F_LOG_ALLOWED) || (d.flags & MANX_POL_F_LOG))
 		manx_flow_event(ifindex, dir, &pkt, d.identity, d.rule_id, d.verdict, MANX_CNT_ALLOW_NEW);
 	manx_count(ifindex, dir, MANX_CNT_ALLOW_NEW, pkt.len);
-	return TC_ACT_OK;
+	return manx_allowed(skb, dir, &pkt);
 }
 
 /* Host-side ingress: packets the workload sends (its egress policy). */

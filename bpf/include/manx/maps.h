@@ -22,6 +22,9 @@
 #define MANX_MAP_RULE_HITS   "manx_rule_hits"
 #define MANX_MAP_EVENTS      "manx_events"
 #define MANX_MAP_XDP_DENY    "manx_xdp_deny"
+#define MANX_MAP_ROUTES      "manx_routes"
+#define MANX_MAP_NODE_CONFIG "manx_node_config"
+#define MANX_MAP_NODE_STATS  "manx_node_stats"
 
 #define MANX_ENDPOINTS_MAX   65536
 #define MANX_IPCACHE_MAX     1048576
@@ -30,6 +33,7 @@
 #define MANX_RULE_HITS_MAX   1048576
 #define MANX_EVENTS_BYTES    (1 << 20)
 #define MANX_XDP_DENY_MAX    65536
+#define MANX_ROUTES_MAX      65536
 
 /* ---- Endpoints: key __u32 ifindex of the host-side interface ------------ */
 
@@ -223,5 +227,59 @@ struct manx_xdp_deny_key {
 struct manx_xdp_deny_value {
 	__u64 packets; /* drops, updated without atomics: approximate */
 };
+
+/* ---- Routes: LPM trie, IPv4 prefix -> the node that hosts it ----------- */
+/*
+ * One entry per remote IPAM block (and a /32 per address used on another
+ * node than its block's), written by the daemon from the datastore. Local
+ * blocks and addresses outside every pool have no entry: the kernel routes
+ * them (to the pod's veth, or out of the node with natOutgoing).
+ */
+struct manx_route_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+struct manx_route_value {
+	__be32 next_hop; /* the underlay address of the node hosting the prefix */
+	__u32 flags;     /* MANX_ROUTE_F_* */
+};
+
+#define MANX_ROUTE_F_REMOTE (1U << 0) /* hosted on another node: forward in BPF */
+#define MANX_ROUTE_F_IPIP   (1U << 1) /* encapsulate in IPv4 (protocol 4) */
+#define MANX_ROUTE_F_VXLAN  (1U << 2) /* encapsulate in VXLAN (UDP 4789) */
+
+/* ---- Node configuration: array of one, written by the daemon ------------ */
+
+struct manx_node_config {
+	__be32 address;          /* this node's underlay address: outer source, decap target */
+	__u32 underlay_ifindex;  /* where routed and encapsulated packets leave */
+	__u32 underlay_mtu;      /* bytes of IP packet the underlay carries */
+	__u32 vxlan_vni;         /* VNI of pod traffic (Calico's default: 4096) */
+	__u32 vxlan_ifindex;     /* collect_md VXLAN device to encapsulate through, 0: in BPF */
+	__u32 flags;             /* reserved, 0 */
+};
+
+#define MANX_VXLAN_PORT 4789
+
+/* ---- Node statistics: per-CPU array, index enum manx_node_stat ----------- */
+
+enum manx_node_stat {
+	MANX_STAT_ROUTED = 0,       /* forwarded natively to another node */
+	MANX_STAT_ENCAP_IPIP,       /* encapsulated in IPIP */
+	MANX_STAT_ENCAP_VXLAN,      /* encapsulated in VXLAN */
+	MANX_STAT_DECAP_IPIP,       /* IPIP received and decapsulated */
+	MANX_STAT_DECAP_VXLAN,      /* VXLAN received and decapsulated */
+	MANX_STAT_DECAP_REJECTED,   /* tunnel packet from a node that does not host its source: dropped */
+	MANX_STAT_FRAG_NEEDED,      /* too big for the tunnel, DF set: ICMP fragmentation-needed sent */
+	MANX_STAT_TOO_BIG_DROPPED,  /* too big for the tunnel, DF clear: dropped */
+	MANX_STAT_FORWARD_ERROR,    /* encapsulation or redirect failed: dropped */
+	MANX_STAT_MAX,
+};
+
+/* skb->mark of packets the programs generate for a workload (ICMP errors):
+ * the workload's ingress program lets them through. Marks do not cross a
+ * network namespace, so a pod cannot forge one. */
+#define MANX_MARK_GENERATED 0x4d58 /* "MX" */
 
 #endif /* MANX_MAPS_H */
