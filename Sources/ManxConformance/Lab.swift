@@ -14,10 +14,15 @@ public final class Lab: @unchecked Sendable {
 
     public init(prefix: String) { self.prefix = prefix }
 
+    /// Creates a network namespace the lab owns (removed by `teardown`), lo up.
+    public func createNamespace(_ name: String) throws {
+        try Shell.run(["ip", "netns", "add", name])
+        namespaces.append(name)
+        try Shell.run(["ip", "-n", name, "link", "set", "lo", "up"])
+    }
+
     public func createNode() throws {
-        try Shell.run(["ip", "netns", "add", node])
-        namespaces.append(node)
-        try Shell.run(["ip", "-n", node, "link", "set", "lo", "up"])
+        try createNamespace(node)
         try Shell.run(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
         // The pods' gateway is a node-local address, so ARP for it is answered.
         try Shell.run(["ip", "-n", node, "addr", "add", "\(Self.gateway)/32", "dev", "lo"])

@@ -2,7 +2,11 @@ import Foundation
 
 /// Renders the conformance model as datastore resources.
 enum ModelYAML {
-    static func render(_ model: ConformanceModel, interfaces: [String: String],
+    /// With `interfaces` the pods are local to one node, with their address
+    /// and interface; without (a cluster), they ask manx-cni for their
+    /// model address through the ipAddrs annotation, and the CNI plugin's
+    /// WorkloadEndpoints give the rest.
+    static func render(_ model: ConformanceModel, interfaces: [String: String]?,
                        overrides: Expectation.ModelOverrides?) -> String {
         var docs: [String] = []
         for name in model.namespaces.keys.sorted() {
@@ -21,6 +25,17 @@ enum ModelYAML {
             let ports = pod.containerPorts.map {
                 "{name: \(quote($0.name)), containerPort: \($0.containerPort), protocol: \($0.protocol)}"
             }.joined(separator: ", ")
+            let placement = interfaces.map { """
+                  annotations: {manx.io/interface: \(quote($0[key] ?? ""))}
+                spec:
+                  containers: [{name: serve, ports: [\(ports)]}]
+                status:
+                  podIP: \(pod.ip)
+                """ } ?? """
+                  annotations: {cni.projectcalico.org/ipAddrs: '["\(pod.ip)"]'}
+                spec:
+                  containers: [{name: serve, ports: [\(ports)]}]
+                """
             docs.append("""
             apiVersion: v1
             kind: Pod
@@ -28,12 +43,7 @@ enum ModelYAML {
               name: \(quote(pod.name))
               namespace: \(quote(pod.namespace))
               labels: \(flow(labels))
-              annotations: {manx.io/interface: \(quote(interfaces[key] ?? ""))}
-            spec:
-              containers: [{name: serve, ports: [\(ports)]}]
-            status:
-              podIP: \(pod.ip)
-            """)
+            """ + "\n" + placement)
         }
         return docs.joined(separator: "\n---\n") + "\n"
     }

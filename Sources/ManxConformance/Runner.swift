@@ -1,6 +1,7 @@
 import Foundation
 import ManxDatastore
 import ManxDataplane
+import ManxModel
 
 /// Runs conformance cases against a real node: pods in network namespaces,
 /// real servers on ports 80 and 81, `manxd` enforcing each case's policy,
@@ -12,6 +13,10 @@ public final class ConformanceRunner {
         public var timeoutMs = 1000
         public var binDirectory: String
         public var verbose = false
+        /// Spread the pods over this many nodes (a Cluster, pods created
+        /// through manx-cni), nil: one node.
+        public var nodes: Int?
+        public var encapsulation: Encapsulation = .none
         public init(binDirectory: String) { self.binDirectory = binDirectory }
     }
 
@@ -31,7 +36,8 @@ public final class ConformanceRunner {
                 let model = try ConformanceModel.load(from: dir)
                 let cases = try ConformanceCase.discover([dir])
                 if cases.isEmpty { say("no cases in \(dir)"); continue }
-                try withNode(model) { node in
+                let setUp = options.nodes == nil ? withNode : withCluster
+                try setUp(model) { node in
                     for c in cases { try runCase(c, node: node, model: model) }
                 }
             }
@@ -45,11 +51,38 @@ public final class ConformanceRunner {
     struct Node {
         let lab: Lab
         let datastore: DirectoryDatastore
-        let paths: NodePaths
+        /// Every node's daemon state (one for a single node).
+        let paths: [NodePaths]
         /// "ns/pod" -> pod network namespace.
         let podNetns: [String: String]
-        /// "ns/pod" -> host-side interface.
-        let interfaces: [String: String]
+        /// The model as datastore resources, with a case's overrides.
+        let renderModel: (Expectation.ModelOverrides?) -> String
+    }
+
+    /// The pods spread round robin over the nodes of a cluster (so every
+    /// namespace has pods on several nodes), created through manx-cni with
+    /// their model addresses.
+    private func withCluster(_ model: ConformanceModel, _ body: (Node) throws -> Void) throws {
+        let prefix = "mxk\(getpid() % 100_000)"
+        var clusterOptions = Cluster.Options(binDirectory: options.binDirectory)
+        clusterOptions.nodes = options.nodes ?? 1
+        clusterOptions.encapsulation = options.encapsulation
+        let cluster = Cluster(prefix: prefix, options: clusterOptions)
+        SignalCleanup.install(cluster.teardown)
+        defer { cluster.teardown(); SignalCleanup.clear() }
+        try cluster.up()
+        let render = { (o: Expectation.ModelOverrides?) in ModelYAML.render(model, interfaces: nil, overrides: o) }
+        try cluster.datastore.write("model.yaml", render(nil))
+        var podNetns: [String: String] = [:]
+        for (i, key) in model.pods.keys.sorted().enumerated() {
+            let pod = try cluster.addPod(key, node: cluster.nodeNames[i % clusterOptions.nodes])
+            guard pod.ip == model.pods[key]!.ip else { throw RunnerError("\(key) got \(pod.ip), not its model address") }
+            podNetns[key] = pod.netns
+        }
+        let node = Node(lab: cluster.lab, datastore: cluster.datastore, paths: cluster.nodeNames.map { NodePaths(node: $0) },
+                        podNetns: podNetns, renderModel: render)
+        try startServers(node, logs: "/tmp/\(prefix)-logs")
+        try body(node)
     }
 
     private func withNode(_ model: ConformanceModel, _ body: (Node) throws -> Void) throws {
@@ -79,21 +112,24 @@ public final class ConformanceRunner {
             interfaces[key] = iface
         }
         let datastore = DirectoryDatastore(directory: dsDir)
-        try datastore.write("model.yaml", ModelYAML.render(model, interfaces: interfaces, overrides: nil))
+        let render = { (o: Expectation.ModelOverrides?) in ModelYAML.render(model, interfaces: interfaces, overrides: o) }
+        try datastore.write("model.yaml", render(nil))
         _ = try lab.spawn(in: lab.node, [bin("manxd"), "--datastore", dsDir, "--node", prefix, "--log-level", "notice"] + dataplaneArguments,
                           log: "/tmp/\(prefix)-logs/manxd.log", needsPins: true)
-        let node = Node(lab: lab, datastore: datastore, paths: paths, podNetns: podNetns, interfaces: interfaces)
+        let node = Node(lab: lab, datastore: datastore, paths: [paths], podNetns: podNetns, renderModel: render)
         if case .rejected(let error) = try waitApplied(node) { throw RunnerError("the model was rejected: \(error)") }
-
-        for (key, netns) in podNetns {
-            let ready = "/tmp/\(prefix)-logs/\(key.replacingOccurrences(of: "/", with: "-")).ready"
-            _ = try lab.spawn(in: netns, [bin("manx-probe"), "serve", "--ports", "80,81", "--ready-file", ready],
-                              log: "/tmp/\(prefix)-logs/serve-\(netns).log")
-        }
-        try waitFor("servers to listen") {
-            podNetns.keys.allSatisfy { FileManager.default.fileExists(atPath: "/tmp/\(prefix)-logs/\($0.replacingOccurrences(of: "/", with: "-")).ready") }
-        }
+        try startServers(node, logs: "/tmp/\(prefix)-logs")
         try body(node)
+    }
+
+    /// Real servers on ports 80 and 81 in every pod.
+    private func startServers(_ node: Node, logs: String) throws {
+        func ready(_ key: String) -> String { "\(logs)/\(key.replacingOccurrences(of: "/", with: "-")).ready" }
+        for (key, netns) in node.podNetns {
+            _ = try node.lab.spawn(in: netns, [bin("manx-probe"), "serve", "--ports", "80,81", "--ready-file", ready(key)],
+                                   log: "\(logs)/serve-\(netns).log")
+        }
+        try waitFor("servers to listen") { node.podNetns.keys.allSatisfy { FileManager.default.fileExists(atPath: ready($0)) } }
     }
 
     private func bin(_ name: String) -> String { options.binDirectory + "/" + name }
@@ -114,10 +150,14 @@ public final class ConformanceRunner {
     private func waitApplied(_ node: Node) throws -> ApplyOutcome {
         let digest = try node.datastore.snapshot().digest
         var outcome: ApplyOutcome?
-        try waitFor("manxd to apply the datastore (log: /tmp/\(node.lab.prefix)-logs/manxd.log)") {
-            guard let meta = try? NodeMetadata.read(node.paths) else { return false }
-            if meta.appliedDigest == digest && meta.missingInterfaces.isEmpty { outcome = .applied }
-            else if meta.rejectedDigest == digest { outcome = .rejected(meta.error ?? "rejected") }
+        try waitFor("manxd to apply the datastore (logs: /tmp/\(node.lab.prefix)-logs)") {
+            var applied = 0
+            for paths in node.paths {
+                guard let meta = try? NodeMetadata.read(paths) else { return false }
+                if meta.rejectedDigest == digest { outcome = .rejected(meta.error ?? "rejected"); return true }
+                if meta.appliedDigest == digest && meta.missingInterfaces.isEmpty { applied += 1 }
+            }
+            if applied == node.paths.count { outcome = .applied }
             return outcome != nil
         }
         return outcome!
@@ -136,13 +176,13 @@ public final class ConformanceRunner {
     private func runCase(_ c: ConformanceCase, node: Node, model: ConformanceModel) throws {
         let overrides = c.expectation.model_overrides
         if overrides != nil {
-            try node.datastore.write("model.yaml", ModelYAML.render(model, interfaces: node.interfaces, overrides: overrides))
+            try node.datastore.write("model.yaml", node.renderModel(overrides))
         }
         try node.datastore.write("policy.yaml", c.policyYAML)
         defer {
             try? node.datastore.remove("policy.yaml")
             if overrides != nil {
-                try? node.datastore.write("model.yaml", ModelYAML.render(model, interfaces: node.interfaces, overrides: nil))
+                try? node.datastore.write("model.yaml", node.renderModel(nil))
             }
             _ = try? waitApplied(node)
         }

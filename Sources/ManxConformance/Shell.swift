@@ -11,14 +11,24 @@ enum Shell {
 
     /// Runs to completion; throws with the output when the exit status is not 0.
     @discardableResult
-    static func run(_ args: [String], allowFailure: Bool = false) throws -> String {
+    static func run(_ args: [String], allowFailure: Bool = false, environment: [String: String] = [:],
+                    input: String? = nil) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = args
+        if !environment.isEmpty {
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = pipe
+        let stdin = Pipe()
+        if input != nil { p.standardInput = stdin }
         try p.run()
+        if let input {
+            stdin.fileHandleForWriting.write(Data(input.utf8))
+            try stdin.fileHandleForWriting.close()
+        }
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let output = String(decoding: data, as: UTF8.self)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ManxConformance
+import ManxModel
 
 struct Conformance: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,6 +14,12 @@ struct Conformance: ParsableCommand {
     @Option(help: "Per-probe timeout in milliseconds.")
     var timeoutMs: Int = 1000
 
+    @Option(help: "Spread the 9 pods over this many nodes (network namespaces on an underlay), created through manx-cni.")
+    var nodes: Int?
+
+    @Option(help: "Encapsulation between nodes with --nodes: none, ipip or vxlan.")
+    var encap: String = "none"
+
     @Argument(help: "Case folders, or folders of case folders (with an optional model.json).")
     var directories: [String]
 
@@ -21,10 +28,19 @@ struct Conformance: ParsableCommand {
         guard !modes.isEmpty, modes.allSatisfy(["bpf", "iptables", "iptables-legacy"].contains) else {
             throw ValidationError("--mode must be bpf, iptables or iptables-legacy (or a comma-separated list)")
         }
+        guard let encapsulation = Encapsulation(rawValue: encap) else {
+            throw ValidationError("--encap must be none, ipip or vxlan")
+        }
+        if let nodes {
+            guard (1...9).contains(nodes) else { throw ValidationError("--nodes must be 1-9") }
+            guard modes == ["bpf"] else { throw ValidationError("--nodes runs the bpf dataplane only (routing and encapsulation are BPF)") }
+        }
         let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         var options = ConformanceRunner.Options(binDirectory: bin)
         options.modes = modes
         options.timeoutMs = timeoutMs
+        options.nodes = nodes
+        options.encapsulation = encapsulation
         let totals = try ConformanceRunner(options: options).run(directories)
         if totals.failed > 0 { throw ExitCode(1) }
     }
