@@ -49,6 +49,20 @@ public struct DumpReport: Codable, Sendable {
         public var members: [String]
     }
 
+    public struct RouteRow: Codable, Sendable {
+        public var cidr: String
+        public var nextHop: String?
+        public var encapsulation: String
+    }
+
+    public struct NodeView: Codable, Sendable {
+        public var address: String
+        public var underlay: String
+        public var underlayMTU: UInt32
+        public var podMTU: Int?
+        public var vxlan: String
+    }
+
     public var node: String
     public var generation: Int
     public var lastError: String?
@@ -57,11 +71,17 @@ public struct DumpReport: Codable, Sendable {
     public var conntrack: [ConntrackRow] = []
     public var rulesets: Int = 0
     public var policyEntries: Int = 0
+    /// Routing between nodes (absent on a node without a Node resource).
+    public var routing: NodeView?
+    public var routes: [RouteRow] = []
+    public var nodeStatistics: [String: UInt64] = [:]
 
     public static let counterNames: [String] = [
         "allow_new", "allow_conntrack", "allow_non_ip", "drop_policy", "drop_default",
         "drop_malformed", "drop_ipv6", "drop_fragment", "drop_no_endpoint", "bytes",
     ]
+
+    public static var nodeStatNames: [String] { NodeRouting.statNames }
 
     public static func read(_ paths: NodePaths) throws -> DumpReport {
         let maps = try KernelMaps.openPinned(paths)
@@ -149,7 +169,31 @@ public struct DumpReport: Codable, Sendable {
             report.conntrack.append(conntrackRow(key, v, now: now, rules: ruleText))
         }
         report.conntrack.sort { ($0.source, $0.destination) < ($1.source, $1.destination) }
+        try readRouting(paths, meta: meta, into: &report)
         return report
+    }
+
+    private static func readRouting(_ paths: NodePaths, meta: NodeMetadata, into report: inout DumpReport) throws {
+        guard let config = try? BPFMap.openPinned("\(paths.pinRoot)/\(MANX_MAP_NODE_CONFIG)"),
+              let routes = try? BPFMap.openPinned("\(paths.pinRoot)/\(MANX_MAP_ROUTES)"),
+              let stats = try? BPFMap.openPinned("\(paths.pinRoot)/\(MANX_MAP_NODE_STATS)") else { return }
+        for (index, name) in NodeRouting.statNames.enumerated() {
+            report.nodeStatistics[name] = (try stats.lookupPerCPU(UInt32(index), as: UInt64.self) ?? []).reduce(0, +)
+        }
+        if let cfg = try config.lookup(UInt32(0), as: manx_node_config.self), cfg.address != 0 {
+            report.routing = NodeView(
+                address: IPv4Address(UInt32(bigEndian: cfg.address)).description,
+                underlay: meta.underlay ?? NetworkInterface.name(index: Int32(cfg.underlay_ifindex)) ?? "ifindex \(cfg.underlay_ifindex)",
+                underlayMTU: cfg.underlay_mtu, podMTU: meta.podMTU,
+                vxlan: cfg.vxlan_ifindex == 0 ? "headers built in BPF" : "device ifindex \(cfg.vxlan_ifindex)")
+        }
+        for (key, v) in try routes.entries(as: (manx_route_key, manx_route_value).self).sorted(by: { $0.0.cidr < $1.0.cidr }) {
+            let remote = v.flags & UInt32(MANX_ROUTE_F_REMOTE) != 0
+            let encap = v.flags & UInt32(MANX_ROUTE_F_IPIP) != 0 ? "ipip" : v.flags & UInt32(MANX_ROUTE_F_VXLAN) != 0 ? "vxlan" : "none"
+            report.routes.append(RouteRow(cidr: key.cidr.description,
+                                          nextHop: remote ? IPv4Address(UInt32(bigEndian: v.next_hop)).description : nil,
+                                          encapsulation: remote ? encap : "local"))
+        }
     }
 
     static func conntrackRow(_ key: manx_ct_key, _ v: manx_ct_value, now: UInt64, rules: (UInt32) -> String) -> ConntrackRow {

@@ -40,6 +40,12 @@ enum DumpText {
                              [$0.proto, $0.source, $0.destination, $0.state, String(format: "%.1fs", $0.ageSeconds),
                               String(format: "%.1fs", $0.idleSeconds), "\($0.packets)", $0.approvedBy.joined(separator: "; ")]
                          }))
+        if let n = r.routing {
+            out.append("")
+            out.append("Routing: node \(n.address) on \(n.underlay) (MTU \(n.underlayMTU)), pod MTU \(n.podMTU.map(String.init) ?? "?"), VXLAN \(n.vxlan)")
+            out.append(table(["CIDR", "NEXT HOP", "ENCAPSULATION"], r.routes.map { [$0.cidr, $0.nextHop ?? "this node", $0.encapsulation] }))
+            out.append(table(DumpReport.nodeStatNames, [DumpReport.nodeStatNames.map { "\(r.nodeStatistics[$0] ?? 0)" }]))
+        }
         return out.joined(separator: "\n")
     }
 }

@@ -32,6 +32,9 @@ final class BPFLayerTests: XCTestCase {
             (MANX_MAP_CONNTRACK, MemoryLayout<manx_ct_key>.size, MemoryLayout<manx_ct_value>.size),
             (MANX_MAP_COUNTERS, MemoryLayout<manx_counters_key>.size, MemoryLayout<manx_counters>.size),
             (MANX_MAP_RULE_HITS, MemoryLayout<UInt32>.size, MemoryLayout<manx_rule_hits>.size),
+            (MANX_MAP_ROUTES, MemoryLayout<manx_route_key>.size, MemoryLayout<manx_route_value>.size),
+            (MANX_MAP_NODE_CONFIG, MemoryLayout<UInt32>.size, MemoryLayout<manx_node_config>.size),
+            (MANX_MAP_NODE_STATS, MemoryLayout<UInt32>.size, MemoryLayout<UInt64>.size),
         ]
         for (name, key, value) in checks {
             let map = try object.map(named: name)

@@ -25,6 +25,11 @@ func testPrefix(_ tag: String) -> String { "mxk\(tag)\(getpid() % 10000)" }
 
 @discardableResult
 func sh(_ args: String..., allowFailure: Bool = false) throws -> String {
+    try sh(args, allowFailure: allowFailure)
+}
+
+@discardableResult
+func sh(_ args: [String], allowFailure: Bool = false) throws -> String {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     p.arguments = args

@@ -68,4 +68,19 @@ final class LayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<manx_xdp_deny_key>.size, 8)
         XCTAssertEqual(MemoryLayout<manx_xdp_deny_value>.size, 8)
     }
+
+    func testRoutesAndNodeConfig() {
+        XCTAssertEqual(MemoryLayout<manx_route_key>.size, 8)
+        XCTAssertEqual(offset(\manx_route_key.addr), 4)
+        XCTAssertEqual(MemoryLayout<manx_route_value>.size, 8)
+        XCTAssertEqual(offset(\manx_route_value.flags), 4)
+        XCTAssertEqual(MemoryLayout<manx_node_config>.size, 24)
+        XCTAssertEqual(offset(\manx_node_config.underlay_ifindex), 4)
+        XCTAssertEqual(offset(\manx_node_config.underlay_mtu), 8)
+        XCTAssertEqual(offset(\manx_node_config.vxlan_vni), 12)
+        XCTAssertEqual(offset(\manx_node_config.vxlan_ifindex), 16)
+        XCTAssertEqual(offset(\manx_node_config.flags), 20)
+        XCTAssertEqual(Int(MANX_STAT_MAX.rawValue), 9)
+        XCTAssertEqual(MANX_VXLAN_PORT, 4789)
+    }
 }

@@ -1,0 +1,174 @@
+import Foundation
+import ManxConformance
+import ManxDataplane
+import ManxModel
+import XCTest
+
+/// Pod networking across nodes on the real kernel: a simulated cluster
+/// (nodes as namespaces on an underlay bridge, manxd on each, pods through
+/// manx-cni), real ping/TCP/UDP between pods on different nodes, and a
+/// capture on the underlay showing what is on the wire.
+final class ClusterNetworkingTests: XCTestCase {
+    /// Brings a cluster up, runs the body, tears everything down even on failure.
+    private func withCluster(_ tag: String, nodes: Int = 2, _ configure: (inout Cluster.Options) -> Void = { _ in },
+                             pods: [(key: String, node: Int)], policy: String? = nil,
+                             _ body: (Cluster) throws -> Void) throws {
+        try requireKernel()
+        var options = Cluster.Options(binDirectory: URL(fileURLWithPath: try productPath("manxd")).deletingLastPathComponent().path)
+        options.nodes = nodes
+        configure(&options)
+        let cluster = Cluster(prefix: testPrefix(tag), options: options)
+        defer { cluster.teardown() }
+        try cluster.up()
+        var yaml = "apiVersion: v1\nkind: Namespace\nmetadata: {name: net}\n"
+        for p in pods {
+            let name = p.key.split(separator: "/")[1]
+            yaml += "---\napiVersion: v1\nkind: Pod\nmetadata: {name: \(name), namespace: net, labels: {app: \(name)}}\n"
+        }
+        try cluster.datastore.write("pods.yaml", yaml)
+        if let policy { try cluster.datastore.write("policy.yaml", policy) }
+        for p in pods { try cluster.addPod(p.key, node: cluster.nodeNames[p.node]) }
+        try body(cluster)
+    }
+
+    private func exec(_ netns: String, _ args: String..., allowFailure: Bool = false) throws -> String {
+        try sh(["ip", "netns", "exec", netns] + args, allowFailure: allowFailure)
+    }
+
+    /// Ping, TCP and UDP from a to b; returns what a tcpdump on the
+    /// underlay saw meanwhile (one line per packet).
+    private func crossNodeTraffic(_ c: Cluster, from a: String, to b: String, capture filter: String) throws -> String {
+        let src = c.pods[a]!, dst = c.pods[b]!
+        let captureFile = "/tmp/\(c.prefix)-capture.txt"
+        let tcpdump = Process()
+        tcpdump.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        tcpdump.arguments = ["ip", "netns", "exec", c.underlay, "tcpdump", "-l", "-n", "-i", "br0", "-c", "4", filter]
+        FileManager.default.createFile(atPath: captureFile, contents: nil)
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: captureFile))
+        tcpdump.standardOutput = out
+        tcpdump.standardError = FileHandle.nullDevice
+        try tcpdump.run()
+        defer { if tcpdump.isRunning { tcpdump.terminate() }; tcpdump.waitUntilExit(); try? FileManager.default.removeItem(atPath: captureFile) }
+        usleep(500_000) // tcpdump attaches
+
+        XCTAssertTrue(try exec(src.netns, "ping", "-c", "2", "-W", "2", dst.ip).contains(" 0% packet loss"), "ping \(a) -> \(b)")
+        let server = try c.lab.spawn(in: dst.netns, [try productPath("manx-probe"), "serve", "--ports", "7000"], log: "/tmp/\(c.prefix)-serve.log")
+        defer { server.terminate(); try? FileManager.default.removeItem(atPath: "/tmp/\(c.prefix)-serve.log") }
+        usleep(300_000)
+        let probe = try exec(src.netns, try productPath("manx-probe"), "probe", "--timeout-ms", "2000",
+                             "tcp:\(dst.ip):7000", "udp:\(dst.ip):7000")
+        XCTAssertEqual(probe.split(separator: "\n").filter { $0.hasSuffix(" ok") }.count, 2, "TCP and UDP \(a) -> \(b): \(probe)")
+        for _ in 0..<20 where tcpdump.isRunning { usleep(100_000) }
+        return (try? String(contentsOfFile: captureFile, encoding: .utf8)) ?? ""
+    }
+
+    func testCrossNodeTrafficWithoutEncapsulation() throws {
+        try withCluster("rn", { $0.encapsulation = .none }, pods: [("net/a", 0), ("net/b", 1)]) { c in
+            let (a, b) = (c.pods["net/a"]!, c.pods["net/b"]!)
+            let seen = try crossNodeTraffic(c, from: "net/a", to: "net/b", capture: "icmp and host \(a.ip) and host \(b.ip)")
+            XCTAssertTrue(seen.contains("\(a.ip) > \(b.ip): ICMP echo request"), "pod addresses routed natively on the wire:\n\(seen)")
+            XCTAssertGreaterThan(try stat(c, node: 0, "routed"), 0)
+        }
+    }
+
+    func testCrossNodeTrafficIPIP() throws {
+        try withCluster("ri", { $0.encapsulation = .ipip }, pods: [("net/a", 0), ("net/b", 1)]) { c in
+            let (a, b) = (c.pods["net/a"]!, c.pods["net/b"]!)
+            let seen = try crossNodeTraffic(c, from: "net/a", to: "net/b", capture: "ip proto 4")
+            // tcpdump prints the outer header then the inner one.
+            XCTAssertTrue(seen.contains("10.99.0.1 > 10.99.0.2: \(a.ip) > \(b.ip): ICMP echo request"), "IPIP on the wire:\n\(seen)")
+            XCTAssertGreaterThan(try stat(c, node: 0, "encap_ipip"), 0)
+            XCTAssertGreaterThan(try stat(c, node: 1, "decap_ipip"), 0)
+            XCTAssertEqual(try exec(a.netns, "cat", "/sys/class/net/eth0/mtu").trimmingCharacters(in: .whitespacesAndNewlines), "1480")
+        }
+    }
+
+    func testCrossNodeTrafficVXLAN() throws {
+        try withCluster("rv", { $0.encapsulation = .vxlan }, pods: [("net/a", 0), ("net/b", 1)]) { c in
+            let (a, b) = (c.pods["net/a"]!, c.pods["net/b"]!)
+            let seen = try crossNodeTraffic(c, from: "net/a", to: "net/b", capture: "udp port 4789")
+            XCTAssertTrue(seen.contains("10.99.0.1."), "outer source is node 1:\n\(seen)")
+            XCTAssertTrue(seen.contains("VXLAN, flags [I] (0x08), vni 4096"), "VXLAN header on the wire:\n\(seen)")
+            XCTAssertTrue(seen.contains("\(a.ip) > \(b.ip): ICMP echo request"), "inner packet:\n\(seen)")
+            XCTAssertGreaterThan(try stat(c, node: 0, "encap_vxlan"), 0)
+            XCTAssertGreaterThan(try stat(c, node: 1, "decap_vxlan"), 0)
+            XCTAssertEqual(try exec(a.netns, "cat", "/sys/class/net/eth0/mtu").trimmingCharacters(in: .whitespacesAndNewlines), "1450")
+        }
+    }
+
+    /// CrossSubnet: nodes 1 and 3 share a subnet (native), node 2 is on the
+    /// other one (IPIP through the router between the subnets).
+    func testCrossSubnetEncapsulatesOnlyBetweenSubnets() throws {
+        try withCluster("rx", nodes: 3, { $0.encapsulation = .ipip; $0.encapMode = .crossSubnet; $0.subnets = 2 },
+                        pods: [("net/a", 0), ("net/b", 1), ("net/c", 2)]) { c in
+            let (a, b, cc) = (c.pods["net/a"]!, c.pods["net/b"]!, c.pods["net/c"]!)
+            let same = try crossNodeTraffic(c, from: "net/a", to: "net/c", capture: "icmp and host \(a.ip) and host \(cc.ip)")
+            XCTAssertTrue(same.contains("\(a.ip) > \(cc.ip): ICMP echo request"), "same subnet, native:\n\(same)")
+            XCTAssertFalse(same.contains("10.99."), "no outer header between nodes of one subnet:\n\(same)")
+            let other = try crossNodeTraffic(c, from: "net/a", to: "net/b", capture: "ip proto 4")
+            XCTAssertTrue(other.contains("\(a.ip) > \(b.ip): ICMP echo request"), "across subnets, IPIP:\n\(other)")
+        }
+    }
+
+    /// Pods get the tunnel MTU; a pod with a wrong (too large) MTU sending
+    /// a DF packet that cannot fit the tunnel gets ICMP fragmentation-needed.
+    func testMTUAndFragmentationNeeded() throws {
+        try withCluster("rm", { $0.encapsulation = .ipip }, pods: [("net/a", 0), ("net/b", 1)]) { c in
+            let (a, b) = (c.pods["net/a"]!, c.pods["net/b"]!)
+            // The largest packet that fits: 1480 bytes of IP.
+            XCTAssertTrue(try exec(a.netns, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1452", b.ip).contains(" 0% packet loss"))
+            // Misconfigure the pod, then send 1500 bytes with DF.
+            try _ = exec(a.netns, "ip", "link", "set", "eth0", "mtu", "1500")
+            let out = try exec(a.netns, "ping", "-c", "2", "-W", "2", "-M", "do", "-s", "1472", b.ip, allowFailure: true)
+            XCTAssertTrue(out.contains("Frag needed and DF set (mtu = 1480)") || out.contains("mtu=1480") || out.contains("mtu = 1480"),
+                          "ICMP fragmentation-needed with the tunnel MTU:\n\(out)")
+            XCTAssertGreaterThan(try stat(c, node: 0, "frag_needed_sent"), 0)
+            // The kernel learned the path MTU: the next send is refused locally.
+            let route = try exec(a.netns, "ip", "route", "get", b.ip)
+            XCTAssertTrue(route.contains("mtu 1480"), "path MTU cached: \(route)")
+        }
+    }
+
+    /// natOutgoing: a pod reaches an address outside every pool as its node.
+    func testNATOutgoing() throws {
+        for nat in [true, false] {
+            try withCluster(nat ? "ro" : "rp", nodes: 1, { $0.encapsulation = .ipip; $0.natOutgoing = nat }, pods: [("net/a", 0)]) { c in
+                let a = c.pods["net/a"]!
+                let world = Cluster.gateway(subnet: 0)
+                let ping = try exec(a.netns, "ping", "-c", "2", "-W", "2", world, allowFailure: true)
+                if nat {
+                    XCTAssertTrue(ping.contains(" 0% packet loss"), "with natOutgoing the reply finds its way back:\n\(ping)")
+                    let capture = try captureOnce(c, filter: "icmp", trigger: { try? self.exec(a.netns, "ping", "-c", "1", "-W", "2", world) })
+                    XCTAssertTrue(capture.contains("10.99.0.1 > \(world): ICMP echo request"), "SNATed to the node address:\n\(capture)")
+                } else {
+                    XCTAssertTrue(ping.contains("100% packet loss"), "without natOutgoing the world cannot answer a pod address:\n\(ping)")
+                }
+            }
+        }
+    }
+
+    private func captureOnce(_ c: Cluster, filter: String, trigger: () throws -> Void) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["ip", "netns", "exec", c.underlay, "timeout", "5", "tcpdump", "-l", "-n", "-i", "br0", "-c", "1", filter]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        usleep(500_000)
+        try trigger()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return out
+    }
+
+    /// A node statistic from the pinned per-CPU array (summed).
+    private func stat(_ c: Cluster, node: Int, _ name: String) throws -> UInt64 {
+        let json = try sh("nsenter", "--net=/run/netns/\(c.nodeNames[node])", try productPath("bpfctl"), "dump",
+                          "--node", c.nodeNames[node], "-o", "json")
+        guard let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
+              let stats = object["nodeStatistics"] as? [String: Any], let value = stats[name] as? Int
+        else { XCTFail("no node statistic \(name) in bpfctl dump"); return 0 }
+        return UInt64(value)
+    }
+}
