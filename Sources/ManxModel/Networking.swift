@@ -153,6 +153,8 @@ public struct WorkloadEndpoint: Hashable, Sendable {
     public var interfaceName: String
     public var address: IPv4Address
     public var mac: String?
+    /// The pod side's interface name (`spec.endpoint`).
+    public var endpoint: String = "eth0"
     public var ref: ResourceRef
 
     public init(namespace: String, name: String, pod: String, node: String, containerID: String, interfaceName: String,

@@ -28,6 +28,16 @@ enum ResourceDecoder {
             return CalicoDecoder.tier(top, file: file, ctx: doc.ctx).map(Resource.tier)
         case ("projectcalico.org/v3", "NetworkSet"), ("projectcalico.org/v3", "GlobalNetworkSet"):
             return CalicoDecoder.networkSet(top, global: kind == "GlobalNetworkSet", file: file, ctx: doc.ctx).map(Resource.networkSet)
+        case ("projectcalico.org/v3", "IPPool"):
+            return NetworkingDecoder.ipPool(top, file: file, ctx: doc.ctx).map(Resource.ipPool)
+        case ("projectcalico.org/v3", "Node"):
+            return NetworkingDecoder.node(top, file: file, ctx: doc.ctx).map(Resource.node)
+        case ("projectcalico.org/v3", "FelixConfiguration"):
+            return NetworkingDecoder.felixConfiguration(top, file: file, ctx: doc.ctx).map(Resource.felixConfiguration)
+        case ("projectcalico.org/v3", "WorkloadEndpoint"):
+            return NetworkingDecoder.workloadEndpoint(top, file: file, ctx: doc.ctx).map(Resource.workloadEndpoint)
+        case ("manx.io/v1", "IPAMBlock"):
+            return NetworkingDecoder.ipamBlock(top, file: file, ctx: doc.ctx).map(Resource.ipamBlock)
         default:
             doc.ctx.fail("kind", "unknown kind '\(kind)' in apiVersion '\(apiVersion)'")
             return nil

@@ -10,12 +10,29 @@ public struct ResourceSet: Sendable, Equatable {
     public var tiers: [String: Tier] = ["default": .defaultTier]
     public var networkSets: [NetworkSet] = []
     public var profiles: [String: Profile] = [:]
+    /// Pod networking, keyed by name.
+    public var ipPools: [String: IPPool] = [:]
+    public var nodes: [String: ClusterNode] = [:]
+    public var felixConfigurations: [String: FelixConfiguration] = [:]
+    public var ipamBlocks: [CIDR: IPAMBlock] = [:]
+    /// Keyed "namespace/name". Their pods are in `pods` too, with the
+    /// endpoint's address, node and interface.
+    public var workloadEndpoints: [String: WorkloadEndpoint] = [:]
 
     public init() {}
 
     /// Decodes every document of every file. Any error anywhere rejects the
     /// whole batch, with every error found.
     public static func decode(files: [(name: String, text: String)]) throws(ValidationErrors) -> ResourceSet {
+        try decode(files: files, kinds: nil)
+    }
+
+    /// Decodes only the documents of the given kinds (e.g. ["IPPool",
+    /// "Node", "IPAMBlock"] for IPAM), so an error in an unrelated resource
+    /// does not stop a reader that does not need it. Documents of other kinds
+    /// are skipped unread; a file that is not valid YAML is reported only
+    /// when its text mentions one of the kinds. nil: every kind.
+    public static func decode(files: [(name: String, text: String)], kinds: Set<String>?) throws(ValidationErrors) -> ResourceSet {
         var set = ResourceSet()
         var errors: [ValidationError] = []
         var seen: [String: ResourceRef] = [:]
@@ -24,10 +41,15 @@ public struct ResourceSet: Sendable, Equatable {
             do {
                 documents = try parseDocuments(file.text)
             } catch {
+                if let kinds, !kinds.contains(where: { file.text.contains($0) }) { continue }
                 errors.append(ValidationError(file: file.name, resource: "", field: "", reason: "invalid YAML: \(error)"))
                 continue
             }
             for (index, doc) in documents.enumerated() {
+                if let kinds {
+                    let kind = doc.mapping?.first(where: { $0.key.scalar?.string == "kind" })?.value.scalar?.string
+                    guard let kind, kinds.contains(kind) else { continue }
+                }
                 let ctx = DecodeContext(file: file.name, resource: "document \(index + 1)")
                 let resource = ResourceDecoder.decode(YNode(node: doc, path: "", ctx: ctx), file: file.name)
                 errors += ctx.errors
@@ -51,7 +73,9 @@ public struct ResourceSet: Sendable, Equatable {
             errors.append(ValidationError(file: p.ref.file, resource: p.ref.description, field: "spec.tier",
                                           reason: "tier '\(p.tier)' does not exist"))
         }
+        errors += set.checkNetworking()
         if !errors.isEmpty { throw ValidationErrors(errors) }
+        set.mergeWorkloadEndpoints()
         set.policies.sort { $0.ref < $1.ref }
         set.networkSets.sort { $0.ref < $1.ref }
         return set
@@ -78,6 +102,11 @@ public struct ResourceSet: Sendable, Equatable {
         case .tier(let t): tiers[t.name] = t
         case .networkSet(let n): networkSets.append(n)
         case .profile(let p): profiles[p.name] = p
+        case .ipPool(let p): ipPools[p.name] = p
+        case .node(let n): nodes[n.name] = n
+        case .felixConfiguration(let f): felixConfigurations[f.name] = f
+        case .ipamBlock(let b): ipamBlocks[b.cidr] = b
+        case .workloadEndpoint(let w): workloadEndpoints["\(w.namespace)/\(w.name)"] = w
         }
     }
 }
@@ -90,6 +119,11 @@ enum Resource {
     case tier(Tier)
     case networkSet(NetworkSet)
     case profile(Profile)
+    case ipPool(IPPool)
+    case node(ClusterNode)
+    case felixConfiguration(FelixConfiguration)
+    case ipamBlock(IPAMBlock)
+    case workloadEndpoint(WorkloadEndpoint)
 
     var ref: ResourceRef {
         switch self {
@@ -99,6 +133,11 @@ enum Resource {
         case .tier(let t): return t.ref
         case .networkSet(let n): return n.ref
         case .profile(let p): return p.ref
+        case .ipPool(let p): return p.ref
+        case .node(let n): return n.ref
+        case .felixConfiguration(let f): return f.ref
+        case .ipamBlock(let b): return b.ref
+        case .workloadEndpoint(let w): return w.ref
         }
     }
 }

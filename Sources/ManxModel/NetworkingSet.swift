@@ -1,0 +1,81 @@
+// Cross-resource checks of the pod networking kinds, and how workload
+// endpoints give pods their address, node and interface.
+
+extension ResourceSet {
+    /// Pools must not overlap (Calico rejects that), blocks must not overlap,
+    /// no address may be allocated twice, and no two workload endpoints may
+    /// share an address or a pod.
+    func checkNetworking() -> [ValidationError] {
+        var errors: [ValidationError] = []
+        func fail(_ ref: ResourceRef, _ field: String, _ reason: String) {
+            errors.append(ValidationError(file: ref.file, resource: ref.description, field: field, reason: reason))
+        }
+
+        let pools = ipPools.values.sorted { ($0.cidr, $0.name) < ($1.cidr, $1.name) }
+        for (i, pool) in pools.enumerated() {
+            for earlier in pools[..<i] where earlier.cidr.contains(pool.cidr) || pool.cidr.contains(earlier.cidr) {
+                fail(pool.ref, "spec.cidr", "\(pool.cidr) overlaps IPPool \(earlier.name) (\(earlier.cidr)); pools must not overlap")
+            }
+        }
+
+        // Sorted by start address, then widest first: a block overlaps an
+        // earlier one exactly when it starts before the furthest end so far.
+        let blocks = ipamBlocks.values.sorted { $0.cidr < $1.cidr }
+        var widest: IPAMBlock? = nil
+        var holders: [IPv4Address: IPAMBlock] = [:]
+        for block in blocks {
+            if let w = widest, w.cidr.contains(block.cidr.address) {
+                fail(block.ref, "spec.cidr", "\(block.cidr) overlaps the IPAM block \(w.cidr)")
+            }
+            if widest.map({ block.cidr.lastAddress > $0.cidr.lastAddress }) ?? true { widest = block }
+            for (i, a) in block.allocations.enumerated() {
+                if let other = holders[a.address] {
+                    fail(block.ref, "spec.allocations[\(i)].address",
+                         "\(a.address) is also allocated in the IPAM block \(other.cidr)")
+                } else {
+                    holders[a.address] = block
+                }
+            }
+        }
+
+        var byAddress: [IPv4Address: WorkloadEndpoint] = [:]
+        var byPod: [String: WorkloadEndpoint] = [:]
+        for wep in workloadEndpoints.values.sorted(by: { $0.ref < $1.ref }) {
+            if let other = byAddress[wep.address] {
+                fail(wep.ref, "spec.ipNetworks[0]", "\(wep.address) is also the address of WorkloadEndpoint \(other.ref.qualifiedName)")
+            } else {
+                byAddress[wep.address] = wep
+            }
+            if let other = byPod[wep.podKey] {
+                fail(wep.ref, "spec.pod", "pod \(wep.podKey) already has WorkloadEndpoint \(other.name); Manx supports one per pod")
+            } else {
+                byPod[wep.podKey] = wep
+            }
+        }
+        return errors
+    }
+
+    /// A workload endpoint gives its pod the address, the node and the
+    /// host-side interface. A pod with an endpoint but no Pod resource is
+    /// synthesised (no labels, no ports, service account "default"), so the
+    /// endpoint is still enforced. Pods without an endpoint keep what their
+    /// own resource says (status.podIP and the interface annotation).
+    mutating func mergeWorkloadEndpoints() {
+        for wep in workloadEndpoints.values {
+            var pod = pods[wep.podKey] ?? Pod(namespace: wep.namespace, name: wep.pod, labels: [:], annotations: [:], ip: nil,
+                                              ports: [], serviceAccount: "default", nodeName: nil, ref: wep.ref)
+            pod.ip = wep.address
+            pod.nodeName = wep.node
+            pod.annotations[Pod.interfaceAnnotation] = wep.interfaceName
+            pods[wep.podKey] = pod
+        }
+    }
+}
+
+extension CIDR {
+    /// The last address of the prefix (its broadcast address).
+    public var lastAddress: IPv4Address { IPv4Address(address.value | ~CIDR.mask(prefixLength)) }
+
+    /// How many addresses the prefix holds.
+    public var size: UInt64 { UInt64(1) << UInt64(32 - prefixLength) }
+}
