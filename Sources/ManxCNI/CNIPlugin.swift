@@ -1,0 +1,305 @@
+import Foundation
+import ManxDataplane
+import ManxDatastore
+import ManxIPAM
+import ManxModel
+
+/// The manx-cni plugin (CNI specification 1.0.0, also speaking 0.3.0 to
+/// 0.4.0): ADD, DEL, CHECK and VERSION. It runs in the node's network
+/// namespace.
+///
+/// ADD: address from IPAM (handle = container id, honouring the pod's
+/// Calico annotations), a veth with the pod side in the container's
+/// namespace, the WorkloadEndpoint in the datastore, then a wait until
+/// manxd on the node has programmed the pod's policy. Any failure after the
+/// address was assigned undoes everything before the error is reported.
+public struct CNIPlugin: Sendable {
+    public let environment: CNIEnvironment
+    public let conf: NetConf
+
+    public init(environment: CNIEnvironment, conf: NetConf) {
+        self.environment = environment
+        self.conf = conf
+    }
+
+    /// What the plugin prints on stdout and its exit status.
+    public struct Outcome: Sendable, Equatable {
+        public var stdout: String
+        public var status: Int32
+    }
+
+    /// The whole plugin: environment and stdin in, stdout and exit status
+    /// out. Errors become the specification's error JSON with exit status 1.
+    public static func main(environment env: [String: String], stdin: String) -> Outcome {
+        var version = CNIVersion.current
+        do throws(CNIError) {
+            let environment = try CNIEnvironment.parse(env)
+            if environment.command == .version {
+                return Outcome(stdout: #"{"cniVersion":"\#(CNIVersion.current)","supportedVersions":["# + CNIVersion.supported.map { "\"\($0)\"" }.joined(separator: ",") + "]}", status: 0)
+            }
+            let conf = try NetConf.parse(stdin)
+            version = conf.cniVersion
+            let plugin = CNIPlugin(environment: environment, conf: conf)
+            switch environment.command {
+            case .add: return Outcome(stdout: try plugin.add().json, status: 0)
+            case .del: try plugin.del(); return Outcome(stdout: "", status: 0)
+            case .check: try plugin.check(); return Outcome(stdout: "", status: 0)
+            case .version: return Outcome(stdout: "", status: 0)
+            }
+        } catch {
+            return Outcome(stdout: error.json(cniVersion: version), status: 1)
+        }
+    }
+
+    var datastore: DirectoryDatastore { DirectoryDatastore(directory: conf.datastore) }
+    var ipam: IPAM { IPAM(datastore: datastore) }
+    var endpointFiles: EndpointFiles { EndpointFiles(datastore: datastore) }
+    var paths: NodePaths { NodePaths(node: conf.nodename) }
+
+    func checkDatastore() throws(CNIError) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: conf.datastore, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw CNIError(.invalidNetworkConfig, "datastore \(conf.datastore) is not a directory")
+        }
+    }
+
+    func checkNetns() throws(CNIError) {
+        guard FileManager.default.fileExists(atPath: environment.netns) else {
+            throw CNIError(.containerUnknown, "netns \(environment.netns) does not exist")
+        }
+    }
+
+    func podIdentity() throws(CNIError) -> (namespace: String, pod: String) {
+        guard let namespace = environment.podNamespace else {
+            throw CNIError(.invalidEnvironment, "CNI_ARGS has no K8S_POD_NAMESPACE (got '\(Self.argsText(environment.args))')")
+        }
+        guard let pod = environment.podName else {
+            throw CNIError(.invalidEnvironment, "CNI_ARGS has no K8S_POD_NAME (got '\(Self.argsText(environment.args))')")
+        }
+        return (namespace, pod)
+    }
+
+    static func argsText(_ args: [String: String]) -> String {
+        args.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ";")
+    }
+
+    // MARK: ADD
+
+    public func add() throws(CNIError) -> CNIResult {
+        try checkDatastore()
+        let (namespace, pod) = try podIdentity()
+        try checkNetns()
+        let snapshot: DirectoryDatastore.Snapshot
+        do {
+            snapshot = try datastore.snapshot()
+        } catch {
+            throw CNIError(.datastore, "cannot read the datastore \(conf.datastore): \(error)")
+        }
+        let request = try PodRequest.read(snapshot, namespace: namespace, pod: pod)
+        let workload = "\(namespace)/\(pod)"
+        let assignment: IPAMAssignment
+        do {
+            assignment = try ipam.assign(IPAMRequest(handle: environment.containerID, node: conf.nodename, workload: workload,
+                                                     pools: request.pools, address: request.address))
+        } catch {
+            throw Self.cniError(error, workload: workload)
+        }
+        let host = PodInterface.hostName(namespace: namespace, pod: pod)
+        let wepFile = EndpointFiles.fileName(namespace: namespace, pod: pod)
+        do throws(CNIError) {
+            // A retried ADD finds the interface of the earlier attempt.
+            try Links.delete(host)
+            let mtu = conf.mtu ?? (try? NodeMetadata.read(paths))?.podMTU ?? 1500
+            let links = try Links.create(host: host, ifname: environment.ifname, netns: environment.netns,
+                                         address: assignment.address, mtu: mtu, containerID: environment.containerID)
+            var wep = WorkloadEndpoint(namespace: namespace, name: WorkloadEndpoint.resourceName(node: conf.nodename, pod: pod, endpoint: environment.ifname),
+                                       pod: pod, node: conf.nodename, containerID: environment.containerID, interfaceName: host,
+                                       address: assignment.address, mac: links.pod.mac,
+                                       ref: ResourceRef(kind: "WorkloadEndpoint", namespace: namespace, name: "", file: wepFile))
+            wep.endpoint = environment.ifname
+            wep.ref.name = wep.name
+            try endpointFiles.write(wep)
+            try waitProgrammed(workload: workload, interface: host, address: assignment.address)
+            return CNIResult(cniVersion: conf.cniVersion, host: links.host, pod: links.pod, sandbox: environment.netns,
+                             address: assignment.address)
+        } catch {
+            // Nothing half-applied: the endpoint first (manxd stops using the
+            // interface), then the interface, then the address, which another
+            // pod may get only once no endpoint claims it.
+            if endpointFiles.belongs(wepFile, to: environment.containerID) { try? endpointFiles.remove(wepFile) }
+            try? Links.delete(host)
+            _ = try? ipam.release(handle: environment.containerID)
+            throw error
+        }
+    }
+
+    static func cniError(_ error: IPAMError, workload: String) -> CNIError {
+        switch error.code {
+        case .exhausted: return CNIError(.ipamExhausted, error.message, details: "pod \(workload)")
+        case .noPool: return CNIError(.ipamNoPool, error.message, details: "pod \(workload)")
+        case .addressInUse: return CNIError(.ipamAddressInUse, error.message, details: "pod \(workload)")
+        case .invalidRequest: return CNIError(.invalidPodAnnotation, error.message, details: "pod \(workload)")
+        case .datastore: return CNIError(.datastore, error.message)
+        }
+    }
+
+    /// Polls the daemon's published state until it lists the endpoint with
+    /// its interface attached.
+    func waitProgrammed(workload: String, interface: String, address: IPv4Address) throws(CNIError) {
+        let deadline = Date().addingTimeInterval(conf.timeoutSeconds)
+        var last = "no daemon state at \(paths.metadataFile) (is manxd running with --node \(conf.nodename)?)"
+        while true {
+            if let meta = try? NodeMetadata.read(paths) {
+                let listed = meta.endpoints.first { $0.workload == workload }
+                let missing = meta.missingInterfaces.contains { $0.hasSuffix("(\(interface))") }
+                if let listed, listed.interface == interface, listed.ip == address.description, !missing { return }
+                if let rejected = meta.rejectedDigest, let current = try? datastore.snapshot().digest, rejected == current {
+                    throw CNIError(.policyRejected, "manxd on node \(conf.nodename) rejected the datastore, so the policy of \(workload) cannot be applied",
+                                   details: meta.error ?? "no reason given")
+                }
+                if let listed {
+                    last = "manxd lists \(workload) with interface \(listed.interface) and address \(listed.ip)"
+                } else if missing {
+                    last = "manxd has not found interface \(interface)"
+                } else {
+                    last = "manxd (generation \(meta.generation)) does not list \(workload) yet"
+                }
+            }
+            if Date() >= deadline {
+                throw CNIError(.tryAgainLater,
+                               "manxd on node \(conf.nodename) did not program the policy of \(workload) (\(interface), \(address)) within \(Self.seconds(conf.timeoutSeconds))",
+                               details: last)
+            }
+            usleep(20_000)
+        }
+    }
+
+    static func seconds(_ t: Double) -> String { t == t.rounded() ? "\(Int(t))s" : "\(t)s" }
+
+    // MARK: DEL
+
+    /// Idempotent: whatever is already gone is skipped. The endpoint file
+    /// and the host interface are removed only if they belong to this
+    /// container (a newer sandbox of the same pod keeps its own).
+    public func del() throws(CNIError) {
+        try checkDatastore()
+        var files: [String] = []
+        var hosts: [String] = []
+        if let namespace = environment.podNamespace, let pod = environment.podName {
+            files = [EndpointFiles.fileName(namespace: namespace, pod: pod)].filter { endpointFiles.belongs($0, to: environment.containerID) }
+            hosts = [PodInterface.hostName(namespace: namespace, pod: pod)]
+        } else {
+            files = endpointFiles.files(of: environment.containerID)
+        }
+        for file in files {
+            if let wep = endpointFiles.read(file)?.endpoint { hosts.append(wep.interfaceName) }
+        }
+        for case .object(let i) in conf.prevResult?["interfaces"]?.arrayValue ?? [] where i["sandbox"] == nil {
+            if let name = i["name"]?.stringValue { hosts.append(name) }
+        }
+        for file in files { try endpointFiles.remove(file) }
+        for host in Set(hosts).sorted() {
+            guard let link = try Links.show(host), link.alias == environment.containerID else { continue }
+            try Links.delete(host)
+        }
+        do {
+            try ipam.release(handle: environment.containerID)
+        } catch {
+            throw CNIError(.datastore, "releasing the address of container \(environment.containerID): \(error.message)")
+        }
+    }
+
+    // MARK: CHECK
+
+    /// Verifies the container's networking is still what ADD made it.
+    public func check() throws(CNIError) {
+        guard CNIVersion.atLeast(conf.cniVersion, "0.4.0") else {
+            throw CNIError(.incompatibleVersion, "CHECK needs cniVersion 0.4.0 or later, got \(conf.cniVersion)")
+        }
+        try checkDatastore()
+        try checkNetns()
+        var problems: [String] = []
+        let held: [IPAMAssignment]
+        do {
+            held = try ipam.assignments(handle: environment.containerID)
+        } catch {
+            throw CNIError(.datastore, error.message)
+        }
+        // The address: from prevResult, else what IPAM holds.
+        var address: IPv4Address? = held.first?.address
+        if let prev = conf.prevResult {
+            let ips = prev["ips"]?.arrayValue ?? []
+            let text = ips.first?["address"]?.stringValue
+            guard let text, let parsed = IPv4Address(String(text.split(separator: "/")[0])) else {
+                throw CNIError(.checkMismatch, "prevResult has no IPv4 address", details: prev.text)
+            }
+            address = parsed
+            if !held.contains(where: { $0.address == parsed }) {
+                problems.append("IPAM holds \(held.isEmpty ? "no address" : held.map(\.address.description).joined(separator: ", ")) for container \(environment.containerID), not \(parsed)")
+            }
+        } else if held.isEmpty {
+            problems.append("IPAM holds no address for container \(environment.containerID)")
+        }
+
+        // The endpoint in the datastore.
+        var host: String?
+        var workload: String?
+        let file: String?
+        if let namespace = environment.podNamespace, let pod = environment.podName {
+            file = EndpointFiles.fileName(namespace: namespace, pod: pod)
+            host = PodInterface.hostName(namespace: namespace, pod: pod)
+            workload = "\(namespace)/\(pod)"
+        } else {
+            file = endpointFiles.files(of: environment.containerID).first
+        }
+        if let file, let wep = endpointFiles.read(file)?.endpoint {
+            if wep.containerID != environment.containerID {
+                problems.append("WorkloadEndpoint \(file) belongs to container \(wep.containerID), not \(environment.containerID)")
+            }
+            if let address, wep.address != address { problems.append("WorkloadEndpoint \(file) has address \(wep.address), not \(address)") }
+            if let h = host, wep.interfaceName != h { problems.append("WorkloadEndpoint \(file) names interface \(wep.interfaceName), not \(h)") }
+            if wep.endpoint != environment.ifname { problems.append("WorkloadEndpoint \(file) names endpoint \(wep.endpoint), not \(environment.ifname)") }
+            host = host ?? wep.interfaceName
+            workload = workload ?? wep.podKey
+        } else {
+            problems.append("no WorkloadEndpoint for container \(environment.containerID) in \(conf.datastore)\(file.map { " (\($0))" } ?? "")")
+        }
+
+        // The pod side.
+        if let pod = try Links.show(environment.ifname, netns: environment.netns, addresses: true) {
+            if let address, !pod.ipv4.contains("\(address)/32") {
+                problems.append("\(environment.ifname) in \(environment.netns) has \(pod.ipv4.isEmpty ? "no IPv4 address" : pod.ipv4.joined(separator: ", ")), not \(address)/32")
+            }
+            if !pod.up { problems.append("\(environment.ifname) in \(environment.netns) is down") }
+            let routes = try Links.routes(netns: environment.netns)
+            if !routes.contains(where: { $0.dst == "default" && $0.gateway == PodInterface.gateway && $0.dev == environment.ifname }) {
+                problems.append("\(environment.netns) has no default route via \(PodInterface.gateway) dev \(environment.ifname)")
+            }
+        } else {
+            problems.append("\(environment.netns) has no interface \(environment.ifname)")
+        }
+
+        // The host side.
+        if let host {
+            if let link = try Links.show(host) {
+                if link.alias != environment.containerID {
+                    problems.append("host interface \(host) belongs to container \(link.alias ?? "(none)"), not \(environment.containerID)")
+                }
+                if !link.up { problems.append("host interface \(host) is down") }
+            } else {
+                problems.append("host interface \(host) does not exist")
+            }
+        }
+
+        // The policy.
+        if let workload, let host, let address, problems.isEmpty {
+            let meta = try? NodeMetadata.read(paths)
+            if !(meta?.endpoints.contains { $0.workload == workload && $0.interface == host && $0.ip == address.description } ?? false) {
+                problems.append("manxd on node \(conf.nodename) does not list \(workload) on \(host) with \(address)")
+            }
+        }
+        if !problems.isEmpty {
+            throw CNIError(.checkMismatch, "container \(environment.containerID) differs from its result: " + problems.joined(separator: "; "))
+        }
+    }
+}
