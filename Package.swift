@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "manx-conformance", targets: ["manx-conformance"]),
         .executable(name: "manx-bench", targets: ["manx-bench"]),
         .executable(name: "manx-cni", targets: ["manx-cni"]),
+        .executable(name: "manx-cluster", targets: ["manx-cluster"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -89,6 +90,10 @@ let package = Package(
         .target(name: "ManxConformance", dependencies: ["ManxModel", "ManxDatastore", "ManxDataplane"]),
         .executableTarget(
             name: "manx-conformance",
+            dependencies: ["ManxConformance", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "manx-cluster",
             dependencies: ["ManxConformance", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Benchmarks, driven by the scripts in bench/.

@@ -36,7 +36,7 @@ struct PodRequest: Sendable, Equatable {
         var request = PodRequest()
         request.podFound = podResource != nil
         let podAnnotations = podResource?.annotations ?? [:]
-        let namespaceAnnotations = namespaceResource.map(Self.annotations) ?? [:]
+        let namespaceAnnotations = namespaceResource?.annotations ?? [:]
         do {
             if let text = podAnnotations[IPAM.poolsAnnotation] {
                 request.pools = try IPAM.parsePoolsAnnotation(text)
@@ -50,13 +50,6 @@ struct PodRequest: Sendable, Equatable {
             throw CNIError(.invalidPodAnnotation, "pod \(namespace)/\(pod): \(error.message)")
         }
         return request
-    }
-
-    /// A namespace's annotations. ManxModel's Namespace gains an
-    /// `annotations` property (like Pod's) only with a pending change; read
-    /// it by name so the namespace fallback works as soon as it is there.
-    static func annotations(_ namespace: Namespace) -> [String: String] {
-        Mirror(reflecting: namespace).children.first { $0.label == "annotations" }?.value as? [String: String] ?? [:]
     }
 }
 

@@ -5,6 +5,7 @@ import ManxDatastore
 import ManxDataplane
 import ManxIptables
 import ManxModel
+import ManxRouting
 import ServiceLifecycle
 
 /// What the daemon programs: the BPF maps (default) or iptables+ipset.
@@ -50,17 +51,24 @@ public actor NodeDaemon: Service {
         public var paths: NodePaths
         public var nodeName: String?
         public var dataplane: DataplaneKind
-        public init(datastore: String, paths: NodePaths, nodeName: String? = nil, dataplane: DataplaneKind = .bpf) {
+        /// VXLAN through this collect_md device (created if missing)
+        /// instead of headers built in BPF; for measurement.
+        public var vxlanDevice: String?
+        public init(datastore: String, paths: NodePaths, nodeName: String? = nil, dataplane: DataplaneKind = .bpf,
+                    vxlanDevice: String? = nil) {
             self.datastore = datastore
             self.paths = paths
             self.nodeName = nodeName
             self.dataplane = dataplane
+            self.vxlanDevice = vxlanDevice
         }
     }
 
     let config: Configuration
     let logger: Logger
     private let dataplane: any DataplaneBackend
+    /// Routing between nodes (BPF dataplane with a node name only).
+    private let routing: NodeRouting?
     private let compiler: PolicyCompiler
     private var metadata = NodeMetadata()
     private var lastDigest: String?
@@ -73,9 +81,11 @@ public actor NodeDaemon: Service {
             let bpf = try Dataplane(paths: config.paths)
             compiler = PolicyCompiler(firstRuleset: bpf.nextFreeRuleset)
             dataplane = bpf
+            routing = config.nodeName == nil ? nil : try NodeRouting(paths: config.paths)
         case .iptables(let backend):
             dataplane = try IptablesDataplane(backend: backend)
             compiler = PolicyCompiler()
+            routing = nil
         }
         if let previous = try? NodeMetadata.read(config.paths) { metadata.generation = previous.generation }
         logger.info("dataplane loaded", metadata: ["pinRoot": "\(config.paths.pinRoot)", "datastore": "\(config.datastore)"])
@@ -96,9 +106,13 @@ public actor NodeDaemon: Service {
         do {
             let resources = try ResourceSet.decode(files: snapshot.files)
             let state = compiler.compile(resources, options: .init(nodeName: config.nodeName))
-            let (fields, missing) = try dataplane.program(state)
+            var (fields, missing) = try dataplane.program(state)
+            let routed = try route(resources)
+            fields.merge(routed.fields) { a, _ in a }
             let generation = metadata.generation + 1
             metadata = NodeMetadata(state: state)
+            metadata.podMTU = routed.podMTU
+            metadata.underlay = routed.underlay
             metadata.generation = generation
             metadata.appliedDigest = snapshot.digest
             metadata.appliedAt = Date()
@@ -127,6 +141,18 @@ public actor NodeDaemon: Service {
         }
     }
 
+    /// Routes, encapsulation and natOutgoing from the pools, nodes and IPAM
+    /// blocks, once policy is in force.
+    private func route(_ resources: ResourceSet) throws -> (fields: Logger.Metadata, podMTU: Int?, underlay: String?) {
+        guard let routing, let nodeName = config.nodeName else { return ([:], nil, nil) }
+        let plan = RoutingPlan(nodeName: nodeName, pools: Array(resources.ipPools.values), nodes: Array(resources.nodes.values),
+                               blocks: Array(resources.ipamBlocks.values), felix: Array(resources.felixConfigurations.values))
+        let report = try routing.apply(plan, vxlanDevice: config.vxlanDevice)
+        if plan.node != nil { try NATOutgoing.apply(pools: plan.pools, natPools: plan.natOutgoingPools) }
+        return (["routesChanged": "\(report.routesChanged)", "routesRemoved": "\(report.routesRemoved)",
+                 "underlay": "\(report.underlay?.name ?? "-")"], report.podMTU, report.underlay?.name)
+    }
+
     /// Runs until shutdown: sync on every directory change, and every few
     /// seconds anyway (interfaces that appear later, a missed event).
     public func run() async throws {
@@ -147,6 +173,8 @@ public actor NodeDaemon: Service {
     }
 
     public func uninstall() throws {
+        routing?.detach()
+        NATOutgoing.remove()
         try dataplane.remove()
         try? FileManager.default.removeItem(atPath: config.paths.stateDirectory)
     }

@@ -10,7 +10,7 @@ enum KubernetesDecoder {
         var labels = meta.labels
         // Kubernetes sets this label on every namespace.
         labels["kubernetes.io/metadata.name"] = meta.name
-        return Namespace(name: meta.name, labels: labels,
+        return Namespace(name: meta.name, labels: labels, annotations: meta.annotations,
                          ref: ResourceRef(kind: "Namespace", namespace: nil, name: meta.name, file: file))
     }
 

@@ -78,6 +78,7 @@ public struct ResourceRef: Hashable, Sendable, Comparable, CustomStringConvertib
 public struct Namespace: Hashable, Sendable {
     public var name: String
     public var labels: [String: String]
+    public var annotations: [String: String] = [:]
     public var ref: ResourceRef
 }
 

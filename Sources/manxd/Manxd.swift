@@ -27,6 +27,9 @@ struct Manxd: AsyncParsableCommand {
     @Option(help: "iptables backend for --dataplane iptables: nft (Debian's default iptables) or legacy.")
     var iptablesBackend: String = "nft"
 
+    @Option(help: "Send VXLAN through this collect_md device (created if missing) instead of building headers in BPF.")
+    var vxlanDevice: String?
+
     @Flag(help: "Apply once and exit (exit status 1 if the batch was rejected).")
     var once = false
 
@@ -51,7 +54,8 @@ struct Manxd: AsyncParsableCommand {
         case ("iptables", nil): throw ValidationError("--iptables-backend must be nft or legacy")
         default: throw ValidationError("--dataplane must be bpf or iptables")
         }
-        let daemon = try NodeDaemon(.init(datastore: datastore, paths: NodePaths(node: node), nodeName: nodeName, dataplane: kind),
+        let daemon = try NodeDaemon(.init(datastore: datastore, paths: NodePaths(node: node), nodeName: nodeName, dataplane: kind,
+                                            vxlanDevice: vxlanDevice),
                                     logger: logger)
         if uninstall {
             try await daemon.uninstall()

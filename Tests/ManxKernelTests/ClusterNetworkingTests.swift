@@ -43,7 +43,7 @@ final class ClusterNetworkingTests: XCTestCase {
         let tcpdump = Process()
         tcpdump.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         tcpdump.arguments = ["ip", "netns", "exec", c.underlay, "tcpdump", "-l", "-n", "-i", "br0", "-c", "4", filter]
-        FileManager.default.createFile(atPath: captureFile, contents: nil)
+        _ = FileManager.default.createFile(atPath: captureFile, contents: nil)
         let out = try FileHandle(forWritingTo: URL(fileURLWithPath: captureFile))
         tcpdump.standardOutput = out
         tcpdump.standardError = FileHandle.nullDevice
@@ -76,7 +76,7 @@ final class ClusterNetworkingTests: XCTestCase {
             let (a, b) = (c.pods["net/a"]!, c.pods["net/b"]!)
             let seen = try crossNodeTraffic(c, from: "net/a", to: "net/b", capture: "ip proto 4")
             // tcpdump prints the outer header then the inner one.
-            XCTAssertTrue(seen.contains("10.99.0.1 > 10.99.0.2: \(a.ip) > \(b.ip): ICMP echo request"), "IPIP on the wire:\n\(seen)")
+            XCTAssertTrue(seen.contains("10.99.0.1 > 10.99.0.2: IP \(a.ip) > \(b.ip): ICMP echo request"), "IPIP on the wire:\n\(seen)")
             XCTAssertGreaterThan(try stat(c, node: 0, "encap_ipip"), 0)
             XCTAssertGreaterThan(try stat(c, node: 1, "decap_ipip"), 0)
             XCTAssertEqual(try exec(a.netns, "cat", "/sys/class/net/eth0/mtu").trimmingCharacters(in: .whitespacesAndNewlines), "1480")
@@ -138,7 +138,7 @@ final class ClusterNetworkingTests: XCTestCase {
                 let ping = try exec(a.netns, "ping", "-c", "2", "-W", "2", world, allowFailure: true)
                 if nat {
                     XCTAssertTrue(ping.contains(" 0% packet loss"), "with natOutgoing the reply finds its way back:\n\(ping)")
-                    let capture = try captureOnce(c, filter: "icmp", trigger: { try? self.exec(a.netns, "ping", "-c", "1", "-W", "2", world) })
+                    let capture = try captureOnce(c, filter: "icmp", trigger: { _ = try? self.exec(a.netns, "ping", "-c", "1", "-W", "2", world) })
                     XCTAssertTrue(capture.contains("10.99.0.1 > \(world): ICMP echo request"), "SNATed to the node address:\n\(capture)")
                 } else {
                     XCTAssertTrue(ping.contains("100% packet loss"), "without natOutgoing the world cannot answer a pod address:\n\(ping)")

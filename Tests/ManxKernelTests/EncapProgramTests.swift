@@ -46,14 +46,14 @@ final class EncapProgramTests: XCTestCase {
         routing = nil
     }
 
-    func route(_ cidr: String, via hop: String, _ encap: Int32) throws {
+    func route(_ cidr: String, via hop: String, _ encap: UInt32) throws {
         let c = try CIDR.parse(cidr).get()
         var k = manx_route_key()
         k.prefixlen = UInt32(c.prefixLength)
         k.addr = c.address.networkOrder
         var v = manx_route_value()
         v.next_hop = IPv4Address(hop)!.networkOrder
-        v.flags = UInt32(MANX_ROUTE_F_REMOTE) | UInt32(encap)
+        v.flags = UInt32(MANX_ROUTE_F_REMOTE) | encap
         try routing.routes.update(k, v)
     }
 
