@@ -47,3 +47,14 @@ for metric, ylabel, name in [("connectionsPerSecond", "new connections per secon
     fig.tight_layout()
     fig.savefig(out / f"{name}.png", dpi=120)
 print("plots written to", out)
+
+encap_file = out / "encap-throughput.json"
+if encap_file.exists():
+    encap = json.loads(encap_file.read_text())
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar([r["mode"] for r in encap], [r["medianGbps"] for r in encap])
+    ax.set_ylabel("Gbit/s (median of rounds)")
+    ax.set_title("Pod-to-pod TCP across two nodes")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "encap-throughput.png", dpi=120)

@@ -117,8 +117,10 @@ final class ClusterNetworkingTests: XCTestCase {
             let (a, b) = (c.pods["net/a"]!, c.pods["net/b"]!)
             // The largest packet that fits: 1480 bytes of IP.
             XCTAssertTrue(try exec(a.netns, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1452", b.ip).contains(" 0% packet loss"))
-            // Misconfigure the pod, then send 1500 bytes with DF.
+            // Misconfigure the pod (both veth ends, or the veth itself drops
+            // the packet), then send 1500 bytes with DF.
             try _ = exec(a.netns, "ip", "link", "set", "eth0", "mtu", "1500")
+            try _ = exec(a.node, "ip", "link", "set", a.hostInterface, "mtu", "1500")
             let out = try exec(a.netns, "ping", "-c", "2", "-W", "2", "-M", "do", "-s", "1472", b.ip, allowFailure: true)
             XCTAssertTrue(out.contains("Frag needed and DF set (mtu = 1480)") || out.contains("mtu=1480") || out.contains("mtu = 1480"),
                           "ICMP fragmentation-needed with the tunnel MTU:\n\(out)")
