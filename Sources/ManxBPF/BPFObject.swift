@@ -76,7 +76,8 @@ enum BPFLog {
                 guard level == LIBBPF_WARN, let format, let args else { return 0 }
                 // Netlink's extended ack for answers we expect and handle
                 // (EEXIST when the clsact qdisc exists, ENOENT on queries).
-                if strncmp(format, "Kernel error message", 20) == 0 { return 0 }
+                // libbpf prefixes its formats with "libbpf: ".
+                if strstr(format, "Kernel error message") != nil { return 0 }
                 return vdprintf(STDERR_FILENO, format, args)
             }
         }

@@ -119,7 +119,7 @@ public final class Cluster: @unchecked Sendable {
 
         for node in nodeNames {
             var args = [bin("manxd"), "--datastore", datastore.directory, "--node", node, "--node-name", node,
-                        "--log-level", "notice"]
+                        "--log-level", "info"]
             if options.vxlanDevice { args += ["--vxlan-device", "manx.vxlan"] }
             _ = try lab.spawn(in: node, args, log: "\(logs)/\(node).log", needsPins: true)
         }
@@ -210,11 +210,16 @@ public final class Cluster: @unchecked Sendable {
         let all = (try? Shell.run(["ip", "netns", "list"])) ?? ""
         let mine = all.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
             .filter { $0.hasPrefix("\(prefix)-") }
+        var pids: [pid_t] = []
         for ns in mine {
-            let pids = ((try? Shell.run(["ip", "netns", "pids", ns], allowFailure: true)) ?? "").split(separator: "\n")
-            for pid in pids { if let p = Int32(pid) { kill(p, SIGTERM) } }
+            let list = (try? Shell.run(["ip", "netns", "pids", ns], allowFailure: true)) ?? ""
+            pids += list.split(separator: "\n").compactMap { pid_t($0) }
         }
-        if !mine.isEmpty { usleep(200_000) }
+        // manxd detaches its programs on SIGTERM: give it up to 5 s before
+        // the namespaces go, then make sure nothing is left running.
+        for pid in pids { kill(pid, SIGTERM) }
+        for _ in 0..<50 where pids.contains(where: { kill($0, 0) == 0 }) { usleep(100_000) }
+        for pid in pids { kill(pid, SIGKILL) }
         for ns in mine { _ = try? Shell.run(["ip", "netns", "del", ns], allowFailure: true) }
         let fm = FileManager.default
         for dir in ["/sys/fs/bpf/manx", "/run/manx"] {

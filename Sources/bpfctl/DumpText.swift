@@ -42,7 +42,8 @@ enum DumpText {
                          }))
         if let n = r.routing {
             out.append("")
-            out.append("Routing: node \(n.address) on \(n.underlay) (MTU \(n.underlayMTU)), pod MTU \(n.podMTU.map(String.init) ?? "?"), VXLAN \(n.vxlan)")
+            let vxlan = r.routes.contains { $0.encapsulation == "vxlan" } ? ", VXLAN \(n.vxlan)" : ""
+            out.append("Routing: node \(n.address) on \(n.underlay) (MTU \(n.underlayMTU)), pod MTU \(n.podMTU.map(String.init) ?? "?")\(vxlan)")
             out.append(table(["CIDR", "NEXT HOP", "ENCAPSULATION"], r.routes.map { [$0.cidr, $0.nextHop ?? "this node", $0.encapsulation] }))
             out.append(table(DumpReport.nodeStatNames, [DumpReport.nodeStatNames.map { "\(r.nodeStatistics[$0] ?? 0)" }]))
         }

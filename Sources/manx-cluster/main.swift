@@ -24,6 +24,7 @@ struct ManxCluster: ParsableCommand {
             guard let encapsulation = Encapsulation(rawValue: encap) else { throw ValidationError("--encap must be none, ipip or vxlan") }
             guard let encapMode = EncapMode(rawValue: mode), encapMode != .never else { throw ValidationError("--mode must be Always or CrossSubnet") }
             guard (1...9).contains(nodes) else { throw ValidationError("--nodes must be 1-9") }
+            guard podsPerNode >= 0 else { throw ValidationError("--pods-per-node must not be negative") }
             var options = Cluster.Options(binDirectory: binDirectory())
             options.nodes = nodes
             options.encapsulation = encapsulation
@@ -35,7 +36,7 @@ struct ManxCluster: ParsableCommand {
             do {
                 try cluster.up()
                 var pods = "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n"
-                let keys = (1...(nodes * podsPerNode)).map { "demo/pod-\($0)" }
+                let keys = (0..<(nodes * podsPerNode)).map { "demo/pod-\($0 + 1)" }
                 for key in keys {
                     let name = key.split(separator: "/")[1]
                     pods += "---\napiVersion: v1\nkind: Pod\nmetadata: {name: \(name), namespace: demo, labels: {app: \(name)}}\n"
