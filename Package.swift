@@ -38,6 +38,8 @@ let package = Package(
         // Compiles bpf/progs/*.c with clang -target bpf and embeds the objects.
         .plugin(name: "BPFCompilerPlugin", capability: .buildTool()),
         .target(name: "ManxBPFObjects", plugins: ["BPFCompilerPlugin"]),
+        // Runs short-lived external programs (ip, iptables, CNI plugins).
+        .target(name: "ManxCommand"),
         // The thin typed libbpf layer: the only code that touches raw pointers.
         .target(name: "ManxBPF", dependencies: ["CLibBPF"]),
         // Resources (Kubernetes and Calico kinds), YAML decoding, validation.
@@ -52,10 +54,10 @@ let package = Package(
         // Typed maps, program attachment, applying compiled state to the kernel.
         .target(
             name: "ManxDataplane",
-            dependencies: ["ManxBPF", "ManxBPFObjects", "ManxMapLayout", "ManxCompiler", "ManxRouting"]
+            dependencies: ["ManxBPF", "ManxBPFObjects", "ManxMapLayout", "ManxCompiler", "ManxRouting", "ManxCommand"]
         ),
         // The same compiled policy as iptables rules and ipsets.
-        .target(name: "ManxIptables", dependencies: ["ManxCompiler"]),
+        .target(name: "ManxIptables", dependencies: ["ManxCompiler", "ManxCommand"]),
         // The directory-of-YAML datastore and its watcher.
         .target(name: "ManxDatastore", dependencies: ["ManxModel"]),
         // IP address management: pools, node blocks, allocations in the datastore.
@@ -63,7 +65,7 @@ let package = Package(
         // Routes, encapsulation and MTU of a node, from pools, nodes and blocks.
         .target(name: "ManxRouting", dependencies: ["ManxModel"]),
         // The CNI plugin (spec 1.0): veth, address, routes, endpoint registration.
-        .target(name: "ManxCNI", dependencies: ["ManxModel", "ManxDatastore", "ManxIPAM", "ManxDataplane"]),
+        .target(name: "ManxCNI", dependencies: ["ManxModel", "ManxDatastore", "ManxIPAM", "ManxDataplane", "ManxCommand"]),
         .executableTarget(name: "manx-cni", dependencies: ["ManxCNI"]),
         // The node daemon's logic.
         .target(
@@ -87,7 +89,7 @@ let package = Package(
         ),
         // Real TCP/UDP/SCTP servers and probes for the conformance runner.
         .executableTarget(name: "manx-probe"),
-        .target(name: "ManxConformance", dependencies: ["ManxModel", "ManxDatastore", "ManxDataplane"]),
+        .target(name: "ManxConformance", dependencies: ["ManxModel", "ManxDatastore", "ManxDataplane", "ManxCommand"]),
         .executableTarget(
             name: "manx-conformance",
             dependencies: ["ManxConformance", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -1,4 +1,5 @@
 import Foundation
+import ManxModel
 
 /// The CNI versions manx-cni speaks.
 public enum CNIVersion {
@@ -109,9 +110,13 @@ public struct CNIEnvironment: Sendable, Equatable {
                                ifname: env["CNI_IFNAME"] ?? "", args: [:], path: env["CNI_PATH"] ?? "")
         guard command != .version else { return e }
         if e.containerID.isEmpty { throw CNIError(.invalidEnvironment, "CNI_CONTAINERID is not set") }
+        if let problem = containerIDProblem(e.containerID) { throw CNIError(.invalidEnvironment, "CNI_CONTAINERID: \(problem)") }
         if e.ifname.isEmpty { throw CNIError(.invalidEnvironment, "CNI_IFNAME is not set") }
-        if let problem = interfaceNameProblem(e.ifname) { throw CNIError(.invalidEnvironment, "CNI_IFNAME: \(problem)") }
+        if let problem = WorkloadEndpoint.interfaceNameProblem(e.ifname) { throw CNIError(.invalidEnvironment, "CNI_IFNAME: \(problem)") }
         if command != .del && e.netns.isEmpty { throw CNIError(.invalidEnvironment, "CNI_NETNS is not set") }
+        if e.netns.contains(where: { $0.isWhitespace || $0 == "\"" || $0 == "'" }) {
+            throw CNIError(.invalidEnvironment, "CNI_NETNS: '\(e.netns)' must not contain whitespace or quotes")
+        }
         for pair in (env["CNI_ARGS"] ?? "").split(separator: ";", omittingEmptySubsequences: true) {
             let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard kv.count == 2, !kv[0].isEmpty else {
@@ -122,12 +127,13 @@ public struct CNIEnvironment: Sendable, Equatable {
         return e
     }
 
-    /// Linux's rule for interface names: 1-15 bytes, not "." or "..", no
-    /// '/', ':' or whitespace.
-    static func interfaceNameProblem(_ s: String) -> String? {
-        guard (1...15).contains(s.utf8.count) else { return "interface name '\(s)' must be 1-15 bytes" }
-        guard s != ".", s != "..", s.allSatisfy(\.isASCII), !s.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) else {
-            return "'\(s)' is not a valid interface name (ASCII, no '/', ':' or whitespace)"
+    /// The spec's rule for container ids: an alphanumeric, then
+    /// alphanumerics, '_', '.' or '-'. (The id also names things in
+    /// commands the plugin runs.)
+    static func containerIDProblem(_ s: String) -> String? {
+        func allowed(_ c: Character) -> Bool { c.isASCII && (c.isLetter || c.isNumber || c == "_" || c == "." || c == "-") }
+        guard let first = s.first, first.isASCII, first.isLetter || first.isNumber, s.allSatisfy(allowed) else {
+            return "'\(s)' must start with a letter or digit and hold only letters, digits, '_', '.' and '-'"
         }
         return nil
     }

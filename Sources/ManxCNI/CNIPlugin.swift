@@ -86,6 +86,9 @@ public struct CNIPlugin: Sendable {
     // MARK: ADD
 
     public func add() throws(CNIError) -> CNIResult {
+        if conf.prevResult != nil {
+            throw CNIError(.invalidNetworkConfig, "manx-cni creates the pod's interface and address, so it must be the first plugin of the list (ADD got a prevResult)")
+        }
         try checkDatastore()
         let (namespace, pod) = try podIdentity()
         try checkNetns()
@@ -112,14 +115,13 @@ public struct CNIPlugin: Sendable {
             let mtu = conf.mtu ?? (try? NodeMetadata.read(paths))?.podMTU ?? 1500
             let links = try Links.create(host: host, ifname: environment.ifname, netns: environment.netns,
                                          address: assignment.address, mtu: mtu, containerID: environment.containerID)
-            var wep = WorkloadEndpoint(namespace: namespace, name: WorkloadEndpoint.resourceName(node: conf.nodename, pod: pod, endpoint: environment.ifname),
-                                       pod: pod, node: conf.nodename, containerID: environment.containerID, interfaceName: host,
+            let name = WorkloadEndpoint.resourceName(node: conf.nodename, pod: pod, endpoint: environment.ifname)
+            let wep = WorkloadEndpoint(namespace: namespace, name: name, pod: pod, node: conf.nodename, endpoint: environment.ifname,
+                                       containerID: environment.containerID, interfaceName: host,
                                        address: assignment.address, mac: links.pod.mac,
-                                       ref: ResourceRef(kind: "WorkloadEndpoint", namespace: namespace, name: "", file: wepFile))
-            wep.endpoint = environment.ifname
-            wep.ref.name = wep.name
+                                       ref: ResourceRef(kind: "WorkloadEndpoint", namespace: namespace, name: name, file: wepFile))
             try endpointFiles.write(wep)
-            try waitProgrammed(workload: workload, interface: host, address: assignment.address)
+            try waitProgrammed(workload: workload, interface: links.host, address: assignment.address)
             return CNIResult(cniVersion: conf.cniVersion, host: links.host, pod: links.pod, sandbox: environment.netns,
                              address: assignment.address)
         } catch {
@@ -143,16 +145,20 @@ public struct CNIPlugin: Sendable {
         }
     }
 
-    /// Polls the daemon's published state until it lists the endpoint with
-    /// its interface attached.
-    func waitProgrammed(workload: String, interface: String, address: IPv4Address) throws(CNIError) {
+    /// Polls the daemon's published state until it lists the endpoint on
+    /// this very interface (its index, not only its name: an earlier state
+    /// lists the pod's previous veth under the same name).
+    func waitProgrammed(workload: String, interface link: LinkInfo, address: IPv4Address) throws(CNIError) {
+        let interface = link.name
         let deadline = Date().addingTimeInterval(conf.timeoutSeconds)
         var last = "no daemon state at \(paths.metadataFile) (is manxd running with --node \(conf.nodename)?)"
         while true {
             if let meta = try? NodeMetadata.read(paths) {
                 let listed = meta.endpoints.first { $0.workload == workload }
                 let missing = meta.missingInterfaces.contains { $0.hasSuffix("(\(interface))") }
-                if let listed, listed.interface == interface, listed.ip == address.description, !missing { return }
+                if let listed, listed.interface == interface, listed.ifindex == link.ifindex, listed.ip == address.description, !missing {
+                    return
+                }
                 if let rejected = meta.rejectedDigest, let current = try? datastore.snapshot().digest, rejected == current {
                     throw CNIError(.policyRejected, "manxd on node \(conf.nodename) rejected the datastore, so the policy of \(workload) cannot be applied",
                                    details: meta.error ?? "no reason given")
@@ -212,6 +218,19 @@ public struct CNIPlugin: Sendable {
     // MARK: CHECK
 
     /// Verifies the container's networking is still what ADD made it.
+    /// The address the result gives the sandbox interface `ifname` (the
+    /// `ips` entry whose `interface` index points at it), else the first.
+    static func sandboxAddress(_ result: JSONValue, ifname: String) -> String? {
+        let interfaces = result["interfaces"]?.arrayValue ?? []
+        let ips = result["ips"]?.arrayValue ?? []
+        let index = interfaces.firstIndex { $0["name"]?.stringValue == ifname && $0["sandbox"] != nil }
+        let mine = ips.first { ip in
+            if case .int(let i)? = ip["interface"], let index { return Int(i) == index }
+            return false
+        }
+        return (mine ?? ips.first)?["address"]?.stringValue
+    }
+
     public func check() throws(CNIError) {
         guard CNIVersion.atLeast(conf.cniVersion, "0.4.0") else {
             throw CNIError(.incompatibleVersion, "CHECK needs cniVersion 0.4.0 or later, got \(conf.cniVersion)")
@@ -228,8 +247,7 @@ public struct CNIPlugin: Sendable {
         // The address: from prevResult, else what IPAM holds.
         var address: IPv4Address? = held.first?.address
         if let prev = conf.prevResult {
-            let ips = prev["ips"]?.arrayValue ?? []
-            let text = ips.first?["address"]?.stringValue
+            let text = Self.sandboxAddress(prev, ifname: environment.ifname)
             guard let text, let parsed = IPv4Address(String(text.split(separator: "/")[0])) else {
                 throw CNIError(.checkMismatch, "prevResult has no IPv4 address", details: prev.text)
             }

@@ -1,4 +1,5 @@
 import Foundation
+import ManxCommand
 
 /// A small CNI runtime, after libcni: runs the plugins of a network
 /// configuration list as child processes, chaining results.

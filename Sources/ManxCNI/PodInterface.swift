@@ -1,4 +1,5 @@
 import Foundation
+import ManxCommand
 import ManxModel
 
 /// A pod's veth pair, Calico style: the pod side holds the address as a /32
@@ -28,6 +29,7 @@ public enum PodInterface {
 /// One interface as `ip -j addr show` reports it.
 struct LinkInfo: Sendable {
     var name: String
+    var ifindex: Int32
     var mac: String
     var mtu: Int
     var alias: String?
@@ -59,7 +61,9 @@ enum Links {
             guard entry["family"]?.stringValue == "inet", let local = entry["local"]?.stringValue else { continue }
             if case .int(let len)? = entry["prefixlen"] { ipv4.append("\(local)/\(len)") }
         }
-        return LinkInfo(name: name, mac: first["address"]?.stringValue ?? "", mtu: mtu, alias: first["ifalias"]?.stringValue,
+        var ifindex: Int32 = 0
+        if case .int(let i)? = first["ifindex"] { ifindex = Int32(i) }
+        return LinkInfo(name: name, ifindex: ifindex, mac: first["address"]?.stringValue ?? "", mtu: mtu, alias: first["ifalias"]?.stringValue,
                         up: flags.contains("UP"), ipv4: ipv4)
     }
 

@@ -9,7 +9,6 @@ struct PodRequest: Sendable, Equatable {
     var pools: [String] = []
     /// cni.projectcalico.org/ipAddrs, from the pod.
     var address: IPv4Address?
-    var podFound = false
 
     /// Reads the Pod and its Namespace. Only their documents are decoded,
     /// so an invalid policy elsewhere in the datastore does not stop pods
@@ -34,7 +33,6 @@ struct PodRequest: Sendable, Equatable {
             }
         }
         var request = PodRequest()
-        request.podFound = podResource != nil
         let podAnnotations = podResource?.annotations ?? [:]
         let namespaceAnnotations = namespaceResource?.annotations ?? [:]
         do {
@@ -53,11 +51,12 @@ struct PodRequest: Sendable, Equatable {
     }
 }
 
-/// The WorkloadEndpoint files the plugin writes: `wep-<namespace>-<pod>.yaml`.
+/// The WorkloadEndpoint files the plugin writes: `wep-<namespace>.<pod>.yaml`
+/// (a namespace name has no dot, so no two pods share a file).
 struct EndpointFiles {
     let datastore: DirectoryDatastore
 
-    static func fileName(namespace: String, pod: String) -> String { "wep-\(namespace)-\(pod).yaml" }
+    static func fileName(namespace: String, pod: String) -> String { "wep-\(namespace).\(pod).yaml" }
 
     func write(_ wep: WorkloadEndpoint) throws(CNIError) {
         do {

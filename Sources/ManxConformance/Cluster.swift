@@ -215,8 +215,9 @@ public final class Cluster: @unchecked Sendable {
             let list = (try? Shell.run(["ip", "netns", "pids", ns], allowFailure: true)) ?? ""
             pids += list.split(separator: "\n").compactMap { pid_t($0) }
         }
-        // manxd detaches its programs on SIGTERM: give it up to 5 s before
-        // the namespaces go, then make sure nothing is left running.
+        // manxd and the pods' servers end on SIGTERM (manxd after its
+        // current sync): give them up to 5 s before the namespaces go, then
+        // make sure nothing is left running.
         for pid in pids { kill(pid, SIGTERM) }
         for _ in 0..<50 where pids.contains(where: { kill($0, 0) == 0 }) { usleep(100_000) }
         for pid in pids { kill(pid, SIGKILL) }

@@ -1,41 +1,20 @@
 import Foundation
+import ManxCommand
 
-/// Runs external commands (ip, nsenter, the project's own binaries).
+/// Runs external commands (ip, nsenter, the project's own binaries) for
+/// the simulated nodes and clusters.
 enum Shell {
-    struct Failure: Error, CustomStringConvertible {
-        let command: String
-        let status: Int32
-        let output: String
-        var description: String { "`\(command)` exited \(status): \(output.trimmingCharacters(in: .whitespacesAndNewlines))" }
-    }
-
-    /// Runs to completion; throws with the output when the exit status is not 0.
+    /// Runs to completion and returns stdout and stderr; throws
+    /// Command.Failure unless it exits 0 or `allowFailure`.
     @discardableResult
     static func run(_ args: [String], allowFailure: Bool = false, environment: [String: String] = [:],
                     input: String? = nil) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        if !environment.isEmpty {
-            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let env = environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let out = try Command.run(args, input: input, environment: env)
+        if !out.succeeded && !allowFailure {
+            throw Command.Failure(command: args.joined(separator: " "), status: out.status, message: out.message)
         }
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        let stdin = Pipe()
-        if input != nil { p.standardInput = stdin }
-        try p.run()
-        if let input {
-            stdin.fileHandleForWriting.write(Data(input.utf8))
-            try stdin.fileHandleForWriting.close()
-        }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let output = String(decoding: data, as: UTF8.self)
-        if p.terminationStatus != 0 && !allowFailure {
-            throw Failure(command: args.joined(separator: " "), status: p.terminationStatus, output: output)
-        }
-        return output
+        return out.stdout + out.stderr
     }
 
     /// Starts a long-running process; its output goes to `log`.

@@ -69,6 +69,8 @@ public actor NodeDaemon: Service {
     private let dataplane: any DataplaneBackend
     /// Routing between nodes (BPF dataplane with a node name only).
     private let routing: NodeRouting?
+    /// The natOutgoing rules in force; nil: none installed by this process.
+    private var natRules: [String]?
     private let compiler: PolicyCompiler
     private var metadata = NodeMetadata()
     private var lastDigest: String?
@@ -106,17 +108,21 @@ public actor NodeDaemon: Service {
         do {
             let resources = try ResourceSet.decode(files: snapshot.files)
             let state = compiler.compile(resources, options: .init(nodeName: config.nodeName))
+            // Routing is resolved before anything changes, so a batch that
+            // cannot be routed here is rejected whole.
+            let routing = try prepareRouting(resources)
             var (fields, missing) = try dataplane.program(state)
-            let routed = try route(resources)
-            fields.merge(routed.fields) { a, _ in a }
+            let routed = try applyRouting(routing)
+            fields.merge(routed) { a, _ in a }
             let generation = metadata.generation + 1
             metadata = NodeMetadata(state: state)
-            metadata.podMTU = routed.podMTU
-            metadata.underlay = routed.underlay
+            metadata.podMTU = routing?.prepared.podMTU
+            metadata.underlay = routing?.prepared.underlay?.name
             metadata.generation = generation
             metadata.appliedDigest = snapshot.digest
             metadata.appliedAt = Date()
             metadata.missingInterfaces = missing
+            metadata.resolveInterfaces()
             // Endpoints still waiting for their interface make the next
             // pass apply again even though the datastore did not change.
             lastDigest = missing.isEmpty ? snapshot.digest : nil
@@ -134,7 +140,10 @@ public actor NodeDaemon: Service {
             // Nothing was applied (or it was rolled back): publish why.
             metadata.error = "\(error)"
             metadata.rejectedDigest = snapshot.digest
-            lastDigest = snapshot.digest
+            // Invalid resources stay invalid until the datastore changes;
+            // anything else (an interface missing, a kernel error) is
+            // retried on the next pass.
+            lastDigest = error is ValidationErrors ? snapshot.digest : nil
             try? metadata.write(config.paths)
             logger.error("batch rejected, previous state stays in force", metadata: ["error": "\(error)"])
             return false
@@ -142,15 +151,27 @@ public actor NodeDaemon: Service {
     }
 
     /// Routes, encapsulation and natOutgoing from the pools, nodes and IPAM
-    /// blocks, once policy is in force.
-    private func route(_ resources: ResourceSet) throws -> (fields: Logger.Metadata, podMTU: Int?, underlay: String?) {
-        guard let routing, let nodeName = config.nodeName else { return ([:], nil, nil) }
+    /// blocks, resolved against this node's interfaces (BPF dataplane with
+    /// a node name only).
+    private func prepareRouting(_ resources: ResourceSet) throws -> (prepared: NodeRouting.Prepared, plan: RoutingPlan)? {
+        guard let routing, let nodeName = config.nodeName else { return nil }
         let plan = RoutingPlan(nodeName: nodeName, pools: Array(resources.ipPools.values), nodes: Array(resources.nodes.values),
                                blocks: Array(resources.ipamBlocks.values), felix: Array(resources.felixConfigurations.values))
-        let report = try routing.apply(plan, vxlanDevice: config.vxlanDevice)
-        if plan.node != nil { try NATOutgoing.apply(pools: plan.pools, natPools: plan.natOutgoingPools) }
-        return (["routesChanged": "\(report.routesChanged)", "routesRemoved": "\(report.routesRemoved)",
-                 "underlay": "\(report.underlay?.name ?? "-")"], report.podMTU, report.underlay?.name)
+        return (try routing.prepare(plan, vxlanDevice: config.vxlanDevice), plan)
+    }
+
+    private func applyRouting(_ r: (prepared: NodeRouting.Prepared, plan: RoutingPlan)?) throws -> Logger.Metadata {
+        guard let routing, let r else { return [:] }
+        let report = try routing.apply(r.prepared)
+        // The NAT chain changes only when the pools do (each change is two
+        // iptables runs); without a Node resource there is none.
+        let nat = r.plan.node == nil ? nil : NATOutgoing.rules(pools: r.plan.pools, natPools: r.plan.natOutgoingPools)
+        if nat != natRules {
+            if nat != nil { try NATOutgoing.apply(pools: r.plan.pools, natPools: r.plan.natOutgoingPools) } else { NATOutgoing.remove() }
+            natRules = nat
+        }
+        return ["routesChanged": "\(report.routesChanged)", "routesRemoved": "\(report.routesRemoved)",
+                "underlay": "\(report.underlay?.name ?? "-")"]
     }
 
     /// Runs until shutdown: sync on every directory change, and every few

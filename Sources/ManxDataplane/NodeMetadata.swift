@@ -1,4 +1,5 @@
 import Foundation
+import ManxBPF
 import ManxCompiler
 
 /// What the daemon last did, and the names behind the numbers in the maps:
@@ -12,6 +13,14 @@ public struct NodeMetadata: Codable, Sendable {
         public var identity: UInt32
         public var ingressRuleset: UInt32
         public var egressRuleset: UInt32
+        /// The interface's index when the policy was programmed: tells a
+        /// pod's new veth from an earlier one of the same name.
+        public var ifindex: Int32?
+    }
+
+    /// Records the index of every endpoint's interface, as programmed.
+    public mutating func resolveInterfaces() {
+        for i in endpoints.indices { endpoints[i].ifindex = try? NetworkInterface.index(named: endpoints[i].interface) }
     }
 
     public var generation: Int = 0

@@ -1,6 +1,7 @@
 import Foundation
 import ManxBPF
 import ManxBPFObjects
+import ManxCommand
 import ManxMapLayout
 import ManxModel
 import ManxRouting
@@ -41,50 +42,66 @@ public final class NodeRouting {
         public var routesRemoved = 0
     }
 
-    /// Puts the plan in force. Without a Node resource for this node the
-    /// plan is empty: routes are removed and nothing is attached.
-    public func apply(_ plan: RoutingPlan, vxlanDevice: String? = nil) throws -> Report {
-        var report = Report()
-        var wanted: [CIDR: manx_route_value] = [:]
+    /// A plan resolved against this namespace's interfaces: everything
+    /// `apply` will write, found before anything changes, so that a batch
+    /// that cannot be routed (no interface holds the node address) is
+    /// rejected whole.
+    public struct Prepared: Sendable {
+        public let underlay: Underlay?
+        public let podMTU: Int?
+        let config: manx_node_config
+        let routes: [CIDR: manx_route_value]
+    }
+
+    /// Resolves the plan. Without a Node resource for this node the plan is
+    /// empty: applying it removes every route and attaches nothing. With
+    /// `vxlanDevice`, that device is created here if missing.
+    public func prepare(_ plan: RoutingPlan, vxlanDevice: String? = nil) throws -> Prepared {
+        guard let node = plan.node else { return Prepared(underlay: nil, podMTU: nil, config: manx_node_config(), routes: [:]) }
+        let underlay = try Underlay.holding(node.address)
         var cfg = manx_node_config()
-        if let node = plan.node {
-            let underlay = try Underlay.holding(node.address)
-            report.underlay = underlay
-            report.podMTU = plan.podMTU(underlayMTU: underlay.mtu)
-            cfg.address = node.address.networkOrder
-            cfg.underlay_ifindex = UInt32(underlay.ifindex)
-            cfg.underlay_mtu = UInt32(underlay.mtu)
-            cfg.vxlan_vni = Self.vxlanVNI
-            if let vxlanDevice {
-                try Self.ensureVXLANDevice(vxlanDevice, address: node.address, mtu: underlay.mtu)
-                cfg.vxlan_ifindex = UInt32(try NetworkInterface.index(named: vxlanDevice))
-            }
-            for r in plan.routes {
-                var v = manx_route_value()
-                if let hop = r.nextHop {
-                    v.next_hop = hop.networkOrder
-                    v.flags = UInt32(MANX_ROUTE_F_REMOTE)
-                    switch r.encapsulation {
-                    case .none: break
-                    case .ipip: v.flags |= UInt32(MANX_ROUTE_F_IPIP)
-                    case .vxlan: v.flags |= UInt32(MANX_ROUTE_F_VXLAN)
-                    }
-                }
-                wanted[r.cidr] = v
-            }
+        cfg.address = node.address.networkOrder
+        cfg.underlay_ifindex = UInt32(underlay.ifindex)
+        cfg.underlay_mtu = UInt32(underlay.mtu)
+        cfg.vxlan_vni = Self.vxlanVNI
+        if let vxlanDevice {
+            try Self.ensureVXLANDevice(vxlanDevice, address: node.address, mtu: underlay.mtu)
+            cfg.vxlan_ifindex = UInt32(try NetworkInterface.index(named: vxlanDevice))
         }
-        try config.update(UInt32(0), cfg)
-        for (cidr, value) in wanted.sorted(by: { $0.key < $1.key }) where programmed[cidr] != value {
+        var wanted: [CIDR: manx_route_value] = [:]
+        for r in plan.routes {
+            var v = manx_route_value()
+            if let hop = r.nextHop {
+                v.next_hop = hop.networkOrder
+                v.flags = UInt32(MANX_ROUTE_F_REMOTE)
+                switch r.encapsulation {
+                case .none: break
+                case .ipip: v.flags |= UInt32(MANX_ROUTE_F_IPIP)
+                case .vxlan: v.flags |= UInt32(MANX_ROUTE_F_VXLAN)
+                }
+            }
+            wanted[r.cidr] = v
+        }
+        return Prepared(underlay: underlay, podMTU: plan.podMTU(underlayMTU: underlay.mtu), config: cfg, routes: wanted)
+    }
+
+    /// Puts a prepared plan in force: node configuration, route changes
+    /// (removals last), and the decapsulating program on the underlay.
+    public func apply(_ prepared: Prepared) throws(BPFError) -> Report {
+        var report = Report(underlay: prepared.underlay, podMTU: prepared.podMTU)
+        try config.update(UInt32(0), prepared.config)
+        for (cidr, value) in prepared.routes.sorted(by: { $0.key < $1.key }) where programmed[cidr] != value {
             try routes.update(manx_route_key(cidr), value)
             programmed[cidr] = value
             report.routesChanged += 1
         }
-        for cidr in programmed.keys.sorted() where wanted[cidr] == nil {
+        for cidr in programmed.keys.sorted() where prepared.routes[cidr] == nil {
             try routes.delete(manx_route_key(cidr))
             programmed[cidr] = nil
             report.routesRemoved += 1
         }
-        if let underlay = report.underlay, attachedUnderlay != underlay.ifindex {
+        if let underlay = prepared.underlay, attachedUnderlay != underlay.ifindex {
+            if let previous = attachedUnderlay { try TC.detach(ifindex: previous, hook: .ingress) }
             if try TC.attachedProgramID(ifindex: underlay.ifindex, hook: .ingress) != fromUnderlay.id {
                 try TC.attach(fromUnderlay, ifindex: underlay.ifindex, hook: .ingress)
             }
@@ -99,15 +116,8 @@ public final class NodeRouting {
         if (try? NetworkInterface.index(named: name)) != nil { return }
         let octets = [address.value >> 24, address.value >> 16, address.value >> 8, address.value].map { $0 & 0xff }
         let mac = (["0e", "4d"] + octets.map { String(format: "%02x", $0) }).joined(separator: ":")
-        for args in [["link", "add", name, "mtu", String(mtu), "address", mac, "type", "vxlan", "external", "dstport", "4789"],
-                     ["link", "set", name, "up"]] {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["ip"] + args
-            try p.run()
-            p.waitUntilExit()
-            if p.terminationStatus != 0 { throw BPFError("ip \(args.joined(separator: " "))", errno: EINVAL, "cannot create VXLAN device") }
-        }
+        try Command.checked(["ip", "link", "add", name, "mtu", String(mtu), "address", mac, "type", "vxlan", "external", "dstport", "4789"])
+        try Command.checked(["ip", "link", "set", name, "up"])
     }
 
     /// Calico's VNI for pod traffic.
@@ -129,8 +139,17 @@ public final class NodeRouting {
         "frag_needed_sent", "too_big_dropped", "forward_error",
     ]
 
+    /// Detaches the underlay program and removes a VXLAN device made by
+    /// `prepare`. Works from a fresh process too (`manxd --uninstall`):
+    /// the interfaces are read back from the pinned node configuration.
     public func detach() {
-        if let ifindex = attachedUnderlay { _ = try? TC.detach(ifindex: ifindex, hook: .ingress) }
+        let cfg = (try? config.lookup(UInt32(0), as: manx_node_config.self)) ?? nil
+        if let ifindex = attachedUnderlay ?? cfg.map({ Int32($0.underlay_ifindex) }), ifindex != 0 {
+            _ = try? TC.detach(ifindex: ifindex, hook: .ingress)
+        }
+        if let vxlan = cfg?.vxlan_ifindex, vxlan != 0, let name = NetworkInterface.name(index: Int32(vxlan)) {
+            _ = try? Command.checked(["ip", "link", "del", name])
+        }
         attachedUnderlay = nil
     }
 }
@@ -164,14 +183,7 @@ public struct Underlay: Sendable, Equatable {
     }
 
     public static func holding(_ address: IPv4Address) throws -> Underlay {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["ip", "-j", "-4", "addr", "show"]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
+        let data = Data(try Command.checked(["ip", "-j", "-4", "addr", "show"]).utf8)
         let links = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] ?? []
         for link in links {
             let addrs = link["addr_info"] as? [[String: Any]] ?? []

@@ -47,15 +47,35 @@ public struct DirectoryDatastore: Sendable {
         return String(h, radix: 16)
     }
 
-    /// Writes a file atomically (temporary file, then rename), so a watcher
-    /// never reads half of it.
+    /// Writes a file atomically and durably: a temporary file of this
+    /// process, flushed to disk, renamed over the old one, then the
+    /// directory flushed. A watcher never reads half a file, and after a
+    /// crash the file is the old or the new one (IPAM blocks rely on it:
+    /// an allocation rolled back would be handed out twice).
     public func write(_ name: String, _ text: String) throws {
         let dir = URL(fileURLWithPath: directory)
-        let tmp = dir.appendingPathComponent(".\(name).tmp")
-        try text.write(to: tmp, atomically: false, encoding: .utf8)
-        guard rename(tmp.path, dir.appendingPathComponent(name).path) == 0 else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: name])
+        let tmp = dir.appendingPathComponent(".\(name).\(getpid()).tmp")
+        let target = dir.appendingPathComponent(name)
+        func fail(_ what: String) -> Error {
+            let code = errno
+            _ = unlink(tmp.path)
+            return CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: target.path,
+                                                            NSLocalizedDescriptionKey: "\(what): \(String(cString: strerror(code)))"])
         }
+        let fd = open(tmp.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw fail("cannot create \(tmp.path)") }
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        do {
+            try handle.write(contentsOf: Data(text.utf8))
+            try handle.synchronize() // fsync
+            try handle.close()
+        } catch {
+            _ = unlink(tmp.path)
+            throw error
+        }
+        guard rename(tmp.path, target.path) == 0 else { throw fail("cannot rename to \(target.path)") }
+        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 { _ = fsync(dirFD); close(dirFD) }
     }
 
     public func remove(_ name: String) throws {

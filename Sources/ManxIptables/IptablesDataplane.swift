@@ -1,4 +1,5 @@
 import Foundation
+import ManxCommand
 import ManxCompiler
 
 /// The iptables+ipset dataplane (`manxd --dataplane iptables`), for
@@ -12,13 +13,6 @@ public final class IptablesDataplane {
         var iptables: String { self == .nft ? "iptables-nft" : "iptables-legacy" }
         var restore: String { self == .nft ? "iptables-nft-restore" : "iptables-legacy-restore" }
         var save: String { self == .nft ? "iptables-nft-save" : "iptables-legacy-save" }
-    }
-
-    public struct CommandError: Error, CustomStringConvertible {
-        public let command: String
-        public let status: Int32
-        public let output: String
-        public var description: String { "\(command) exited \(status): \(output.trimmingCharacters(in: .whitespacesAndNewlines))" }
     }
 
     public let backend: Backend
@@ -116,26 +110,9 @@ public final class IptablesDataplane {
         try Self.execute(args, input: input, netns: netns)
     }
 
-    /// Runs a tool (in `netns` if given); its output, or CommandError.
+    /// Runs a tool (in `netns` if given); its output, or Command.Failure.
     @discardableResult
     static func execute(_ args: [String], input: String? = nil, netns: String? = nil) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = (netns.map { ["ip", "netns", "exec", $0] } ?? []) + args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        let stdin = Pipe()
-        if input != nil { p.standardInput = stdin }
-        try p.run()
-        if let input {
-            stdin.fileHandleForWriting.write(Data(input.utf8))
-            try stdin.fileHandleForWriting.close()
-        }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard p.terminationStatus == 0 else { throw CommandError(command: args.joined(separator: " "), status: p.terminationStatus, output: text) }
-        return text
+        try Command.checked((netns.map { ["ip", "netns", "exec", $0] } ?? []) + args, input: input)
     }
 }

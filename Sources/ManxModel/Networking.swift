@@ -157,12 +157,13 @@ public struct WorkloadEndpoint: Hashable, Sendable {
     public var endpoint: String = "eth0"
     public var ref: ResourceRef
 
-    public init(namespace: String, name: String, pod: String, node: String, containerID: String, interfaceName: String,
-                address: IPv4Address, mac: String? = nil, ref: ResourceRef) {
+    public init(namespace: String, name: String, pod: String, node: String, endpoint: String = "eth0", containerID: String,
+                interfaceName: String, address: IPv4Address, mac: String? = nil, ref: ResourceRef) {
         self.namespace = namespace
         self.name = name
         self.pod = pod
         self.node = node
+        self.endpoint = endpoint
         self.containerID = containerID
         self.interfaceName = interfaceName
         self.address = address
@@ -175,5 +176,17 @@ public struct WorkloadEndpoint: Hashable, Sendable {
     /// Calico's naming: NODE-k8s-POD-eth0, with '-' in parts doubled.
     public static func resourceName(node: String, pod: String, endpoint: String = "eth0") -> String {
         [node, "k8s", pod, endpoint].map { $0.replacingOccurrences(of: "-", with: "--") }.joined(separator: "-")
+    }
+}
+
+extension WorkloadEndpoint {
+    /// Linux's rule for interface names (dev_valid_name): 1-15 bytes, not
+    /// "." or "..", no '/', ':' or whitespace.
+    public static func interfaceNameProblem(_ s: String) -> String? {
+        guard (1...15).contains(s.utf8.count) else { return "interface name '\(s)' must be 1-15 bytes" }
+        guard s != ".", s != "..", !s.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }), s.allSatisfy(\.isASCII) else {
+            return "'\(s)' is not a valid interface name (ASCII, no '/', ':' or whitespace)"
+        }
+        return nil
     }
 }

@@ -202,12 +202,12 @@ enum NetworkingDecoder {
         }
         var endpoint = "eth0"
         if let e = spec["endpoint"], let text = e.string {
-            if let reason = interfaceNameProblem(text) { ctx.fail(e.path, reason) } else { endpoint = text }
+            if let reason = WorkloadEndpoint.interfaceNameProblem(text) { ctx.fail(e.path, reason) } else { endpoint = text }
         }
         var interface: String? = nil
         if let i = spec["interfaceName"] {
             if let text = i.string {
-                if let reason = interfaceNameProblem(text) { ctx.fail(i.path, reason) } else { interface = text }
+                if let reason = WorkloadEndpoint.interfaceNameProblem(text) { ctx.fail(i.path, reason) } else { interface = text }
             }
         } else {
             ctx.fail(specNode.child("interfaceName"), "missing")
@@ -245,16 +245,6 @@ enum NetworkingDecoder {
                                    ref: ResourceRef(kind: "WorkloadEndpoint", namespace: meta.namespace, name: meta.name, file: file))
         wep.endpoint = endpoint
         return wep
-    }
-
-    /// Linux's rule for interface names (dev_valid_name): 1-15 bytes, not
-    /// "." or "..", no '/', ':' or whitespace.
-    static func interfaceNameProblem(_ s: String) -> String? {
-        guard (1...15).contains(s.utf8.count) else { return "interface name '\(s)' must be 1-15 bytes" }
-        guard s != ".", s != "..", !s.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }), s.allSatisfy(\.isASCII) else {
-            return "'\(s)' is not a valid interface name (ASCII, no '/', ':' or whitespace)"
-        }
-        return nil
     }
 
     static func isMAC(_ s: String) -> Bool {

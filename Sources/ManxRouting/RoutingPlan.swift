@@ -23,7 +23,7 @@ public struct RoutingPlan: Equatable, Sendable {
     /// then Manx does no routing (a single-node setup).
     public var node: ClusterNode?
     public var routes: [Route] = []
-    /// Enabled pools: destinations inside them are never NATed.
+    /// Every pool: destinations inside them are never NATed.
     public var pools: [CIDR] = []
     /// Pools whose traffic to destinations outside every pool is SNATed to
     /// the node's address.
@@ -41,10 +41,11 @@ public struct RoutingPlan: Equatable, Sendable {
         guard let me = nodesByName[nodeName] else { return }
         node = me
         let poolsByName = Dictionary(pools.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let enabled = pools.filter { !$0.disabled }
-        self.pools = enabled.map(\.cidr).sorted()
-        natOutgoingPools = enabled.filter(\.natOutgoing).map(\.cidr).sorted()
-        for p in enabled where p.encapsulation.0 != .none { encapsulations.insert(p.encapsulation.0) }
+        // A disabled pool hands out no new addresses, but its pods keep
+        // their routes and NAT (as in Calico).
+        self.pools = pools.map(\.cidr).sorted()
+        natOutgoingPools = pools.filter(\.natOutgoing).map(\.cidr).sorted()
+        for p in pools where p.encapsulation.0 != .none { encapsulations.insert(p.encapsulation.0) }
 
         // Felix: a node's own configuration overrides the default.
         for name in ["default", "node.\(nodeName)"] {

@@ -168,7 +168,7 @@ final class CNITests: XCTestCase {
     func assertNothingLeft(container: String, pod: String, namespace: String = "demo", file: StaticString = #filePath, line: UInt = #line) throws {
         let host = PodInterface.hostName(namespace: namespace, pod: pod)
         XCTAssertFalse(hostLinkExists(host), "veth \(host) is left behind", file: file, line: line)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dsDir)/wep-\(namespace)-\(pod).yaml"), "WorkloadEndpoint file left", file: file, line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dsDir)/wep-\(namespace).\(pod).yaml"), "WorkloadEndpoint file left", file: file, line: line)
         XCTAssertEqual(try allocations(container), [], "allocation left", file: file, line: line)
         let links = try sh("ip", "-n", lab.node, "-o", "link", "show")
         XCTAssertFalse(links.contains(": mx"), "a pod veth is left on the node:\n\(links)", file: file, line: line)
@@ -232,7 +232,7 @@ final class CNITests: XCTestCase {
         XCTAssertTrue(neighbours.contains("lladdr \(hostMAC)"), neighbours)
 
         // The endpoint in the datastore, and manxd enforcing on it.
-        let wep = try String(contentsOfFile: "\(dsDir)/wep-demo-a.yaml", encoding: .utf8)
+        let wep = try String(contentsOfFile: "\(dsDir)/wep-demo.a.yaml", encoding: .utf8)
         XCTAssertEqual(wep, """
             apiVersion: projectcalico.org/v3
             kind: WorkloadEndpoint
@@ -281,7 +281,7 @@ final class CNITests: XCTestCase {
         // DEL of another container of the same pod touches nothing.
         XCTAssertEqual(try cni("DEL", container: "ctr-other", netns: netns, pod: "a").status, 0)
         XCTAssertTrue(hostLinkExists(host))
-        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dsDir)/wep-demo-a.yaml"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dsDir)/wep-demo.a.yaml"))
 
         // DEL, twice; the second finds nothing and succeeds.
         for _ in 0..<2 {
@@ -344,6 +344,14 @@ final class CNITests: XCTestCase {
                        #"mtu must be an integer, got a string "1400""#)
         XCTAssertEqual(try cni("ADD", container: "ctr-x", netns: netns, pod: "a", conf: conf(#", "mtu": 20"#)).msg,
                        "mtu 20 is out of range (68-65535)")
+        // A container id that is not the spec's (it would also reach ip's batch input).
+        let badID = try cni("ADD", container: "ctr\nlink del lo", netns: netns, pod: "a")
+        XCTAssertEqual(badID.code, 4)
+        XCTAssertEqual(badID.msg, "CNI_CONTAINERID: 'ctr\nlink del lo' must start with a letter or digit and hold only letters, digits, '_', '.' and '-'")
+        // manx-cni makes the interface, so it cannot follow another plugin.
+        let chained = try cni("ADD", container: "ctr-x", netns: netns, pod: "a", conf: conf(#", "prevResult": {"cniVersion": "1.0.0"}"#))
+        XCTAssertEqual(chained.code, 7)
+        XCTAssertEqual(chained.msg, "manx-cni creates the pod's interface and address, so it must be the first plugin of the list (ADD got a prevResult)")
         // Version.
         let old = try cni("ADD", container: "ctr-x", netns: netns, pod: "a",
                           conf: #"{"cniVersion": "0.2.0", "name": "manx", "datastore": "/tmp", "nodename": "n"}"#)
@@ -436,7 +444,7 @@ final class CNITests: XCTestCase {
     func assertNothingLeftFor(container: String, pod: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let host = PodInterface.hostName(namespace: "demo", pod: pod)
         XCTAssertFalse(hostLinkExists(host), "veth \(host) is left behind", file: file, line: line)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dsDir)/wep-demo-\(pod).yaml"), "WorkloadEndpoint file left", file: file, line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dsDir)/wep-demo.\(pod).yaml"), "WorkloadEndpoint file left", file: file, line: line)
         XCTAssertEqual(try allocations(container), [], "allocation left", file: file, line: line)
     }
 

@@ -62,12 +62,13 @@ final class RoutingPlanTests: XCTestCase {
         XCTAssertEqual(try plan(docs).podMTU(underlayMTU: 9000), 1400, "a configured MTU wins over the derived one")
     }
 
+    /// A disabled pool gives no new addresses; its pods keep NAT.
     func testNATOutgoingAndDisabledPools() throws {
         let p = try plan([M.pool("{cidr: 10.10.0.0/16, natOutgoing: true}"),
                           M.pool("{cidr: 10.30.0.0/16, natOutgoing: true, disabled: true}", name: "pool-off"),
                           M.pool("{cidr: 10.40.0.0/16}", name: "pool-b")] + Self.nodes + Self.blocks())
-        XCTAssertEqual(p.pools.map(\.description), ["10.10.0.0/16", "10.40.0.0/16"])
-        XCTAssertEqual(p.natOutgoingPools.map(\.description), ["10.10.0.0/16"])
+        XCTAssertEqual(p.pools.map(\.description), ["10.10.0.0/16", "10.30.0.0/16", "10.40.0.0/16"])
+        XCTAssertEqual(p.natOutgoingPools.map(\.description), ["10.10.0.0/16", "10.30.0.0/16"])
     }
 
     func testNoNodeResourceMeansNoRouting() throws {
