@@ -46,14 +46,14 @@ final class EncapProgramTests: XCTestCase {
         routing = nil
     }
 
-    func route(_ cidr: String, via hop: String, _ encap: UInt32) throws {
+    func route(_ cidr: String, via hop: String, _ encap: UInt32, remote: Bool = true) throws {
         let c = try CIDR.parse(cidr).get()
         var k = manx_route_key()
         k.prefixlen = UInt32(c.prefixLength)
         k.addr = c.address.networkOrder
         var v = manx_route_value()
         v.next_hop = IPv4Address(hop)!.networkOrder
-        v.flags = UInt32(MANX_ROUTE_F_REMOTE) | encap
+        v.flags = (remote ? UInt32(MANX_ROUTE_F_REMOTE) : 0) | encap
         try routing.routes.update(k, v)
     }
 
@@ -101,7 +101,8 @@ final class EncapProgramTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(Int(out[34]) << 8 | Int(out[35]), 32768, "source port from the flow hash")
         XCTAssertEqual(Int(out[38]) << 8 | Int(out[39]), 8 + 8 + inner.count, "UDP length")
         XCTAssertEqual(Array(out[42..<50]), [0x08, 0, 0, 0, 0, 0x10, 0, 0], "VXLAN flags and VNI 4096")
-        XCTAssertEqual(Array(out[50...]), inner, "the inner frame follows")
+        XCTAssertEqual(Array(out[50..<56]), [0x0e, 0x4d] + Frame.ip("10.99.0.3"), "inner destination: the receiving node's VXLAN MAC")
+        XCTAssertEqual(Array(out[56...]), Array(inner[6...]), "the inner frame follows")
     }
 
     func testNativeForwardingLeavesThePacketAlone() throws {
@@ -155,6 +156,15 @@ final class EncapProgramTests: XCTestCase {
         XCTAssertEqual(Array(ok.packetOut[14...]), inner, "outer header stripped")
         XCTAssertEqual(try fromUnderlay.testRun(packet: ipip(from: "10.99.0.9", to: "10.99.0.1"), ifindex: 1).returnValue, TC_ACT_SHOT,
                        "a node that does not host the source cannot inject it")
+        // 10.20.0.9 is hosted here (a local /32 with no next hop): nobody may
+        // send it through a tunnel, not even from outer source 0.0.0.0.
+        try route("10.20.0.9/32", via: "0.0.0.0", 0, remote: false)
+        let local = Array(Frame.udp("10.20.0.9", 53, "10.20.0.5", 40000)[14...])
+        XCTAssertEqual(try fromUnderlay.testRun(packet: Frame.ipv4(src: "0.0.0.0", dst: "10.99.0.1", proto: 4, local), ifindex: 1).returnValue,
+                       TC_ACT_SHOT)
+        // An outer fragment is never from a node.
+        XCTAssertEqual(try fromUnderlay.testRun(packet: Frame.ipv4(src: "10.99.0.2", dst: "10.99.0.1", proto: 4, inner, fragmentOffset: 0x2000),
+                                                ifindex: 1).returnValue, TC_ACT_SHOT)
         let other = ipip(from: "10.99.0.2", to: "10.99.0.7")
         XCTAssertEqual(try fromUnderlay.testRun(packet: other, ifindex: 1).packetOut, other, "not for this node: untouched")
 

@@ -2,8 +2,8 @@
 /*
  * Routing between nodes: native forwarding, IPIP and VXLAN encapsulation
  * and decapsulation, and ICMP fragmentation-needed for packets that would
- * not fit the tunnel. This kernel has no ipip module, so the outer headers
- * are built here with bpf_skb_adjust_room.
+ * not fit the tunnel. The outer headers are built here with
+ * bpf_skb_adjust_room: no tunnel device (nor the ipip module) is needed.
  */
 #ifndef MANX_ENCAP_H
 #define MANX_ENCAP_H
@@ -23,12 +23,10 @@
 #ifndef AF_INET
 #define AF_INET 2
 #endif
-/* Newer than Debian's UAPI headers, supported by the running kernel. */
-#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV4
-#define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
-#endif
 
 #define MANX_IP_DF 0x4000
+#define MANX_IP_MF_OFFSET 0x3fff /* more-fragments flag and fragment offset */
+#define MANX_GSO_BY_FRAGS 0xffff /* gso_size of SCTP GSO: segments sized by the sender */
 #define MANX_IPIP_OVERHEAD  20
 #define MANX_VXLAN_OVERHEAD (20 + 8 + 8 + ETH_HLEN)
 
@@ -94,11 +92,14 @@ static __always_inline void manx_outer_ip(struct iphdr *ip, const struct iphdr *
 }
 
 /* The network-layer length of the packet, or of each segment of a GSO
- * packet (gso_size counts payload only, so add the headers). */
+ * packet (gso_size counts payload only, so add the headers). SCTP sizes
+ * its own GSO segments to the path MTU (the pod's), so they fit. */
 static __always_inline __u32 manx_wire_len(struct __sk_buff *skb, const struct iphdr *ip)
 {
 	if (!skb->gso_size)
 		return skb->len - ETH_HLEN;
+	if (skb->gso_size == MANX_GSO_BY_FRAGS)
+		return 0;
 	__u32 hdrs = ip->ihl * 4;
 	if (ip->protocol == IPPROTO_TCP) {
 		__u8 doff = 0;
@@ -111,9 +112,12 @@ static __always_inline __u32 manx_wire_len(struct __sk_buff *skb, const struct i
 }
 
 /* Turns the packet into ICMP "fragmentation needed" (type 3 code 4) for its
- * sender, announcing the MTU that fits, and sends it back out of the
- * interface it came in on. Only for IPv4 headers without options, which is
- * what pods send. */
+ * sender, announcing the MTU that fits, and delivers it straight into the
+ * pod (the peer of the veth it came in on: this runs at tc ingress), so the
+ * pod's ingress policy, which has never seen the node's address, is not in
+ * the way. Only for IPv4 headers without options, which is what pods send.
+ * The skb may still ask for checksum offload at an offset inside the quote;
+ * it only reaches the pod's stack, which does not use it. */
 static __always_inline int manx_icmp_frag_needed(struct __sk_buff *skb, const struct manx_node_config *cfg,
 						 __u32 mtu)
 {
@@ -129,8 +133,10 @@ static __always_inline int manx_icmp_frag_needed(struct __sk_buff *skb, const st
 	    bpf_skb_load_bytes(skb, ETH_HLEN, r.quote, sizeof(r.quote)))
 		return TC_ACT_SHOT;
 	struct iphdr *orig = (struct iphdr *)r.quote;
-	if (orig->ihl != 5)
+	if (orig->ihl != 5) {
+		manx_stat(MANX_STAT_TOO_BIG_DROPPED);
 		return TC_ACT_SHOT;
+	}
 
 	r.ip.version = 4;
 	r.ip.ihl = 5;
@@ -157,9 +163,8 @@ static __always_inline int manx_icmp_frag_needed(struct __sk_buff *skb, const st
 	    bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0))
 		return TC_ACT_SHOT;
-	skb->mark = MANX_MARK_GENERATED;
 	manx_stat(MANX_STAT_FRAG_NEEDED);
-	return bpf_redirect(skb->ifindex, 0);
+	return bpf_redirect_peer(skb->ifindex, 0);
 }
 
 static __always_inline int manx_encap_ipip(struct __sk_buff *skb, const struct iphdr *inner, __be32 saddr,
@@ -175,6 +180,17 @@ static __always_inline int manx_encap_ipip(struct __sk_buff *skb, const struct i
 	return bpf_skb_store_bytes(skb, ETH_HLEN, &outer, sizeof(outer), 0);
 }
 
+/* The inner destination MAC of VXLAN frames: the receiving node's VXLAN
+ * device address, derived from its node address (0e:4d:<address>), so a
+ * node that decapsulates through a VXLAN device accepts frames built here
+ * too. A node that decapsulates in BPF ignores it. */
+static __always_inline void manx_vxlan_inner_mac(__u8 *mac, __be32 daddr)
+{
+	mac[0] = 0x0e;
+	mac[1] = 0x4d;
+	__builtin_memcpy(&mac[2], &daddr, 4);
+}
+
 static __always_inline int manx_encap_vxlan(struct __sk_buff *skb, const struct iphdr *inner, __be32 saddr,
 					    __be32 daddr, __u32 vni)
 {
@@ -183,11 +199,12 @@ static __always_inline int manx_encap_vxlan(struct __sk_buff *skb, const struct 
 
 	if (bpf_skb_load_bytes(skb, 0, &o.eth, sizeof(o.eth)))
 		return -1;
+	manx_vxlan_inner_mac(o.eth.h_dest, daddr);
 	manx_outer_ip(&o.ip, inner, MANX_VXLAN_OVERHEAD - sizeof(o.ip) - sizeof(o.eth) + frame, IPPROTO_UDP, saddr, daddr);
 	/* Source port from the flow hash, in the range Linux uses, so the
 	 * underlay spreads flows (ECMP, RSS) as it would for the kernel's VXLAN. */
 	__u32 hash = bpf_get_hash_recalc(skb);
-	o.udp.source = bpf_htons(32768 + ((hash ^ (hash >> 16)) % (61000 - 32768)));
+	o.udp.source = bpf_htons(32768 + (((__u64)hash * (61000 - 32768)) >> 32)); /* reciprocal_scale */
 	o.udp.dest = bpf_htons(MANX_VXLAN_PORT);
 	o.udp.len = bpf_htons(sizeof(o.udp) + sizeof(o.vxlan) + frame);
 	o.udp.check = 0; /* optional over IPv4; the inner packet has its own */
@@ -201,24 +218,21 @@ static __always_inline int manx_encap_vxlan(struct __sk_buff *skb, const struct 
 	return bpf_skb_store_bytes(skb, ETH_HLEN, &o, MANX_VXLAN_OVERHEAD, 0);
 }
 
-/* Through a collect_md VXLAN device: the kernel builds the headers. The
- * inner destination MAC is the receiving device's, derived from its node
- * address (0e:4d:<address>), so the receiver accepts the frame as its own. */
+/* Through a collect_md VXLAN device: the kernel builds the headers. */
 static __always_inline int manx_encap_vxlan_device(struct __sk_buff *skb, const struct manx_node_config *cfg,
-						   __be32 daddr)
+						   const struct iphdr *inner, __be32 daddr)
 {
 	struct bpf_tunnel_key key = {};
-	__u8 mac[ETH_ALEN] = { 0x0e, 0x4d };
+	__u8 mac[ETH_ALEN];
 
-	__builtin_memcpy(&mac[2], &daddr, 4);
-	if (bpf_skb_store_bytes(skb, 0, mac, ETH_ALEN, 0))
-		return TC_ACT_SHOT;
+	manx_vxlan_inner_mac(mac, daddr);
 	key.remote_ipv4 = bpf_ntohl(daddr); /* host byte order in this API */
 	key.tunnel_id = cfg->vxlan_vni;
+	key.tunnel_tos = inner->tos;
 	key.tunnel_ttl = 64;
-	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX))
-		return TC_ACT_SHOT;
-	manx_stat(MANX_STAT_ENCAP_VXLAN);
+	if (bpf_skb_store_bytes(skb, 0, mac, ETH_ALEN, 0) ||
+	    bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX))
+		return -1;
 	return bpf_redirect(cfg->vxlan_ifindex, 0);
 }
 
@@ -260,8 +274,13 @@ static __always_inline int manx_forward(struct __sk_buff *skb, const struct manx
 			goto error;
 		manx_stat(MANX_STAT_ENCAP_IPIP);
 	} else if (route->flags & MANX_ROUTE_F_VXLAN) {
-		if (cfg->vxlan_ifindex)
-			return manx_encap_vxlan_device(skb, cfg, route->next_hop);
+		if (cfg->vxlan_ifindex) {
+			int rc = manx_encap_vxlan_device(skb, cfg, &inner, route->next_hop);
+			if (rc < 0)
+				goto error;
+			manx_stat(MANX_STAT_ENCAP_VXLAN);
+			return rc;
+		}
 		if (manx_encap_vxlan(skb, &inner, cfg->address, route->next_hop, cfg->vxlan_vni))
 			goto error;
 		manx_stat(MANX_STAT_ENCAP_VXLAN);
@@ -288,23 +307,39 @@ error:
  */
 static __always_inline int manx_decap(struct __sk_buff *skb)
 {
-	/* Outer IPv4 + UDP + VXLAN + inner Ethernet + inner IPv4. */
-	const __u32 want = ETH_HLEN + MANX_VXLAN_OVERHEAD + sizeof(struct iphdr);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	if (data + want > data_end && skb->len >= want) {
-		bpf_skb_pull_data(skb, want);
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-	}
+	/* Most underlay traffic is not for the tunnel: decide that from the
+	 * outer header alone, which is in the linear area. */
 	struct ethhdr *eth = data;
 	struct iphdr *ip = data + ETH_HLEN;
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5)
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) ||
+	    (ip->protocol != IPPROTO_IPIP && ip->protocol != IPPROTO_UDP))
 		return TC_ACT_OK;
 	struct manx_node_config *cfg = manx_node_config_get();
 	if (!cfg || ip->daddr != cfg->address)
 		return TC_ACT_OK;
+	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(MANX_IP_MF_OFFSET))) {
+		/* Nodes send neither options nor fragments (see manx_forward);
+		 * without a tunnel device the kernel could not use them anyway. */
+		if (ip->protocol == IPPROTO_IPIP)
+			goto reject;
+		return TC_ACT_OK;
+	}
+
+	/* Outer IPv4 + UDP + VXLAN + inner Ethernet + inner IPv4. */
+	__u32 want = ETH_HLEN + MANX_VXLAN_OVERHEAD + sizeof(struct iphdr);
+	if (ip->protocol == IPPROTO_IPIP)
+		want = ETH_HLEN + MANX_IPIP_OVERHEAD + sizeof(struct iphdr);
+	if (data + want > data_end) {
+		bpf_skb_pull_data(skb, want < skb->len ? want : skb->len);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		ip = data + ETH_HLEN;
+		if ((void *)(ip + 1) > data_end)
+			goto reject;
+	}
 
 	struct iphdr *inner;
 	__u32 strip, stat;
@@ -312,30 +347,38 @@ static __always_inline int manx_decap(struct __sk_buff *skb)
 		inner = (void *)(ip + 1);
 		strip = MANX_IPIP_OVERHEAD;
 		stat = MANX_STAT_DECAP_IPIP;
-	} else if (ip->protocol == IPPROTO_UDP) {
+	} else {
 		struct manx_vxlan_outer *o = (void *)ip;
-		/* With a VXLAN device in use, its socket receives the tunnel. */
-		if ((void *)o + MANX_VXLAN_OVERHEAD > data_end || o->udp.dest != bpf_htons(MANX_VXLAN_PORT) ||
-		    cfg->vxlan_ifindex)
+		if ((void *)&o->udp + sizeof(o->udp) > data_end || o->udp.dest != bpf_htons(MANX_VXLAN_PORT))
 			return TC_ACT_OK;
-		if (o->vxlan.vni != bpf_htonl(cfg->vxlan_vni << 8) || o->eth.h_proto != bpf_htons(ETH_P_IP))
+		if ((void *)o + MANX_VXLAN_OVERHEAD > data_end || o->vxlan.vni != bpf_htonl(cfg->vxlan_vni << 8) ||
+		    o->eth.h_proto != bpf_htons(ETH_P_IP))
 			goto reject;
 		inner = (void *)o + MANX_VXLAN_OVERHEAD;
 		strip = MANX_VXLAN_OVERHEAD;
 		stat = MANX_STAT_DECAP_VXLAN;
-	} else {
-		return TC_ACT_OK;
 	}
 	if ((void *)(inner + 1) > data_end)
 		goto reject;
 
+	/* The sender must be the node hosting the inner source (a remote
+	 * route: a local /32 has no next hop to compare). */
 	struct manx_route_key rk = { .prefixlen = 32, .addr = inner->saddr };
 	struct manx_route_value *route = bpf_map_lookup_elem(&manx_routes, &rk);
-	if (!route || route->next_hop != ip->saddr)
+	if (!route || !(route->flags & MANX_ROUTE_F_REMOTE) || route->next_hop != ip->saddr)
 		goto reject;
 
-	if (bpf_skb_adjust_room(skb, -(__s32)strip, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO)) {
+	/* With a VXLAN device in use, its socket decapsulates. */
+	if (stat == MANX_STAT_DECAP_VXLAN && cfg->vxlan_ifindex) {
+		manx_stat(stat);
+		return TC_ACT_OK;
+	}
+	/* FIXED_GSO: a GRO-merged packet keeps its segment size. IPIP has no
+	 * outer L4 checksum, so the inner checksum state stays valid. */
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO;
+	if (stat == MANX_STAT_DECAP_IPIP)
+		flags |= BPF_F_ADJ_ROOM_NO_CSUM_RESET;
+	if (bpf_skb_adjust_room(skb, -(__s32)strip, BPF_ADJ_ROOM_MAC, flags)) {
 		manx_stat(MANX_STAT_FORWARD_ERROR);
 		return TC_ACT_SHOT;
 	}

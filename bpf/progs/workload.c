@@ -34,11 +34,6 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 
 	if (!ep)
 		return manx_drop(0, dir, MANX_CNT_DROP_NO_ENDPOINT); /* fail closed */
-	/* An ICMP error this node generated for the workload (see encap.h). */
-	if (dir == MANX_DIR_INGRESS && skb->mark == MANX_MARK_GENERATED) {
-		skb->mark = 0;
-		return TC_ACT_OK;
-	}
 
 	struct manx_pkt pkt;
 	switch (manx_parse(skb, &pkt)) {

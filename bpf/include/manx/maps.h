@@ -270,16 +270,11 @@ enum manx_node_stat {
 	MANX_STAT_ENCAP_VXLAN,      /* encapsulated in VXLAN */
 	MANX_STAT_DECAP_IPIP,       /* IPIP received and decapsulated */
 	MANX_STAT_DECAP_VXLAN,      /* VXLAN received and decapsulated */
-	MANX_STAT_DECAP_REJECTED,   /* tunnel packet from a node that does not host its source: dropped */
+	MANX_STAT_DECAP_REJECTED,   /* tunnel packet from a node that does not host its source, or malformed: dropped */
 	MANX_STAT_FRAG_NEEDED,      /* too big for the tunnel, DF set: ICMP fragmentation-needed sent */
-	MANX_STAT_TOO_BIG_DROPPED,  /* too big for the tunnel, DF clear: dropped */
+	MANX_STAT_TOO_BIG_DROPPED,  /* too big for the tunnel, DF clear (or IP options): dropped */
 	MANX_STAT_FORWARD_ERROR,    /* encapsulation or redirect failed: dropped */
 	MANX_STAT_MAX,
 };
-
-/* skb->mark of packets the programs generate for a workload (ICMP errors):
- * the workload's ingress program lets them through. Marks do not cross a
- * network namespace, so a pod cannot forge one. */
-#define MANX_MARK_GENERATED 0x4d58 /* "MX" */
 
 #endif /* MANX_MAPS_H */
