@@ -138,6 +138,7 @@ public actor NodeDaemon: Service {
             return missing.isEmpty
         } catch {
             // Nothing was applied (or it was rolled back): publish why.
+            let repeated = metadata.error == "\(error)" && metadata.rejectedDigest == snapshot.digest
             metadata.error = "\(error)"
             metadata.rejectedDigest = snapshot.digest
             // Invalid resources stay invalid until the datastore changes;
@@ -145,7 +146,8 @@ public actor NodeDaemon: Service {
             // retried on the next pass.
             lastDigest = error is ValidationErrors ? snapshot.digest : nil
             try? metadata.write(config.paths)
-            logger.error("batch rejected, previous state stays in force", metadata: ["error": "\(error)"])
+            // A retry that fails the same way is not logged again.
+            if !repeated { logger.error("batch rejected, previous state stays in force", metadata: ["error": "\(error)"]) }
             return false
         }
     }
