@@ -217,7 +217,6 @@ public struct CNIPlugin: Sendable {
 
     // MARK: CHECK
 
-    /// Verifies the container's networking is still what ADD made it.
     /// The address the result gives the sandbox interface `ifname` (the
     /// `ips` entry whose `interface` index points at it), else the first.
     static func sandboxAddress(_ result: JSONValue, ifname: String) -> String? {
@@ -231,6 +230,7 @@ public struct CNIPlugin: Sendable {
         return (mine ?? ips.first)?["address"]?.stringValue
     }
 
+    /// Verifies the container's networking is still what ADD made it.
     public func check() throws(CNIError) {
         guard CNIVersion.atLeast(conf.cniVersion, "0.4.0") else {
             throw CNIError(.incompatibleVersion, "CHECK needs cniVersion 0.4.0 or later, got \(conf.cniVersion)")

@@ -173,7 +173,7 @@ public actor NodeDaemon: Service {
             natRules = nat
         }
         return ["routesChanged": "\(report.routesChanged)", "routesRemoved": "\(report.routesRemoved)",
-                "underlay": "\(report.underlay?.name ?? "-")"]
+                "underlay": "\(r.prepared.underlay?.name ?? "-")"]
     }
 
     /// Runs until shutdown: sync on every directory change, and every few

@@ -36,8 +36,6 @@ public final class NodeRouting {
     }
 
     public struct Report: Sendable {
-        public var underlay: Underlay?
-        public var podMTU: Int?
         public var routesChanged = 0
         public var routesRemoved = 0
     }
@@ -88,7 +86,7 @@ public final class NodeRouting {
     /// Puts a prepared plan in force: node configuration, route changes
     /// (removals last), and the decapsulating program on the underlay.
     public func apply(_ prepared: Prepared) throws(BPFError) -> Report {
-        var report = Report(underlay: prepared.underlay, podMTU: prepared.podMTU)
+        var report = Report()
         try config.update(UInt32(0), prepared.config)
         for (cidr, value) in prepared.routes.sorted(by: { $0.key < $1.key }) where programmed[cidr] != value {
             try routes.update(manx_route_key(cidr), value)

@@ -348,6 +348,9 @@ final class CNITests: XCTestCase {
         let badID = try cni("ADD", container: "ctr\nlink del lo", netns: netns, pod: "a")
         XCTAssertEqual(badID.code, 4)
         XCTAssertEqual(badID.msg, "CNI_CONTAINERID: 'ctr\nlink del lo' must start with a letter or digit and hold only letters, digits, '_', '.' and '-'")
+        // A netns path that would split ip's batch input.
+        XCTAssertEqual(try cni("ADD", container: "ctr-x", netns: "/run/netns/a b", pod: "a").msg,
+                       "CNI_NETNS: '/run/netns/a b' must not contain whitespace or quotes")
         // manx-cni makes the interface, so it cannot follow another plugin.
         let chained = try cni("ADD", container: "ctr-x", netns: netns, pod: "a", conf: conf(#", "prevResult": {"cniVersion": "1.0.0"}"#))
         XCTAssertEqual(chained.code, 7)

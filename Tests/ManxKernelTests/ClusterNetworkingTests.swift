@@ -160,6 +160,32 @@ final class ClusterNetworkingTests: XCTestCase {
         }
     }
 
+    /// A batch this node cannot route (no interface holds its Node address)
+    /// is rejected whole, policy included, and applied without a datastore
+    /// change once the address appears.
+    func testUnroutableBatchIsRejectedWholeThenRetried() throws {
+        try withCluster("ru", nodes: 1, { $0.encapsulation = .ipip }, pods: [("net/a", 0)]) { c in
+            let node = c.nodeNames[0], paths = NodePaths(node: node)
+            let before = try XCTUnwrap(NodeMetadata.read(paths))
+            let cluster = try String(contentsOfFile: "\(c.datastore.directory)/cluster.yaml", encoding: .utf8)
+            try c.datastore.write("cluster.yaml", cluster.replacingOccurrences(of: "ipv4Address: 10.99.0.1/24", with: "ipv4Address: 10.99.0.77/24"))
+            try c.datastore.write("policy.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: net}\nspec: {podSelector: {}}\n")
+            let digest = try c.datastore.snapshot().digest
+            func metadata(until done: (NodeMetadata) -> Bool) throws -> NodeMetadata {
+                for _ in 0..<100 { if let m = try? NodeMetadata.read(paths), done(m) { return m }; usleep(100_000) }
+                return try XCTUnwrap(NodeMetadata.read(paths))
+            }
+            let rejected = try metadata { $0.rejectedDigest == digest }
+            XCTAssertEqual(rejected.error, "no interface in this network namespace has the node address 10.99.0.77")
+            XCTAssertEqual(rejected.appliedDigest, before.appliedDigest, "nothing of the batch applied")
+            XCTAssertEqual(rejected.endpoints.first?.ingressRuleset, before.endpoints.first?.ingressRuleset, "the policy is not in force")
+            try _ = exec(node, "ip", "addr", "add", "10.99.0.77/24", "dev", "eth0")
+            let applied = try metadata { $0.appliedDigest == digest }
+            XCTAssertEqual(applied.appliedDigest, digest, "retried and applied once the address is there")
+            XCTAssertNotEqual(applied.endpoints.first?.ingressRuleset, before.endpoints.first?.ingressRuleset)
+        }
+    }
+
     private func captureOnce(_ c: Cluster, filter: String, trigger: () throws -> Void) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
