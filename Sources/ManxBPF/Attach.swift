@@ -99,6 +99,19 @@ public enum NetworkInterface {
         return Int32(idx)
     }
 
+    /// Every interface of the current network namespace: (ifindex, name).
+    public static func all() -> [(index: Int32, name: String)] {
+        guard let list = if_nameindex() else { return [] }
+        defer { if_freenameindex(list) }
+        var result: [(Int32, String)] = []
+        var entry = list
+        while entry.pointee.if_index != 0, let name = entry.pointee.if_name {
+            result.append((Int32(entry.pointee.if_index), String(cString: name)))
+            entry += 1
+        }
+        return result
+    }
+
     public static func name(index: Int32) -> String? {
         var buffer = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
         guard if_indextoname(UInt32(index), &buffer) != nil else { return nil }

@@ -32,6 +32,35 @@ public final class BPFMap: Sendable {
         return try BPFMap(fd: FileDescriptor(owning: raw), name: name)
     }
 
+    /// A new, unpinned hash map whose elements are allocated as they are
+    /// added (BPF_F_NO_PREALLOC): the inner maps of a map of maps. It lives
+    /// as long as a descriptor or a map of maps holds it.
+    public static func createHash(name: String, keySize: Int, valueSize: Int, maxEntries: Int) throws(BPFError) -> BPFMap {
+        var opts = bpf_map_create_opts()
+        opts.sz = optsSize(\bpf_map_create_opts.map_ifindex, UInt32.self)
+        opts.map_flags = UInt32(BPF_F_NO_PREALLOC)
+        let raw = bpf_map_create(BPF_MAP_TYPE_HASH, name, UInt32(keySize), UInt32(valueSize), UInt32(maxEntries), &opts)
+        try check(raw, "bpf_map_create", "\(name) (\(maxEntries) entries)")
+        return try BPFMap(fd: FileDescriptor(owning: raw), name: name)
+    }
+
+    // MARK: Maps of maps
+
+    /// The map in a map of maps' slot, or nil when the slot is empty.
+    public func inner<K: BitwiseCopyable>(at key: K) throws(BPFError) -> BPFMap? {
+        // From user space a map of maps' value is the inner map's id.
+        guard let id = try lookup(key, as: UInt32.self) else { return nil }
+        let raw = bpf_map_get_fd_by_id(id)
+        if raw == -ENOENT { return nil } // freed since the lookup
+        try check(raw, "bpf_map_get_fd_by_id", "\(name): inner map id \(id)")
+        return try BPFMap(fd: FileDescriptor(owning: raw), name: "\(name)[\(key)]")
+    }
+
+    /// Puts a map into a map of maps' slot (replacing what was there).
+    public func setInner<K: BitwiseCopyable>(at key: K, _ map: BPFMap) throws(BPFError) {
+        try update(key, map.fd.raw)
+    }
+
     public func pin(at path: String) throws(BPFError) {
         try check(bpf_obj_pin(fd.raw, path), "bpf_obj_pin", "\(name) at \(path)")
     }

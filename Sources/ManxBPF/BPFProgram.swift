@@ -18,6 +18,18 @@ public final class BPFProgram: Sendable {
         self.tag = withUnsafeBytes(of: info.tag) { $0.map { String(format: "%02x", $0) }.joined() }
     }
 
+    /// The kernel's name of a loaded program (at most 15 characters), or
+    /// nil when no program has that id.
+    public static func kernelName(id: UInt32) -> String? {
+        let raw = bpf_prog_get_fd_by_id(id)
+        guard raw >= 0 else { return nil }
+        let fd = FileDescriptor(owning: raw)
+        var info = bpf_prog_info()
+        var len = UInt32(MemoryLayout<bpf_prog_info>.size)
+        guard bpf_obj_get_info_by_fd(fd.raw, &info, &len) == 0 else { return nil }
+        return withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
     public static func openPinned(_ path: String) throws(BPFError) -> BPFProgram {
         let raw = bpf_obj_get(path)
         try check(raw, "bpf_obj_get", path)
@@ -38,13 +50,18 @@ public final class BPFProgram: Sendable {
     /// `BPF_PROG_TEST_RUN`: runs the program on `packet`. For tc programs
     /// `ifindex` sets `skb->ifindex` (1, loopback, needs no device). Note
     /// that with `repeat > 1` the kernel reruns on the already modified buffer.
-    public func testRun(packet: [UInt8], repeat repetitions: Int = 1, ifindex: UInt32? = nil) throws(BPFError) -> TestRunResult {
+    /// `ifindex` is the device the program runs on; `ingressIfindex` the
+    /// one the packet arrived on (0, the default: generated on this host).
+    public func testRun(packet: [UInt8], repeat repetitions: Int = 1, ifindex: UInt32? = nil,
+                        ingressIfindex: UInt32 = 0) throws(BPFError) -> TestRunResult {
         var opts = bpf_test_run_opts()
         opts.sz = optsSize(\bpf_test_run_opts.batch_size, UInt32.self)
         opts.repeat = Int32(repetitions)
         var out = [UInt8](repeating: 0, count: packet.count + 256)
         var ctx = __sk_buff()
         if let ifindex { ctx.ifindex = ifindex }
+        ctx.ingress_ifindex = ingressIfindex
+        let passContext = ifindex != nil || ingressIfindex != 0
         let rc: Int32 = packet.withUnsafeBytes { input in
             out.withUnsafeMutableBytes { output in
                 withUnsafeMutableBytes(of: &ctx) { ctxBytes in
@@ -52,7 +69,7 @@ public final class BPFProgram: Sendable {
                     opts.data_size_in = UInt32(input.count)
                     opts.data_out = output.baseAddress
                     opts.data_size_out = UInt32(output.count)
-                    if ifindex != nil {
+                    if passContext {
                         opts.ctx_in = UnsafeRawPointer(ctxBytes.baseAddress)
                         opts.ctx_size_in = UInt32(ctxBytes.count)
                     }

@@ -122,6 +122,7 @@ public struct CNIPlugin: Sendable {
                                        ref: ResourceRef(kind: "WorkloadEndpoint", namespace: namespace, name: name, file: wepFile))
             try endpointFiles.write(wep)
             try waitProgrammed(workload: workload, interface: links.host, address: assignment.address)
+            try Links.activate(host: host, address: assignment.address)
             return CNIResult(cniVersion: conf.cniVersion, host: links.host, pod: links.pod, sandbox: environment.netns,
                              address: assignment.address)
         } catch {

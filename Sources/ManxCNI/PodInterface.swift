@@ -78,13 +78,14 @@ enum Links {
     /// Creates the veth pair with the pod side directly in the pod's
     /// namespace under its final name, and configures both sides. The
     /// host side's alias records the container id, so DEL only ever
-    /// removes the interface of its own container.
+    /// removes the interface of its own container. The host side stays
+    /// down, so no packet passes, until `activate` once manxd has the
+    /// endpoint's programs and policy in place.
     static func create(host: String, ifname: String, netns: String, address: IPv4Address, mtu: Int,
                        containerID: String) throws(CNIError) -> (host: LinkInfo, pod: LinkInfo) {
         try batch([
             "link add \(host) mtu \(mtu) type veth peer name \(ifname) mtu \(mtu) netns \(netns)",
             "link set dev \(host) alias \(containerID)",
-            "link set dev \(host) up",
         ], netns: nil, hint: "creating the veth \(host) with peer \(ifname) in \(netns)")
         // proxy ARP answers the pods' ARP for the gateway at once.
         // /proc/sys/net belongs to the caller's network namespace: the node's.
@@ -97,12 +98,17 @@ enum Links {
             "route add \(PodInterface.gateway) dev \(ifname) scope link",
             "route add default via \(PodInterface.gateway) dev \(ifname)",
         ], netns: netns, hint: "configuring \(ifname) in \(netns)")
-        try batch(["route replace \(address)/32 dev \(host)"], netns: nil, hint: "routing \(address) to \(host)")
         guard let hostLink = try show(host) else { throw CNIError(.interfaceSetup, "interface \(host) vanished after it was created") }
         guard let podLink = try show(ifname, netns: netns, addresses: true) else {
             throw CNIError(.interfaceSetup, "interface \(ifname) vanished from \(netns) after it was created")
         }
         return (hostLink, podLink)
+    }
+
+    /// Brings the host side up and routes the pod's address to it.
+    static func activate(host: String, address: IPv4Address) throws(CNIError) {
+        try batch(["link set dev \(host) up", "route replace \(address)/32 dev \(host)"], netns: nil,
+                  hint: "bringing \(host) up and routing \(address) to it")
     }
 
     /// The pod namespace's IPv4 routes as "dst via gateway dev" strings.

@@ -41,6 +41,8 @@ public struct TableEntry: Hashable, Sendable {
 public enum ReservedRule {
     public static let none: UInt32 = 0
     public static let defaultDeny: UInt32 = 1
+    /// Opened by the endpoint's own node (Kubernetes' node rule).
+    public static let node: UInt32 = 2
     public static let first: UInt32 = 16
 }
 

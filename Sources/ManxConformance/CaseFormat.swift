@@ -60,12 +60,23 @@ public struct Expectation: Codable, Sendable {
         public var namespace_labels: [String: [String: String]]?
         public var pod_labels: [String: [String: String]]?
     }
+    /// Probes from each pod's own node (the node's own stack, not a pod)
+    /// to the pod: Kubernetes' node rule says they are always allowed.
+    public struct NodeProbes: Codable, Sendable {
+        public struct Exception: Codable, Sendable {
+            public var to: String
+            public var allowed: Bool
+        }
+        public var `default`: Bool
+        public var exceptions: [Exception]?
+    }
     public struct Table: Codable, Sendable {
         public var port: Int
         public var `protocol`: String
         public var `default`: Bool
         public var exceptions: [Exception]
         public var ignore_loopback: Bool?
+        public var node: NodeProbes?
     }
 
     public var port: Int
@@ -73,11 +84,12 @@ public struct Expectation: Codable, Sendable {
     public var `default`: Bool
     public var exceptions: [Exception]
     public var ignore_loopback: Bool?
+    public var node: NodeProbes?
     public var also: [Table]?
     public var model_overrides: ModelOverrides?
 
     public var tables: [Table] {
-        [Table(port: port, protocol: `protocol`, default: `default`, exceptions: exceptions, ignore_loopback: ignore_loopback)]
+        [Table(port: port, protocol: `protocol`, default: `default`, exceptions: exceptions, ignore_loopback: ignore_loopback, node: node)]
             + (also ?? []).map { t in
                 var t = t
                 if t.ignore_loopback == nil { t.ignore_loopback = ignore_loopback }

@@ -55,6 +55,8 @@ public final class ConformanceRunner {
         let paths: [NodePaths]
         /// "ns/pod" -> pod network namespace.
         let podNetns: [String: String]
+        /// "ns/pod" -> the network namespace of the node it runs on.
+        let podNode: [String: String]
         /// The model as datastore resources, with a case's overrides.
         let renderModel: (Expectation.ModelOverrides?) -> String
     }
@@ -74,13 +76,15 @@ public final class ConformanceRunner {
         let render = { (o: Expectation.ModelOverrides?) in ModelYAML.render(model, interfaces: nil, overrides: o) }
         try cluster.datastore.write("model.yaml", render(nil))
         var podNetns: [String: String] = [:]
+        var podNode: [String: String] = [:]
         for (i, key) in model.pods.keys.sorted().enumerated() {
             let pod = try cluster.addPod(key, node: cluster.nodeNames[i % clusterOptions.nodes])
             guard pod.ip == model.pods[key]!.ip else { throw RunnerError("\(key) got \(pod.ip), not its model address") }
             podNetns[key] = pod.netns
+            podNode[key] = pod.node
         }
         let node = Node(lab: cluster.lab, datastore: cluster.datastore, paths: cluster.nodeNames.map { NodePaths(node: $0) },
-                        podNetns: podNetns, renderModel: render)
+                        podNetns: podNetns, podNode: podNode, renderModel: render)
         try startServers(node, logs: "/tmp/\(prefix)-logs")
         try body(node)
     }
@@ -116,7 +120,8 @@ public final class ConformanceRunner {
         try datastore.write("model.yaml", render(nil))
         _ = try lab.spawn(in: lab.node, [bin("manxd"), "--datastore", dsDir, "--node", prefix, "--log-level", "notice"] + dataplaneArguments,
                           log: "/tmp/\(prefix)-logs/manxd.log", needsPins: true)
-        let node = Node(lab: lab, datastore: datastore, paths: [paths], podNetns: podNetns, renderModel: render)
+        let node = Node(lab: lab, datastore: datastore, paths: [paths], podNetns: podNetns,
+                        podNode: podNetns.mapValues { _ in lab.node }, renderModel: render)
         if case .rejected(let error) = try waitApplied(node) { throw RunnerError("the model was rejected: \(error)") }
         try startServers(node, logs: "/tmp/\(prefix)-logs")
         try body(node)
@@ -207,6 +212,9 @@ public final class ConformanceRunner {
         }
     }
 
+    /// The source of a table's `node` probes: each pod's own node.
+    static let nodeSource = "node"
+
     /// Probes every pair concurrently (one prober process per source pod).
     /// A pair expected to be allowed that fails is probed once more, as the
     /// Kubernetes e2e suite does, to ride out a lost first packet.
@@ -219,13 +227,26 @@ public final class ConformanceRunner {
             }
         }
         for e in table.exceptions { expected[e.from]?[e.to] = e.allowed }
+        if let probes = table.node {
+            for to in model.pods.keys { expected[Self.nodeSource, default: [:]][to] = probes.default }
+            for e in probes.exceptions ?? [] { expected[Self.nodeSource]?[e.to] = e.allowed }
+        }
 
         func run(_ pairs: [String: [String]]) throws -> [String: [String: Bool]] {
-            var procs: [(String, [String], Process, Pipe)] = []
+            // One prober per source: a pod, or a node for its own pods.
+            var sources: [(from: String, netns: String, targets: [String])] = []
             for (from, targets) in pairs where !targets.isEmpty {
+                if from == Self.nodeSource {
+                    for (netns, group) in Dictionary(grouping: targets, by: { node.podNode[$0]! }) { sources.append((from, netns, group.sorted())) }
+                } else {
+                    sources.append((from, node.podNetns[from]!, targets))
+                }
+            }
+            var procs: [(String, [String], Process, Pipe)] = []
+            for (from, netns, targets) in sources {
                 let p = Process()
                 p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                p.arguments = ["ip", "netns", "exec", node.podNetns[from]!, bin("manx-probe"), "probe",
+                p.arguments = ["ip", "netns", "exec", netns, bin("manx-probe"), "probe",
                                "--timeout-ms", String(options.timeoutMs)]
                     + targets.map { "\(proto):\(model.pods[$0]!.ip):\(table.port)" }
                 let pipe = Pipe()

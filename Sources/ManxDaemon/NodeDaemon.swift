@@ -19,6 +19,8 @@ protocol DataplaneBackend: AnyObject {
     /// Programs the state; returns log fields and endpoints not yet enforceable.
     func program(_ state: CompiledState) throws -> (fields: Logger.Metadata, missing: [String])
     func remove() throws
+    /// Deletes conntrack entries past their timeout; returns how many.
+    func expireConntrack() throws -> Int
 }
 
 extension Dataplane: DataplaneBackend {
@@ -29,6 +31,7 @@ extension Dataplane: DataplaneBackend {
                  "attached": "\(r.attached.joined(separator: ","))"], r.missingInterfaces)
     }
     func remove() throws { try uninstall() }
+    func expireConntrack() throws -> Int { try expireConntrack(now: monotonicNanoseconds()) }
 }
 
 extension IptablesDataplane: DataplaneBackend {
@@ -37,6 +40,7 @@ extension IptablesDataplane: DataplaneBackend {
         return (["iptablesRules": "\(r.rules)", "setsWritten": "\(r.setsWritten)", "chainsRemoved": "\(r.chainsRemoved)"], [])
     }
     func remove() throws { try uninstall() }
+    func expireConntrack() throws -> Int { 0 } // the kernel's conntrack expires its own entries
 }
 
 /// The node agent: keeps the kernel in sync with the datastore.
@@ -54,13 +58,16 @@ public actor NodeDaemon: Service {
         /// VXLAN through this collect_md device (created if missing)
         /// instead of headers built in BPF; for measurement.
         public var vxlanDevice: String?
+        /// Conntrack entries each endpoint may hold (BPF dataplane).
+        public var conntrackBudget: Int
         public init(datastore: String, paths: NodePaths, nodeName: String? = nil, dataplane: DataplaneKind = .bpf,
-                    vxlanDevice: String? = nil) {
+                    vxlanDevice: String? = nil, conntrackBudget: Int = Dataplane.defaultConntrackBudget) {
             self.datastore = datastore
             self.paths = paths
             self.nodeName = nodeName
             self.dataplane = dataplane
             self.vxlanDevice = vxlanDevice
+            self.conntrackBudget = conntrackBudget
         }
     }
 
@@ -80,7 +87,7 @@ public actor NodeDaemon: Service {
         self.logger = logger
         switch config.dataplane {
         case .bpf:
-            let bpf = try Dataplane(paths: config.paths)
+            let bpf = try Dataplane(paths: config.paths, conntrackBudget: config.conntrackBudget)
             compiler = PolicyCompiler(firstRuleset: bpf.nextFreeRuleset)
             dataplane = bpf
             routing = config.nodeName == nil ? nil : try NodeRouting(paths: config.paths)
@@ -111,6 +118,7 @@ public actor NodeDaemon: Service {
             // Routing is resolved before anything changes, so a batch that
             // cannot be routed here is rejected whole.
             let routing = try prepareRouting(resources)
+            if let underlay = routing?.prepared.underlay?.name { try Self.checkNotUnderlay(state, resources, underlay: underlay) }
             var (fields, missing) = try dataplane.program(state)
             let routed = try applyRouting(routing)
             fields.merge(routed) { a, _ in a }
@@ -152,6 +160,18 @@ public actor NodeDaemon: Service {
         }
     }
 
+    /// The workload programs drop whatever is not the endpoint's: on the
+    /// underlay they would cut the node off.
+    static func checkNotUnderlay(_ state: CompiledState, _ resources: ResourceSet, underlay: String) throws(ValidationErrors) {
+        guard let ep = state.endpoints.first(where: { $0.interface == underlay }) else { return }
+        let wep = resources.workloadEndpoints.values.first { $0.podKey == ep.workload }
+        let ref = wep?.ref ?? resources.pods[ep.workload]?.ref
+        throw ValidationErrors([ValidationError(
+            file: ref?.file ?? "", resource: ref?.description ?? ep.workload,
+            field: wep == nil ? "metadata.annotations.\(Pod.interfaceAnnotation)" : "spec.interfaceName",
+            reason: "\(underlay) is this node's underlay interface, not a workload's")])
+    }
+
     /// Routes, encapsulation and natOutgoing from the pools, nodes and IPAM
     /// blocks, resolved against this node's interfaces (BPF dataplane with
     /// a node name only).
@@ -181,11 +201,29 @@ public actor NodeDaemon: Service {
     public func run() async throws {
         let watcher = try DirectoryWatcher(directory: config.datastore)
         var complete = sync()
+        var lastExpiry = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let changed = await Self.waitForChange(watcher, timeoutMs: complete ? 2000 : 250)
             if changed || !complete { complete = sync() }
+            if ContinuousClock.now - lastExpiry >= Self.conntrackExpiryInterval {
+                expireConntrack()
+                lastExpiry = ContinuousClock.now
+            }
         }
         logger.info("stopping; programs and maps stay pinned and enforcing")
+    }
+
+    /// How often idle conntrack entries are deleted: a small fraction of
+    /// the shortest timeout (10 s for closed TCP flows).
+    static let conntrackExpiryInterval = Duration.seconds(2)
+
+    private func expireConntrack() {
+        do {
+            let removed = try dataplane.expireConntrack()
+            if removed > 0 { logger.debug("conntrack entries expired", metadata: ["removed": "\(removed)"]) }
+        } catch {
+            logger.error("conntrack expiry failed", metadata: ["error": "\(error)"])
+        }
     }
 
     /// The inotify wait blocks, so it runs off the cooperative pool.

@@ -1,3 +1,4 @@
+import Glibc
 import ManxBPF
 import ManxBPFObjects
 import ManxCompiler
@@ -25,6 +26,9 @@ public final class Dataplane {
 
     /// What the kernel holds, as far as this dataplane knows.
     private(set) var endpoints: [Int32: (interface: String, value: manx_endpoint)] = [:]
+    /// The workload each endpoint was programmed for (unknown for those a
+    /// previous daemon left: their interface and address identify them).
+    private var workloads: [Int32: String] = [:]
     private(set) var ipcache: [CIDR: manx_ipcache_value] = [:]
     private(set) var rulesets: [UInt32: [manx_policy_key]] = [:]
     private var verifiedAttachments = Set<Int32>()
@@ -43,12 +47,20 @@ public final class Dataplane {
     }
 
     let interfaces: Interfaces
+    /// Conntrack entries each endpoint may hold: the size of its table.
+    public let conntrackBudget: Int
+    /// Where the search for a free endpoint id starts: ids go round, so a
+    /// freed one (and its table) is reused as late as possible.
+    private var nextEndpointID: UInt32 = 1
 
     /// Loads the programs and creates (or reuses) the pinned maps, then
     /// reads what a previous daemon left programmed.
-    public init(paths: NodePaths, interfaces: Interfaces = .kernel) throws(BPFError) {
+    public static let defaultConntrackBudget = Int(MANX_CT_BUDGET_DEFAULT)
+
+    public init(paths: NodePaths, interfaces: Interfaces = .kernel, conntrackBudget: Int = defaultConntrackBudget) throws(BPFError) {
         self.paths = paths
         self.interfaces = interfaces
+        self.conntrackBudget = conntrackBudget
         object = try BPFObject(elf: BPFObjects.elf(.workload), name: "manx_workload", pinRoot: paths.pinRoot)
         try object.load()
         maps = try KernelMaps.fromObject(object)
@@ -62,6 +74,14 @@ public final class Dataplane {
             let index = Int32(bitPattern: ifindex)
             endpoints[index] = (NetworkInterface.name(index: index) ?? "", value)
         }
+        // Tables no endpoint refers to (a daemon stopped between creating a
+        // table and writing its endpoint) are freed; ids continue after the
+        // highest in use.
+        let used = Set(endpoints.values.map(\.value.id))
+        for id in 1..<UInt32(MANX_ENDPOINTS_MAX) where !used.contains(id) {
+            if try maps.conntrack.lookup(id, as: UInt32.self) != nil { try maps.conntrack.delete(id) }
+        }
+        nextEndpointID = (used.max() ?? 0) % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
         for (key, value) in try maps.ipcache.entries(as: (manx_ipcache_key, manx_ipcache_value).self) {
             ipcache[key.cidr] = value
         }
@@ -119,7 +139,7 @@ public final class Dataplane {
                 report.ipcacheChanges += 1
             }
             // 3. Endpoints: switch rule sets, attach new interfaces.
-            var wantedEndpoints: [Int32: (String, manx_endpoint)] = [:]
+            var wantedEndpoints: [Int32: (interface: String, workload: String, value: manx_endpoint)] = [:]
             for ep in state.endpoints {
                 guard let ifindex = interfaces.resolve(ep.interface) else {
                     report.missingInterfaces.append("\(ep.workload) (\(ep.interface))")
@@ -129,22 +149,37 @@ public final class Dataplane {
                 v.ingress_ruleset = ep.ingressRuleset
                 v.egress_ruleset = ep.egressRuleset
                 v.identity = ep.identity
-                wantedEndpoints[ifindex] = (ep.interface, v)
+                v.addr = ep.ip.networkOrder
+                wantedEndpoints[ifindex] = (ep.interface, ep.workload, v)
             }
-            for (ifindex, (interface, value)) in wantedEndpoints.sorted(by: { $0.key < $1.key }) {
+            var freedTables: [UInt32] = [] // conntrack of endpoints gone or replaced
+            for (ifindex, (interface, workload, wanted)) in wantedEndpoints.sorted(by: { $0.key < $1.key }) {
                 let current = endpoints[ifindex]
+                var value = wanted
+                // The same workload on the same interface keeps its id and
+                // conntrack table; anything else starts with an empty one.
+                if let current, current.interface == interface, current.value.addr == value.addr,
+                   workloads[ifindex, default: workload] == workload {
+                    value.id = current.value.id
+                } else {
+                    if let current { freedTables.append(current.value.id) }
+                    value.id = try newConntrackTable()
+                    undo.tables.append(value.id)
+                }
                 if current?.value != value || current?.interface != interface {
-                if current == nil {
-                    for direction in [MANX_DIR_INGRESS, MANX_DIR_EGRESS] {
-                        let key = manx_counters_key(ifindex: UInt32(ifindex), direction: direction.rawValue)
-                        try maps.counters.updatePerCPU(key, manx_counters())
+                    if current == nil {
+                        for direction in [MANX_DIR_INGRESS, MANX_DIR_EGRESS] {
+                            let key = manx_counters_key(ifindex: UInt32(ifindex), direction: direction.rawValue)
+                            try maps.counters.updatePerCPU(key, manx_counters())
+                        }
                     }
+                    try maps.endpoints.update(UInt32(ifindex), value)
+                    undo.endpoints.append((ifindex, current))
+                    endpoints[ifindex] = (interface, value)
+                    report.endpointsChanged += 1
                 }
-                try maps.endpoints.update(UInt32(ifindex), value)
-                undo.endpoints.append((ifindex, current))
-                endpoints[ifindex] = (interface, value)
-                report.endpointsChanged += 1
-                }
+                undo.workloads.append((ifindex, workloads[ifindex]))
+                workloads[ifindex] = workload
                 // Attach after the endpoint entry exists: the programs fail
                 // closed on unknown interfaces. Checked once per interface
                 // per daemon, so a restarted daemon puts its programs in place.
@@ -158,18 +193,22 @@ public final class Dataplane {
                 }
                 verifiedAttachments.insert(ifindex)
             }
-            // 4. Garbage: endpoints, ipcache entries and rule sets no longer wanted.
-            for (ifindex, _) in endpoints where wantedEndpoints[ifindex] == nil {
-                detachPrograms(ifindex)
+            // 4. Garbage: endpoints, ipcache entries and rule sets no longer
+            // wanted. A removed endpoint's programs stay attached until its
+            // interface is gone: with no endpoint entry they drop everything.
+            for (ifindex, current) in endpoints where wantedEndpoints[ifindex] == nil {
                 try maps.endpoints.delete(UInt32(ifindex))
                 for direction in [MANX_DIR_INGRESS, MANX_DIR_EGRESS] {
                     try maps.counters.delete(manx_counters_key(ifindex: UInt32(ifindex), direction: direction.rawValue))
                 }
                 endpoints[ifindex] = nil
+                workloads[ifindex] = nil
+                freedTables.append(current.value.id)
                 verifiedAttachments.remove(ifindex)
                 report.endpointsRemoved += 1
             }
             undo = Undo() // the new state is in force: nothing to roll back from here
+            for id in freedTables { try maps.conntrack.delete(id) }
             for (cidr, _) in ipcache where wantedIPCache[cidr] == nil {
                 try maps.ipcache.delete(manx_ipcache_key(cidr))
                 ipcache[cidr] = nil
@@ -192,6 +231,27 @@ public final class Dataplane {
         var rulesets: [UInt32] = []
         var ipcache: [(CIDR, manx_ipcache_value?)] = []
         var endpoints: [(Int32, (interface: String, value: manx_endpoint)?)] = []
+        var tables: [UInt32] = []
+        var workloads: [(Int32, String?)] = []
+    }
+
+    /// Creates an endpoint's conntrack table under a free id.
+    private func newConntrackTable() throws(BPFError) -> UInt32 {
+        let used = Set(endpoints.values.map(\.value.id))
+        var id = nextEndpointID
+        func taken(_ id: UInt32) throws(BPFError) -> Bool {
+            if used.contains(id) { return true }
+            return try maps.conntrack.lookup(id, as: UInt32.self) != nil // created earlier in this apply
+        }
+        while try taken(id) {
+            id = id % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
+            guard id != nextEndpointID else { throw BPFError("endpoint id", errno: ENOSPC, "every conntrack table slot is in use") }
+        }
+        let table = try BPFMap.createHash(name: "manx_ct_ep", keySize: MemoryLayout<manx_ct_key>.size,
+                                          valueSize: MemoryLayout<manx_ct_value>.size, maxEntries: conntrackBudget)
+        try maps.conntrack.setInner(at: id, table)
+        nextEndpointID = id % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
+        return id
     }
 
     /// Best effort: puts back endpoints and ipcache entries, then removes the
@@ -201,8 +261,7 @@ public final class Dataplane {
             if let previous {
                 _ = try? maps.endpoints.update(UInt32(ifindex), previous.value)
             } else {
-                detachPrograms(ifindex)
-                _ = try? maps.endpoints.delete(UInt32(ifindex))
+                _ = try? maps.endpoints.delete(UInt32(ifindex)) // programs stay: the interface drops
             }
             endpoints[ifindex] = previous
         }
@@ -210,21 +269,26 @@ public final class Dataplane {
             if let previous { _ = try? maps.ipcache.update(manx_ipcache_key(cidr), previous) } else { _ = try? maps.ipcache.delete(manx_ipcache_key(cidr)) }
             ipcache[cidr] = previous
         }
+        for (ifindex, previous) in undo.workloads.reversed() { workloads[ifindex] = previous }
+        for id in undo.tables { _ = try? maps.conntrack.delete(id) }
         for key in undo.policyKeys { _ = try? maps.policy.delete(key) }
         for id in undo.rulesets { rulesets[id] = nil }
     }
 
-    private func detachPrograms(_ ifindex: Int32) {
-        guard interfaces.attach else { return }
-        _ = try? TC.detach(ifindex: ifindex, hook: .ingress)
-        _ = try? TC.detach(ifindex: ifindex, hook: .egress)
-    }
+    /// The kernel keeps the first 15 characters of a program's name.
+    static let workloadProgramNames = Set(["manx_from_workload", "manx_to_workload"].map { String($0.prefix(15)) })
 
-    /// Detaches every program this node attached and removes its pins:
+    /// Detaches the workload programs from every interface of the node,
+    /// including those of endpoints removed earlier, and removes the pins:
     /// enforcement stops. For tests and `manxd --uninstall`.
     public func uninstall() throws(BPFError) {
-        for (ifindex, _) in endpoints {
-            detachPrograms(ifindex)
+        if interfaces.attach {
+            for (ifindex, _) in NetworkInterface.all() {
+                let ids = [try TC.attachedProgramID(ifindex: ifindex, hook: .ingress), try TC.attachedProgramID(ifindex: ifindex, hook: .egress)]
+                guard ids.contains(where: { id in id.flatMap(BPFProgram.kernelName).map(Self.workloadProgramNames.contains) ?? false }) else { continue }
+                try TC.detach(ifindex: ifindex, hook: .ingress)
+                try TC.detach(ifindex: ifindex, hook: .egress)
+            }
         }
         endpoints = [:]
         try BPFFS.removeTree(paths.pinRoot)

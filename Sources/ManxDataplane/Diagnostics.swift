@@ -27,11 +27,18 @@ public struct DumpReport: Codable, Sendable {
         public var ingressRuleset: UInt32
         public var egressRuleset: UInt32
         public var counters: [String: [String: UInt64]]
+        /// Entries in the endpoint's conntrack table, and its budget.
+        public var conntrackEntries: Int
+        public var conntrackBudget: Int
         public var ingressPolicy: [PolicyRow]
         public var egressPolicy: [PolicyRow]
     }
 
     public struct ConntrackRow: Codable, Sendable {
+        /// The endpoint whose table holds the entry, and how the flow met
+        /// it: "egress" when it opened the flow, "ingress" when it received it.
+        public var endpoint: String
+        public var direction: String
         public var proto: String
         public var source: String
         public var destination: String
@@ -40,7 +47,8 @@ public struct DumpReport: Codable, Sendable {
         public var state: String
         public var packets: UInt64
         public var bytes: UInt64
-        public var approvedBy: [String]
+        public var ruleset: UInt32
+        public var approvedBy: String
     }
 
     public struct IPCacheRow: Codable, Sendable {
@@ -76,9 +84,12 @@ public struct DumpReport: Codable, Sendable {
     public var routes: [RouteRow] = []
     public var nodeStatistics: [String: UInt64] = [:]
 
+    /// By enum manx_counter (LayoutTests checks the count).
     public static let counterNames: [String] = [
-        "allow_new", "allow_conntrack", "allow_non_ip", "drop_policy", "drop_default",
-        "drop_malformed", "drop_ipv6", "drop_fragment", "drop_no_endpoint", "bytes",
+        "allow_new", "allow_conntrack", "allow_arp", "allow_node", "allow_related", "drop_policy", "drop_default",
+        "drop_malformed", "drop_ipv6", "drop_fragment", "drop_no_endpoint",
+        "drop_spoofed_source", "drop_wrong_destination", "drop_vlan", "drop_non_ip", "drop_tunnel",
+        "drop_conntrack_full", "drop_icmp_unrelated", "bytes",
     ]
 
     public static var nodeStatNames: [String] { NodeRouting.statNames }
@@ -99,6 +110,7 @@ public struct DumpReport: Codable, Sendable {
         func ruleText(_ id: UInt32) -> String {
             if id == ReservedRule.none { return "no policy" }
             if id == ReservedRule.defaultDeny { return "fail closed: rule set missing" }
+            if id == ReservedRule.node { return "node rule: opened by this node" }
             guard let r = meta.rules[id] else { return "rule \(id)" }
             let index = r.index.map { " rule \($0)" } ?? ""
             return "\(r.policy)\(index) [\(r.direction)]: \(r.summary)"
@@ -144,18 +156,24 @@ public struct DumpReport: Codable, Sendable {
             return ("\(key.ifindex)/\(key.direction)", sums)
         }, uniquingKeysWith: { a, _ in a })
         let byInterface = Dictionary(meta.endpoints.map { ($0.interface, $0) }, uniquingKeysWith: { a, _ in a })
+        let now = monotonicNanoseconds()
         for (ifindex, ep) in try maps.endpoints.entries(as: (UInt32, manx_endpoint).self).sorted(by: { $0.0 < $1.0 }) {
             let name = NetworkInterface.name(index: Int32(bitPattern: ifindex)) ?? ""
             let known = byInterface[name] ?? meta.endpoints.first { $0.identity == ep.identity && $0.ingressRuleset == ep.ingress_ruleset }
+            let table = try maps.conntrack.inner(at: ep.id)
+            let flows = try table?.entries(as: (manx_ct_key, manx_ct_value).self) ?? []
+            let workload = known?.workload ?? "?"
+            report.conntrack += flows.map { conntrackRow($0.0, $0.1, endpoint: workload, now: now, rules: ruleText) }
             var counterView: [String: [String: UInt64]] = [:]
             for (dir, label) in [(MANX_DIR_INGRESS, "ingress"), (MANX_DIR_EGRESS, "egress")] {
                 let sums = counters["\(ifindex)/\(dir.rawValue)"] ?? []
                 counterView[label] = Dictionary(uniqueKeysWithValues: zip(counterNames, sums))
             }
             report.endpoints.append(EndpointView(
-                ifindex: ifindex, interface: known?.interface ?? name, workload: known?.workload ?? "?",
-                ip: known?.ip ?? "?", identity: ep.identity, ingressRuleset: ep.ingress_ruleset,
+                ifindex: ifindex, interface: known?.interface ?? name, workload: workload,
+                ip: IPv4Address(UInt32(bigEndian: ep.addr)).description, identity: ep.identity, ingressRuleset: ep.ingress_ruleset,
                 egressRuleset: ep.egress_ruleset, counters: counterView,
+                conntrackEntries: flows.count, conntrackBudget: table?.maxEntries ?? 0,
                 ingressPolicy: rows(ep.ingress_ruleset), egressPolicy: rows(ep.egress_ruleset)))
         }
 
@@ -164,11 +182,7 @@ public struct DumpReport: Codable, Sendable {
                                              members: meta.identities[value.identity]?.members ?? []))
         }
 
-        let now = monotonicNanoseconds()
-        for (key, v) in try maps.conntrack.entries(as: (manx_ct_key, manx_ct_value).self) {
-            report.conntrack.append(conntrackRow(key, v, now: now, rules: ruleText))
-        }
-        report.conntrack.sort { ($0.source, $0.destination) < ($1.source, $1.destination) }
+        report.conntrack.sort { ($0.endpoint, $0.source, $0.destination) < ($1.endpoint, $1.source, $1.destination) }
         try readRouting(paths, meta: meta, into: &report)
         return report
     }
@@ -196,36 +210,31 @@ public struct DumpReport: Codable, Sendable {
         }
     }
 
-    static func conntrackRow(_ key: manx_ct_key, _ v: manx_ct_value, now: UInt64, rules: (UInt32) -> String) -> ConntrackRow {
+    static func conntrackRow(_ key: manx_ct_key, _ v: manx_ct_value, endpoint: String, now: UInt64,
+                             rules: (UInt32) -> String) -> ConntrackRow {
         let a = "\(IPv4Address(UInt32(bigEndian: key.addr_a))):\(UInt16(bigEndian: key.port_a))"
         let b = "\(IPv4Address(UInt32(bigEndian: key.addr_b))):\(UInt16(bigEndian: key.port_b))"
-        let origIsA = v.flags & UInt8(MANX_CT_F_ORIG_IS_A) != 0
+        let origIsA = v.has(MANX_CT_F_ORIG_IS_A)
         var state: String
         if key.proto == IPProtocol.tcp.number {
-            if v.flags & UInt8(MANX_CT_F_RST) != 0 { state = "RESET" }
-            else if v.flags & UInt8(MANX_CT_F_FIN_ORIG | MANX_CT_F_FIN_REPLY) == UInt8(MANX_CT_F_FIN_ORIG | MANX_CT_F_FIN_REPLY) { state = "CLOSED" }
-            else if v.flags & UInt8(MANX_CT_F_FIN_ORIG | MANX_CT_F_FIN_REPLY) != 0 { state = "CLOSING" }
-            else if v.flags & UInt8(MANX_CT_F_SEEN_REPLY) != 0 { state = "ESTABLISHED" }
+            if v.has(MANX_CT_F_RST) { state = "RESET" }
+            else if v.tcpClosed { state = "CLOSED" }
+            else if v.has(MANX_CT_F_FIN_ORIG) || v.has(MANX_CT_F_FIN_REPLY) { state = "CLOSING" }
+            else if v.has(MANX_CT_F_SEEN_REPLY) { state = "ESTABLISHED" }
             else { state = "SYN_SENT" }
         } else {
-            state = v.flags & UInt8(MANX_CT_F_SEEN_REPLY) != 0 ? "REPLIED" : "NEW"
-        }
-        var approved: [String] = []
-        if v.flags & UInt8(MANX_CT_F_APPROVED_SRC) != 0 {
-            approved.append("source egress: ruleset \(v.approved_ruleset.0), \(rules(v.rule_id.0))")
-        }
-        if v.flags & UInt8(MANX_CT_F_APPROVED_DST) != 0 {
-            approved.append("destination ingress: ruleset \(v.approved_ruleset.1), \(rules(v.rule_id.1))")
+            state = v.has(MANX_CT_F_SEEN_REPLY) ? "REPLIED" : "NEW"
         }
         return ConntrackRow(
+            endpoint: endpoint, direction: v.has(MANX_CT_F_EP_ORIGINATED) ? "egress" : "ingress",
             proto: IPProtocol(key.proto).description, source: origIsA ? a : b, destination: origIsA ? b : a,
-            ageSeconds: Double(now &- v.created_ns) / 1e9, idleSeconds: Double(now &- v.last_seen_ns) / 1e9,
-            state: state, packets: v.packets, bytes: v.bytes, approvedBy: approved)
+            ageSeconds: Double(now &- v.created_ns) / 1e9, idleSeconds: Double(Int64(bitPattern: now &- v.last_seen_ns)) / 1e9,
+            state: state, packets: v.packets, bytes: v.bytes, ruleset: v.ruleset, approvedBy: rules(v.rule_id))
     }
 }
 
 /// CLOCK_MONOTONIC, the clock bpf_ktime_get_ns uses.
-func monotonicNanoseconds() -> UInt64 {
+public func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)

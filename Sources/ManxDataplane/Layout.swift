@@ -64,7 +64,7 @@ extension manx_ipcache_key {
 
 extension manx_endpoint: @retroactive Equatable {
     public static func == (a: manx_endpoint, b: manx_endpoint) -> Bool {
-        a.ingress_ruleset == b.ingress_ruleset && a.egress_ruleset == b.egress_ruleset && a.identity == b.identity && a.flags == b.flags
+        a.ingress_ruleset == b.ingress_ruleset && a.egress_ruleset == b.egress_ruleset && a.identity == b.identity && a.flags == b.flags && a.id == b.id && a.addr == b.addr
     }
 }
 

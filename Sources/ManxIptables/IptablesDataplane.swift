@@ -6,7 +6,7 @@ import ManxCompiler
 /// comparison with BPF and as a fallback. Changes go in with
 /// `ipset restore` (sets swapped in atomically) and one
 /// `iptables-restore --noflush` transaction; only manx-* chains and sets,
-/// and the one jump from FORWARD, are ever touched.
+/// and the jumps from FORWARD and INPUT, are ever touched.
 public final class IptablesDataplane {
     public enum Backend: String, Sendable, CaseIterable {
         case nft, legacy
@@ -83,17 +83,18 @@ public final class IptablesDataplane {
         return report
     }
 
-    /// The one rule Manx adds to a chain it does not own.
+    /// The rules Manx adds to chains it does not own.
+    static let jumps = [["FORWARD", "-j", IptablesRenderer.dispatchChain], ["INPUT", "-j", IptablesRenderer.inputChain]]
+
     private func ensureJump() throws {
-        let jump = ["FORWARD", "-j", IptablesRenderer.dispatchChain]
-        if (try? run([backend.iptables, "-C"] + jump)) == nil {
+        for jump in Self.jumps where (try? run([backend.iptables, "-C"] + jump)) == nil {
             try run([backend.iptables, "-I"] + jump)
         }
     }
 
-    /// Removes every manx chain, the jump, and every manx set.
+    /// Removes every manx chain, the jumps, and every manx set.
     public func uninstall() throws {
-        _ = try? run([backend.iptables, "-D", "FORWARD", "-j", IptablesRenderer.dispatchChain])
+        for jump in Self.jumps { _ = try? run([backend.iptables, "-D"] + jump) }
         if !programmedChains.isEmpty {
             var restore = ["*filter"] + programmedChains.sorted().map { ":\($0) - [0:0]" }
             restore += programmedChains.sorted().map { "-X \($0)" }

@@ -4,7 +4,13 @@ import ManxModel
 /// Renders compiled policy as iptables rules and ipsets, Calico-classic
 /// style: an ipset per identity, a chain per rule set and direction, and a
 /// dispatch chain on FORWARD that sends each workload's traffic through
-/// them, after a conntrack shortcut for established flows.
+/// them, after a conntrack shortcut for established flows. Traffic from a
+/// workload to its node (INPUT) goes through the workload's egress policy
+/// too; traffic the node sends to its workloads (OUTPUT) is never policed:
+/// Kubernetes' node rule. Before anything else, a workload's packets must
+/// carry its own source address (the kernel's conntrack would otherwise
+/// take a forged packet for part of another pod's flow), and may not be
+/// IPIP or VXLAN, as in Calico.
 ///
 /// A rule set is an LPM table; its entries become rules ordered from the
 /// most to the least specific prefix, so first-match in iptables gives the
@@ -13,6 +19,8 @@ import ManxModel
 /// identities, which gives hash:net the same longest-prefix semantics.
 public enum IptablesRenderer {
     public static let dispatchChain = "manx-FORWARD"
+    public static let inputChain = "manx-INPUT"
+    public static let guardChain = "manx-from-wl"
     public static let chainPrefix = "manx-"
     public static let setPrefix = "manx-id-"
     public static let maxSetElements = 1 << 20
@@ -41,9 +49,14 @@ public enum IptablesRenderer {
             guard list.count == 1, !list[0].contains("nomatch"), let id = UInt32(name.dropFirst(setPrefix.count)) else { return nil }
             return (id, list[0])
         })
-        let dispatch = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
-        var egressFirst: [String] = [], ingressAfter: [String] = []
+        let established = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+        var egressFirst: [String] = [], ingressAfter: [String] = [], guardRules: [String] = []
         for ep in state.endpoints.sorted(by: { $0.interface < $1.interface }) {
+            guardRules += [
+                "-i \(ep.interface) ! -s \(ep.ip)/32 -m comment --comment \"spoofed source\" -j DROP",
+                "-i \(ep.interface) -p 4 -m comment --comment \"IPIP from a workload\" -j DROP",
+                "-i \(ep.interface) -p udp --dport 4789 -m comment --comment \"VXLAN from a workload\" -j DROP",
+            ]
             // Pod egress is checked first (packets from its interface), then
             // the destination pod's ingress (packets to its interface).
             if ep.egressRuleset != 0 { egressFirst.append("-i \(ep.interface) -j \(chainName(ruleset: ep.egressRuleset, ingress: false))") }
@@ -55,7 +68,9 @@ public enum IptablesRenderer {
                 }
             }
         }
-        chains[dispatchChain] = dispatch + egressFirst + ingressAfter
+        chains[guardChain] = guardRules
+        chains[dispatchChain] = ["-j \(guardChain)", established] + egressFirst + ingressAfter
+        chains[inputChain] = ["-j \(guardChain)", established] + egressFirst
         return Rendered(sets: members.filter { usedIdentities.contains(UInt32($0.key.dropFirst(setPrefix.count))!) }, chains: chains)
     }
 

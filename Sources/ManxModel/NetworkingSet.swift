@@ -52,6 +52,42 @@ extension ResourceSet {
                 byPod[wep.podKey] = wep
             }
         }
+        errors += checkWorkloadInterfaces(endpoints: byPod)
+        return errors
+    }
+
+    /// A workload interface is where the workload programs go, and they
+    /// drop whatever is not the endpoint's: it must be a valid Linux name,
+    /// not the loopback, and no other endpoint's on the same node (a pod
+    /// without a node is on every node).
+    private func checkWorkloadInterfaces(endpoints: [String: WorkloadEndpoint]) -> [ValidationError] {
+        struct Claim { var node: String?; var ref: ResourceRef; var field: String }
+        var errors: [ValidationError] = []
+        var claims: [String: [Claim]] = [:]
+        let annotationField = "metadata.annotations.\(Pod.interfaceAnnotation)"
+        // Endpoints first: a pod's annotation is what conflicts with them.
+        var all: [(name: String, claim: Claim)] = endpoints.values.sorted { $0.ref < $1.ref }
+            .map { ($0.interfaceName, Claim(node: $0.node, ref: $0.ref, field: "spec.interfaceName")) }
+        for pod in pods.values.sorted(by: { $0.ref < $1.ref }) where endpoints[pod.key] == nil {
+            guard let name = pod.interface else { continue }
+            if let reason = WorkloadEndpoint.interfaceNameProblem(name) {
+                errors.append(ValidationError(file: pod.ref.file, resource: pod.ref.description, field: annotationField, reason: reason))
+                continue
+            }
+            all.append((name, Claim(node: pod.nodeName, ref: pod.ref, field: annotationField)))
+        }
+        for (name, claim) in all {
+            if name == "lo" {
+                errors.append(ValidationError(file: claim.ref.file, resource: claim.ref.description, field: claim.field,
+                                              reason: "'lo' is not a workload interface"))
+                continue
+            }
+            if let other = claims[name]?.first(where: { $0.node == nil || claim.node == nil || $0.node == claim.node }) {
+                errors.append(ValidationError(file: claim.ref.file, resource: claim.ref.description, field: claim.field,
+                                              reason: "interface \(name) is already the interface of \(other.ref.description)"))
+            }
+            claims[name, default: []].append(claim)
+        }
         return errors
     }
 

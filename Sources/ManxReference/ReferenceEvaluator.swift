@@ -43,6 +43,17 @@ public struct ReferenceEvaluator {
         guard let pod = resources.pods[endpoint], let ip = pod.ip else {
             preconditionFailure("ReferenceEvaluator: \(endpoint) is not a pod with an IP")
         }
+        // Before any policy, as in Calico: a workload may not send tunnel
+        // packets (IPIP, UDP to the VXLAN port) that a node would decapsulate.
+        if direction == .egress && (proto == 4 || (proto == 17 && port == 4789)) {
+            return (false, "workloads may not send IPIP or VXLAN")
+        }
+        // An ICMP error (unreachable, source quench, redirect, time
+        // exceeded, parameter problem) passes only with the flow it quotes,
+        // never on its own: as in Calico, policy only opens flows.
+        if proto == 1 && [3, 4, 5, 11, 12].contains(port >> 8) {
+            return (false, "an ICMP error passes only as part of the flow it quotes")
+        }
         let packet = Packet(direction: direction, local: pod, localIP: ip, peer: peer, peerPod: podsByIP[peer],
                             proto: proto, port: port)
         var trace: [String] = []

@@ -24,6 +24,7 @@ enum DumpText {
                 out.append(table(["PEER", "PROTO", "PORTS", "ACTION", "HITS", "RULE"],
                                  rows.map { [$0.peer, $0.proto, $0.ports, $0.action, "\($0.hits)", $0.rule] }))
             }
+            out.append(" conntrack: \(ep.conntrackEntries) of \(ep.conntrackBudget) entries")
             out.append(" counters:")
             let names = DumpReport.counterNames
             out.append(table(["DIRECTION"] + names, ["ingress", "egress"].map { dir in
@@ -35,10 +36,10 @@ enum DumpText {
         out.append(table(["CIDR", "IDENTITY", "MEMBERS"], r.ipcache.map { [$0.cidr, "\($0.identity)", $0.members.joined(separator: ", ")] }))
         out.append("")
         out.append("Conntrack (\(r.conntrack.count) entries):")
-        out.append(table(["PROTO", "SOURCE", "DESTINATION", "STATE", "AGE", "IDLE", "PKTS", "APPROVED BY"],
+        out.append(table(["ENDPOINT", "DIR", "PROTO", "SOURCE", "DESTINATION", "STATE", "AGE", "IDLE", "PKTS", "APPROVED BY"],
                          r.conntrack.map {
-                             [$0.proto, $0.source, $0.destination, $0.state, String(format: "%.1fs", $0.ageSeconds),
-                              String(format: "%.1fs", $0.idleSeconds), "\($0.packets)", $0.approvedBy.joined(separator: "; ")]
+                             [$0.endpoint, $0.direction, $0.proto, $0.source, $0.destination, $0.state, String(format: "%.1fs", $0.ageSeconds),
+                              String(format: "%.1fs", $0.idleSeconds), "\($0.packets)", "rule set \($0.ruleset): \($0.approvedBy)"]
                          }))
         if let n = r.routing {
             out.append("")

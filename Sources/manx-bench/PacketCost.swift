@@ -62,20 +62,20 @@ struct PacketCost: ParsableCommand {
             let denied = Self.tcp(src: "192.0.2.1", sport: 40000, dst: "10.50.0.1", dport: 80, flags: 0x02)
             let established = Self.tcp(src: last, sport: 40001, dst: "10.50.0.1", dport: Self.port(n - 1), flags: 0x10)
             let baseline = try pass.testRun(packet: denied, repeat: repeatCount, ifindex: 1).durationNanoseconds
-            let deniedNs = try dataplane.toWorkload.testRun(packet: denied, repeat: repeatCount, ifindex: 1)
+            let deniedNs = try dataplane.toWorkload.testRun(packet: denied, repeat: repeatCount, ifindex: 1, ingressIfindex: 1)
             precondition(deniedNs.returnValue == 2, "the denied packet must be dropped")
             // Establish, then time the conntrack fast path.
-            _ = try dataplane.toWorkload.testRun(packet: Self.tcp(src: last, sport: 40001, dst: "10.50.0.1", dport: Self.port(n - 1), flags: 0x02), ifindex: 1)
-            let estNs = try dataplane.toWorkload.testRun(packet: established, repeat: repeatCount, ifindex: 1)
+            _ = try dataplane.toWorkload.testRun(packet: Self.tcp(src: last, sport: 40001, dst: "10.50.0.1", dport: Self.port(n - 1), flags: 0x02), ifindex: 1, ingressIfindex: 1)
+            let estNs = try dataplane.toWorkload.testRun(packet: established, repeat: repeatCount, ifindex: 1, ingressIfindex: 1)
             precondition(estNs.returnValue == 0, "the established packet must pass")
             // New allowed flows: one run each, a fresh source port each time.
             var samples: [UInt32] = []
             for i in 0..<newFlows {
                 let syn = Self.tcp(src: last, sport: UInt16(41000 + i % 20000), dst: "10.50.0.1", dport: Self.port(n - 1), flags: 0x02)
-                let r = try dataplane.toWorkload.testRun(packet: syn, ifindex: 1)
+                let r = try dataplane.toWorkload.testRun(packet: syn, ifindex: 1, ingressIfindex: 1)
                 precondition(r.returnValue == 0, "the rule-matching packet must pass")
                 samples.append(r.durationNanoseconds)
-                if i % 20000 == 19999 { try dataplane.maps.conntrack.clear(keyType: manx_ct_key.self) }
+                if i % 20000 == 19999 { try dataplane.conntrackTable(ifindex: 1)?.clear(keyType: manx_ct_key.self) }
             }
             samples.sort()
             let newNs = samples[samples.count / 2]

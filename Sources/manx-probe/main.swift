@@ -5,6 +5,8 @@
 //   manx-probe probe [--timeout-ms 1500] tcp:IP:PORT udp:IP:PORT sctp:IP:PORT ...
 //   manx-probe connrate --seconds S [--parallel K] IP:PORT   (benchmarks: new TCP connections/s)
 //   manx-probe rr --seconds S IP:PORT           (benchmarks: UDP request/response latency)
+//   manx-probe inject --interface IF [--count N] HEXFRAME...  (attack tests: raw frames)
+//   manx-probe flood --flows N IP                (attack tests: N distinct UDP flows)
 //
 // Arguments are parsed by hand to keep the binary dependency-free.
 import Glibc
@@ -14,6 +16,8 @@ let usageText = """
            manx-probe probe [--timeout-ms MS] (tcp|udp|sctp):IPv4:PORT...
            manx-probe connrate --seconds S [--parallel K] IPv4:PORT
            manx-probe rr --seconds S IPv4:PORT
+           manx-probe inject --interface IF [--count N] HEXFRAME...
+           manx-probe flood --flows N IPv4
     """
 
 func usage(_ problem: String) -> Never {
@@ -104,6 +108,43 @@ case "connrate", "rr":
     guard let target else { usage("\(command) needs a target") }
     if command == "connrate" { connectionRate(target.0, target.1, duration: duration, parallel: parallel) }
     requestResponse(target.0, target.1, duration: duration)
+
+case "inject":
+    var interface: String?
+    var count = 1
+    var frames: [[UInt8]] = []
+    while !args.isEmpty {
+        let arg = args.removeFirst()
+        if arg == "--interface" {
+            interface = optionValue(arg, &args)
+        } else if arg == "--count" {
+            guard let n = Int(optionValue(arg, &args)), (1...100_000).contains(n) else { usage("bad --count") }
+            count = n
+        } else if let frame = parseHexFrame(arg) {
+            frames.append(frame)
+        } else {
+            usage("bad frame '\(arg)' (want an Ethernet frame in hex, at least 14 bytes)")
+        }
+    }
+    guard let interface, !frames.isEmpty else { usage("inject needs --interface and at least one frame") }
+    inject(interface: interface, frames: frames, count: count)
+
+case "flood":
+    var flows = 0
+    var target: in_addr_t?
+    while !args.isEmpty {
+        let arg = args.removeFirst()
+        if arg == "--flows" {
+            guard let n = Int(optionValue(arg, &args)), (1...10_000_000).contains(n) else { usage("bad --flows") }
+            flows = n
+        } else if let ip = parseIPv4(arg) {
+            target = ip
+        } else {
+            usage("bad flood argument '\(arg)'")
+        }
+    }
+    guard let target, flows > 0 else { usage("flood needs --flows and a target address") }
+    flood(target, flows: flows)
 
 default:
     usage("unknown command '\(command)'")

@@ -30,6 +30,9 @@ struct Manxd: AsyncParsableCommand {
     @Option(help: "Send VXLAN through this collect_md device (created if missing) instead of building headers in BPF.")
     var vxlanDevice: String?
 
+    @Option(help: "Conntrack entries each endpoint may hold; when its table is full its new flows are refused (BPF dataplane; applies to endpoints created from then on).")
+    var conntrackBudget: Int = Dataplane.defaultConntrackBudget
+
     @Flag(help: "Apply once and exit (exit status 1 if the batch was rejected).")
     var once = false
 
@@ -54,8 +57,9 @@ struct Manxd: AsyncParsableCommand {
         case ("iptables", nil): throw ValidationError("--iptables-backend must be nft or legacy")
         default: throw ValidationError("--dataplane must be bpf or iptables")
         }
+        guard (1...(1 << 24)).contains(conntrackBudget) else { throw ValidationError("--conntrack-budget must be 1...16777216") }
         let daemon = try NodeDaemon(.init(datastore: datastore, paths: NodePaths(node: node), nodeName: nodeName, dataplane: kind,
-                                            vxlanDevice: vxlanDevice),
+                                            vxlanDevice: vxlanDevice, conntrackBudget: conntrackBudget),
                                     logger: logger)
         if uninstall {
             try await daemon.uninstall()

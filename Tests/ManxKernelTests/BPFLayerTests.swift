@@ -29,7 +29,7 @@ final class BPFLayerTests: XCTestCase {
             (MANX_MAP_ENDPOINTS, MemoryLayout<UInt32>.size, MemoryLayout<manx_endpoint>.size),
             (MANX_MAP_IPCACHE, MemoryLayout<manx_ipcache_key>.size, MemoryLayout<manx_ipcache_value>.size),
             (MANX_MAP_POLICY, MemoryLayout<manx_policy_key>.size, MemoryLayout<manx_policy_value>.size),
-            (MANX_MAP_CONNTRACK, MemoryLayout<manx_ct_key>.size, MemoryLayout<manx_ct_value>.size),
+            (MANX_MAP_CONNTRACK, MemoryLayout<UInt32>.size, MemoryLayout<UInt32>.size), // endpoint id -> its table
             (MANX_MAP_COUNTERS, MemoryLayout<manx_counters_key>.size, MemoryLayout<manx_counters>.size),
             (MANX_MAP_RULE_HITS, MemoryLayout<UInt32>.size, MemoryLayout<manx_rule_hits>.size),
             (MANX_MAP_ROUTES, MemoryLayout<manx_route_key>.size, MemoryLayout<manx_route_value>.size),
@@ -81,7 +81,7 @@ final class BPFLayerTests: XCTestCase {
     func testPinnedMapsSurviveTheObjectAndAreReused() throws {
         do {
             let object = try loadWorkload()
-            try object.map(named: MANX_MAP_ENDPOINTS).update(UInt32(9), manx_endpoint(ingress_ruleset: 3, egress_ruleset: 4, identity: 5, flags: 0))
+            try object.map(named: MANX_MAP_ENDPOINTS).update(UInt32(9), manx_endpoint(ingress_ruleset: 3, egress_ruleset: 4, identity: 5, flags: 0, id: 0, addr: 0))
         }
         let reopened = try BPFMap.openPinned("\(pinRoot)/\(MANX_MAP_ENDPOINTS)")
         XCTAssertEqual(try reopened.lookup(UInt32(9), as: manx_endpoint.self)?.egress_ruleset, 4)

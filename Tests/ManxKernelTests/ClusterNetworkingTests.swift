@@ -9,28 +9,6 @@ import XCTest
 /// manx-cni), real ping/TCP/UDP between pods on different nodes, and a
 /// capture on the underlay showing what is on the wire.
 final class ClusterNetworkingTests: XCTestCase {
-    /// Brings a cluster up, runs the body, tears everything down even on failure.
-    private func withCluster(_ tag: String, nodes: Int = 2, _ configure: (inout Cluster.Options) -> Void = { _ in },
-                             pods: [(key: String, node: Int)], policy: String? = nil,
-                             _ body: (Cluster) throws -> Void) throws {
-        try requireKernel()
-        var options = Cluster.Options(binDirectory: URL(fileURLWithPath: try productPath("manxd")).deletingLastPathComponent().path)
-        options.nodes = nodes
-        configure(&options)
-        let cluster = Cluster(prefix: testPrefix(tag), options: options)
-        defer { cluster.teardown() }
-        try cluster.up()
-        var yaml = "apiVersion: v1\nkind: Namespace\nmetadata: {name: net}\n"
-        for p in pods {
-            let name = p.key.split(separator: "/")[1]
-            yaml += "---\napiVersion: v1\nkind: Pod\nmetadata: {name: \(name), namespace: net, labels: {app: \(name)}}\n"
-        }
-        try cluster.datastore.write("pods.yaml", yaml)
-        if let policy { try cluster.datastore.write("policy.yaml", policy) }
-        for p in pods { try cluster.addPod(p.key, node: cluster.nodeNames[p.node]) }
-        try body(cluster)
-    }
-
     private func exec(_ netns: String, _ args: String..., allowFailure: Bool = false) throws -> String {
         try sh(["ip", "netns", "exec", netns] + args, allowFailure: allowFailure)
     }
@@ -184,6 +162,29 @@ final class ClusterNetworkingTests: XCTestCase {
             XCTAssertEqual(applied.appliedDigest, digest, "retried and applied once the address is there")
             XCTAssertNotEqual(applied.endpoints.first?.ingressRuleset, before.endpoints.first?.ingressRuleset)
         }
+    }
+
+    /// The workload programs drop whatever is not the endpoint's: a pod
+    /// naming the node's underlay as its interface is rejected, precisely,
+    /// and nothing of its batch applies.
+    func testUnderlayIsNoWorkloadInterface() throws {
+        try withCluster("ry", nodes: 1, { $0.encapsulation = .ipip }, pods: [("net/a", 0)]) { c in
+            let node = c.nodeNames[0]
+            try c.datastore.write("rogue.yaml", """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: rogue, namespace: net, annotations: {manx.io/interface: eth0}}
+            spec: {nodeName: \(node)}
+            status: {podIP: 10.10.0.200}
+            """)
+            let error = try c.waitApplied()
+            XCTAssertEqual(error, "rogue.yaml: Pod net/rogue: metadata.annotations.manx.io/interface: eth0 is this node's underlay interface, not a workload's")
+            XCTAssertEqual(try tcFilters(node, "eth0", hook: "egress"), "", "no workload program on the underlay")
+        }
+    }
+
+    private func tcFilters(_ netns: String, _ interface: String, hook: String) throws -> String {
+        try exec(netns, "tc", "filter", "show", "dev", interface, hook).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     private func captureOnce(_ c: Cluster, filter: String, trigger: () throws -> Void) throws -> String {

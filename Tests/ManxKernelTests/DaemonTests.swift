@@ -153,6 +153,21 @@ final class DaemonTests: XCTestCase {
         XCTAssertFalse(report.conntrack.isEmpty)
         let text = try sh(try productPath("bpfctl"), "dump", "--node", lab.prefix)
         XCTAssertTrue(text.contains("Endpoint demo/web 10.203.0.2"), text)
+        XCTAssertTrue(text.contains("conntrack: ") && text.contains("of 131072 entries"), text)
+    }
+
+    /// An endpoint that goes leaves its programs on its interface, which
+    /// then drops everything: a veth left behind is never unpoliced.
+    func testRemovedEndpointsInterfaceFailsClosed() throws {
+        XCTAssertTrue(try connects(), "no policy: allowed")
+        let programs = try attachedProgramIDs()
+        let ds = DirectoryDatastore(directory: dsDir)
+        let pods = try String(contentsOfFile: "\(dsDir)/pods.yaml", encoding: .utf8)
+        try ds.write("pods.yaml", pods.components(separatedBy: "---").filter { !$0.contains("name: web") }.joined(separator: "---"))
+        let meta = try waitApplied()
+        XCTAssertFalse(meta.endpoints.contains { $0.workload == "demo/web" })
+        XCTAssertEqual(try attachedProgramIDs(), programs, "the programs stay on the interface")
+        XCTAssertFalse(try connects(), "an interface without an endpoint drops")
     }
 }
 

@@ -47,6 +47,7 @@ final class DifferentialTests: XCTestCase {
             let endpoints = try (0..<3).map { i in
                 try XCTUnwrap(dataplane.maps.endpoints.lookup(UInt32(1001 + i), as: manx_endpoint.self))
             }
+            let tables = try endpoints.map { try XCTUnwrap(dataplane.maps.conntrack.inner(at: $0.id)) }
             var current = -1
             for _ in 0..<packetsPerSet {
                 let probe = gen.probe()
@@ -63,12 +64,12 @@ final class DifferentialTests: XCTestCase {
                 let (src, dst) = probe.ingress ? (probe.peer, pod.ip) : (pod.ip, probe.peer)
                 let frame = Self.frame(proto: probe.proto, src: src, sport: sport, dst: dst, port: probe.port)
                 let program = probe.ingress ? dataplane.toWorkload : dataplane.fromWorkload
-                let verdict = try program.testRun(packet: frame, ifindex: 1).returnValue
+                let verdict = try program.testRun(packet: frame, ifindex: 1, ingressIfindex: 1).returnValue
                 let bpfAllowed = verdict == TC_ACT_OK
                 checked += 1
                 if bpfAllowed {
                     allowed += 1
-                    try Self.forgetFlow(dataplane.maps.conntrack, proto: probe.proto, src: src, sport: sport, dst: dst, port: probe.port)
+                    try Self.forgetFlow(tables[probe.endpoint], proto: probe.proto, src: src, sport: sport, dst: dst, port: probe.port)
                 }
                 if bpfAllowed != expected {
                     mismatches += 1
@@ -106,13 +107,13 @@ final class DifferentialTests: XCTestCase {
     /// flow, as the reference evaluator assumes.
     static func forgetFlow(_ ct: BPFMap, proto: UInt8, src: String, sport: UInt16, dst: String, port: UInt16) throws {
         let s = IPv4Address(src)!.networkOrder, d = IPv4Address(dst)!.networkOrder
-        var ps: UInt16 = 0, pd: UInt16 = 0
+        var ps: UInt16 = 0, pd: UInt16 = 0, query: UInt8 = 0
         switch proto {
         case 6, 17, 132: ps = sport.bigEndian; pd = port.bigEndian
-        case 1 where port >> 8 == 0 || port >> 8 == 8: ps = sport.bigEndian; pd = sport.bigEndian
+        case 1 where port >> 8 == 8: ps = sport.bigEndian; pd = sport.bigEndian; query = 8 // only requests open flows
         default: break
         }
-        try ct.delete(manx_ct_key(addr_a: s, addr_b: d, port_a: ps, port_b: pd, proto: proto, pad: (0, 0, 0)))
-        try ct.delete(manx_ct_key(addr_a: d, addr_b: s, port_a: pd, port_b: ps, proto: proto, pad: (0, 0, 0)))
+        try ct.delete(manx_ct_key(addr_a: s, addr_b: d, port_a: ps, port_b: pd, proto: proto, query: query, pad: (0, 0)))
+        try ct.delete(manx_ct_key(addr_a: d, addr_b: s, port_a: pd, port_b: ps, proto: proto, query: query, pad: (0, 0)))
     }
 }

@@ -170,11 +170,25 @@ final class EncapProgramTests: XCTestCase {
 
         // VXLAN from node 3, which hosts 10.20.2.0/26.
         let vxInner = Frame.udp("10.20.2.7", 53, "10.20.0.5", 40000)
-        let vx = Frame.ipv4(src: "10.99.0.3", dst: "10.99.0.1", proto: 17,
-                            Frame.be16(50000) + Frame.be16(4789) + Frame.be16(UInt16(16 + vxInner.count)) + [0, 0]
-                                + [0x08, 0, 0, 0, 0, 0x10, 0, 0] + vxInner)
+        let vx = Frame.vxlan(src: "10.99.0.3", dst: "10.99.0.1", inner: vxInner)
         let r = try fromUnderlay.testRun(packet: vx, ifindex: 1)
         XCTAssertEqual(r.returnValue, TC_ACT_OK)
         XCTAssertEqual(Array(r.packetOut[14...]), Array(vxInner[14...]))
+        // IP options or a first fragment would skip the sender check and,
+        // with a VXLAN device, reach its socket: dropped in every mode.
+        let nop: [UInt8] = [1, 1, 1, 0]
+        for mode in ["BPF", "device"] {
+            var cfg = try XCTUnwrap(routing.config.lookup(UInt32(0), as: manx_node_config.self))
+            cfg.vxlan_ifindex = mode == "device" ? 1 : 0
+            try routing.config.update(UInt32(0), cfg)
+            for forged in [Frame.vxlan(src: "10.99.0.3", dst: "10.99.0.1", inner: vxInner, options: nop),
+                           Frame.vxlan(src: "10.99.0.3", dst: "10.99.0.1", inner: vxInner, fragmentOffset: 0x2000),
+                           Frame.vxlan(src: "10.99.0.9", dst: "10.99.0.1", inner: vxInner, options: nop)] {
+                XCTAssertEqual(try fromUnderlay.testRun(packet: forged, ifindex: 1).returnValue, TC_ACT_SHOT, "VXLAN \(mode) mode")
+            }
+            // Other UDP with options is not the tunnel's business.
+            let dns = Frame.ipv4(src: "10.99.0.9", dst: "10.99.0.1", proto: 17, Frame.be16(53) + Frame.be16(5353) + Frame.be16(12) + [1, 2, 3, 4], options: nop)
+            XCTAssertEqual(try fromUnderlay.testRun(packet: dns, ifindex: 1).returnValue, TC_ACT_OK)
+        }
     }
 }

@@ -44,6 +44,11 @@ final class IptablesTests: XCTestCase {
             var saved = try sh("ip", "netns", "exec", netns, "\(ipt)-save", "-t", "filter")
             XCTAssertTrue(saved.contains("-A FORWARD -j manx-FORWARD"), saved)
             XCTAssertTrue(saved.contains("-A manx-FORWARD -o vweb -j manx-rs"), saved)
+            // Workload guards first (source binding, no tunnels), and pod-to-node traffic policed too.
+            XCTAssertTrue(saved.contains("-A INPUT -j manx-INPUT"), saved)
+            XCTAssertTrue(saved.contains("-A manx-from-wl ! -s 10.0.0.1/32 -i vweb"), saved)
+            XCTAssertTrue(saved.contains("-A manx-from-wl -i vclient -p udp -m udp --dport 4789"), saved)
+            XCTAssertTrue(saved.contains("-A manx-FORWARD -j manx-from-wl\n-A manx-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"), saved)
             XCTAssertTrue(saved.contains("--dport 80"), saved)
             let sets = try sh("ip", "netns", "exec", netns, "ipset", "list")
             XCTAssertTrue(sets.contains("10.9.0.0/16 nomatch"), "except becomes a nomatch entry:\n\(sets)")
@@ -56,6 +61,7 @@ final class IptablesTests: XCTestCase {
             XCTAssertTrue(saved.contains("--dport 443") && !saved.contains("--dport 80 "), saved)
             XCTAssertTrue(oldChains.isDisjoint(with: Set(saved.split(separator: "\n").filter { $0.hasPrefix(":manx-rs") })))
             XCTAssertEqual(saved.components(separatedBy: "-j manx-FORWARD").count, 2, "one jump only")
+            XCTAssertEqual(saved.components(separatedBy: "-A INPUT -j manx-INPUT").count, 2, "one jump only")
 
             try dataplane.uninstall()
             saved = try sh("ip", "netns", "exec", netns, "\(ipt)-save", "-t", "filter")

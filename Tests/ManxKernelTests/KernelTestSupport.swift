@@ -20,6 +20,24 @@ func requireKernel() throws {
     throw XCTSkip("kernel test skipped: \(reason)")
 }
 
+/// A fresh directory only this test knows (mkdtemp), never a predictable
+/// path; the caller removes it.
+func makeTemporaryDirectory(_ prefix: String) throws -> String {
+    var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+    guard let dir = mkdtemp(&template) else {
+        throw NSError(domain: "mkdtemp", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: String(cString: strerror(errno))])
+    }
+    return String(cString: dir)
+}
+
+func waitUntil(_ what: String, timeout: Double = 20, _ condition: () -> Bool) throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while !condition() {
+        if Date() > deadline { throw NSError(domain: "wait", code: 1, userInfo: [NSLocalizedDescriptionKey: "timed out waiting until \(what)"]) }
+        usleep(20_000)
+    }
+}
+
 /// A prefix unique to one test, for every namespace, interface and pin.
 func testPrefix(_ tag: String) -> String { "mxk\(tag)\(getpid() % 10000)" }
 
@@ -101,10 +119,13 @@ enum Frame {
         [0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1] + be16(type) + payload
     }
 
-    static func ipv4(src: String, dst: String, proto: UInt8, _ l4: [UInt8], fragmentOffset: UInt16 = 0) -> [UInt8] {
-        var h: [UInt8] = [0x45, 0] + be16(UInt16(20 + l4.count)) + [0, 1] + be16(fragmentOffset) + [64, proto, 0, 0] + ip(src) + ip(dst)
+    /// `options` must be a multiple of 4 bytes long.
+    static func ipv4(src: String, dst: String, proto: UInt8, _ l4: [UInt8], fragmentOffset: UInt16 = 0, options: [UInt8] = []) -> [UInt8] {
+        let hlen = 20 + options.count
+        var h: [UInt8] = [0x40 | UInt8(hlen / 4), 0] + be16(UInt16(hlen + l4.count)) + [0, 1] + be16(fragmentOffset) + [64, proto, 0, 0]
+            + ip(src) + ip(dst) + options
         var sum: UInt32 = 0
-        for i in stride(from: 0, to: 20, by: 2) { sum += UInt32(h[i]) << 8 | UInt32(h[i + 1]) }
+        for i in stride(from: 0, to: hlen, by: 2) { sum += UInt32(h[i]) << 8 | UInt32(h[i + 1]) }
         while sum > 0xffff { sum = (sum & 0xffff) + (sum >> 16) }
         h[10] = UInt8((~sum >> 8) & 0xff)
         h[11] = UInt8(~sum & 0xff)
@@ -124,6 +145,28 @@ enum Frame {
 
     static func icmpEcho(_ src: String, _ dst: String, reply: Bool = false, id: UInt16 = 7) -> [UInt8] {
         ipv4(src: src, dst: dst, proto: 1, [reply ? 0 : 8, 0, 0, 0] + be16(id) + [0, 1])
+    }
+
+    /// The frame with VLAN tags (TPID, VID 0) inserted after the MAC addresses, outermost first.
+    static func tagged(_ frame: [UInt8], tpids: [UInt16]) -> [UInt8] {
+        Array(frame[..<12]) + tpids.flatMap { be16($0) + [0, 0] } + Array(frame[12...])
+    }
+
+    static func vxlan(src: String, dst: String, inner: [UInt8], vni: UInt32 = 4096, options: [UInt8] = [], fragmentOffset: UInt16 = 0) -> [UInt8] {
+        ipv4(src: src, dst: dst, proto: 17,
+             be16(50000) + be16(4789) + be16(UInt16(16 + inner.count)) + [0, 0]
+                 + [0x08, 0, 0, 0] + be16(UInt16(vni >> 8)) + [UInt8(vni & 0xff), 0] + inner,
+             fragmentOffset: fragmentOffset, options: options)
+    }
+
+    /// An ICMP query (echo 8/0, timestamp 13/14, information 15/16, ...).
+    static func icmpQuery(_ src: String, _ dst: String, type: UInt8, id: UInt16 = 7) -> [UInt8] {
+        ipv4(src: src, dst: dst, proto: 1, [type, 0, 0, 0] + be16(id) + [0, 1] + [UInt8](repeating: 0, count: 12))
+    }
+
+    /// An ICMP error quoting the IPv4 header and first 8 bytes of `quoted` (a frame).
+    static func icmpError(_ src: String, _ dst: String, type: UInt8 = 3, code: UInt8 = 4, quoting quoted: [UInt8]) -> [UInt8] {
+        ipv4(src: src, dst: dst, proto: 1, [type, code, 0, 0, 0, 0] + be16(1400) + Array(quoted[14..<(14 + 28)]))
     }
 
     static let arp: [UInt8] = ethernet(0x0806, [0, 1, 8, 0, 6, 4, 0, 1] + [UInt8](repeating: 0, count: 20))

@@ -67,7 +67,7 @@ final class WorkloadProgramTests: XCTestCase {
     }
 
     /// To the workload (its ingress policy) or from it (its egress policy).
-    func toWeb(_ frame: [UInt8]) throws -> UInt32 { try dataplane.toWorkload.testRun(packet: frame, ifindex: 1).returnValue }
+    func toWeb(_ frame: [UInt8]) throws -> UInt32 { try dataplane.toWorkload.testRun(packet: frame, ifindex: 1, ingressIfindex: 1).returnValue }
     func fromWeb(_ frame: [UInt8]) throws -> UInt32 { try dataplane.fromWorkload.testRun(packet: frame, ifindex: 1).returnValue }
 
     func counters(_ direction: manx_direction) throws -> [UInt64] {
@@ -101,14 +101,16 @@ final class WorkloadProgramTests: XCTestCase {
         XCTAssertEqual(egress[Int(MANX_CNT_ALLOW_CT.rawValue)], 2)
         XCTAssertEqual(egress[Int(MANX_CNT_DROP_DEFAULT.rawValue)], 1)
 
-        // The conntrack entry records who approved each leg.
-        let entries = try dataplane.maps.conntrack.entries(as: (manx_ct_key, manx_ct_value).self)
+        // The entry, in web's own table, records that web received the flow
+        // and the rule set and rule that approved it.
+        let entries = try XCTUnwrap(dataplane.conntrackTable(ifindex: 1)).entries(as: (manx_ct_key, manx_ct_value).self)
         let tcp = try XCTUnwrap(entries.first { $0.0.proto == 6 && UInt16(bigEndian: $0.0.port_b) == 40000 || UInt16(bigEndian: $0.0.port_a) == 40000 && $0.0.proto == 6 })
-        XCTAssertNotEqual(tcp.1.flags & UInt8(MANX_CT_F_APPROVED_DST), 0)
-        XCTAssertNotEqual(tcp.1.flags & UInt8(MANX_CT_F_SEEN_REPLY), 0)
-        XCTAssertGreaterThanOrEqual(tcp.1.rule_id.1, ReservedRule.first)
+        XCTAssertEqual(tcp.1.flags & UInt32(MANX_CT_F_EP_ORIGINATED), 0)
+        XCTAssertNotEqual(tcp.1.flags & UInt32(MANX_CT_F_SEEN_REPLY), 0)
+        XCTAssertEqual(tcp.1.ruleset, try XCTUnwrap(dataplane.maps.endpoints.lookup(UInt32(1), as: manx_endpoint.self)).ingress_ruleset)
+        XCTAssertGreaterThanOrEqual(tcp.1.rule_id, ReservedRule.first)
         // ...and the rule that allowed it counts a hit.
-        XCTAssertGreaterThanOrEqual(try dataplane.maps.ruleHits.lookupPerCPU(tcp.1.rule_id.1, as: manx_rule_hits.self)?.reduce(0) { $0 + $1.packets } ?? 0, 1)
+        XCTAssertGreaterThanOrEqual(try dataplane.maps.ruleHits.lookupPerCPU(tcp.1.rule_id, as: manx_rule_hits.self)?.reduce(0) { $0 + $1.packets } ?? 0, 1)
     }
 
     func testPolicyChangeReevaluatesEstablishedFlows() throws {
@@ -129,8 +131,8 @@ final class WorkloadProgramTests: XCTestCase {
         try apply(Self.policy.replacingOccurrences(of: "policyTypes: [Ingress, Egress]", with: "policyTypes: [Ingress]"))
         XCTAssertEqual(try toWeb(Frame.tcp("10.0.0.2", 42000, "10.0.0.1", 8080, flags: Frame.syn)), TC_ACT_OK)
         XCTAssertEqual(try fromWeb(Frame.tcp("10.0.0.1", 8080, "10.0.0.2", 42000, flags: Frame.rst)), TC_ACT_OK)
-        let entry = try dataplane.maps.conntrack.entries(as: (manx_ct_key, manx_ct_value).self).first { $0.0.proto == 6 }
-        XCTAssertNotEqual((entry?.1.flags ?? 0) & UInt8(MANX_CT_F_RST), 0, "RST marks the flow closed")
+        let entry = try XCTUnwrap(dataplane.conntrackTable(ifindex: 1)).entries(as: (manx_ct_key, manx_ct_value).self).first { $0.0.proto == 6 }
+        XCTAssertNotEqual((entry?.1.flags ?? 0) & UInt32(MANX_CT_F_RST), 0, "RST marks the flow closed")
     }
 
     func testNonIPv4AndMalformedFrames() throws {
@@ -139,7 +141,7 @@ final class WorkloadProgramTests: XCTestCase {
         XCTAssertEqual(try toWeb(Array(Frame.tcp("10.0.0.2", 1, "10.0.0.1", 8080, flags: Frame.syn).prefix(40))), TC_ACT_SHOT)
         XCTAssertEqual(try toWeb(Frame.ipv4(src: "10.0.0.2", dst: "10.0.0.1", proto: 6, [UInt8](repeating: 0, count: 20), fragmentOffset: 100)), TC_ACT_SHOT)
         let c = try counters(MANX_DIR_INGRESS)
-        XCTAssertEqual(c[Int(MANX_CNT_ALLOW_NON_IP.rawValue)], 1)
+        XCTAssertEqual(c[Int(MANX_CNT_ALLOW_ARP.rawValue)], 1)
         XCTAssertEqual(c[Int(MANX_CNT_DROP_IPV6.rawValue)], 1)
         XCTAssertEqual(c[Int(MANX_CNT_DROP_MALFORMED.rawValue)], 1)
         XCTAssertEqual(c[Int(MANX_CNT_DROP_FRAGMENT.rawValue)], 1)
@@ -154,8 +156,8 @@ final class WorkloadProgramTests: XCTestCase {
     func testPerPacketCostIsReported() throws {
         let established = Frame.tcp("10.0.0.2", 43000, "10.0.0.1", 8080, flags: Frame.ack)
         _ = try toWeb(Frame.tcp("10.0.0.2", 43000, "10.0.0.1", 8080, flags: Frame.syn))
-        let ct = try dataplane.toWorkload.testRun(packet: established, repeat: 100_000, ifindex: 1)
-        let denied = try dataplane.toWorkload.testRun(packet: Frame.tcp("10.0.0.3", 43000, "10.0.0.1", 8080, flags: Frame.syn), repeat: 100_000, ifindex: 1)
+        let ct = try dataplane.toWorkload.testRun(packet: established, repeat: 100_000, ifindex: 1, ingressIfindex: 1)
+        let denied = try dataplane.toWorkload.testRun(packet: Frame.tcp("10.0.0.3", 43000, "10.0.0.1", 8080, flags: Frame.syn), repeat: 100_000, ifindex: 1, ingressIfindex: 1)
         print("BPF_PROG_TEST_RUN ns/packet: established \(ct.durationNanoseconds), new flow policy lookup (denied) \(denied.durationNanoseconds)")
         XCTAssertEqual(ct.returnValue, TC_ACT_OK)
         XCTAssertEqual(denied.returnValue, TC_ACT_SHOT)

@@ -9,11 +9,13 @@ final class LayoutTests: XCTestCase {
     func offset<T>(_ path: PartialKeyPath<T>) -> Int { MemoryLayout<T>.offset(of: path)! }
 
     func testEndpoint() {
-        XCTAssertEqual(MemoryLayout<manx_endpoint>.size, 16)
+        XCTAssertEqual(MemoryLayout<manx_endpoint>.size, 24)
         XCTAssertEqual(offset(\manx_endpoint.ingress_ruleset), 0)
         XCTAssertEqual(offset(\manx_endpoint.egress_ruleset), 4)
         XCTAssertEqual(offset(\manx_endpoint.identity), 8)
         XCTAssertEqual(offset(\manx_endpoint.flags), 12)
+        XCTAssertEqual(offset(\manx_endpoint.id), 16)
+        XCTAssertEqual(offset(\manx_endpoint.addr), 20)
     }
 
     func testIPCache() {
@@ -47,14 +49,15 @@ final class LayoutTests: XCTestCase {
         XCTAssertEqual(offset(\manx_ct_key.port_a), 8)
         XCTAssertEqual(offset(\manx_ct_key.port_b), 10)
         XCTAssertEqual(offset(\manx_ct_key.proto), 12)
-        XCTAssertEqual(MemoryLayout<manx_ct_value>.size, 56)
+        XCTAssertEqual(offset(\manx_ct_key.query), 13)
+        XCTAssertEqual(MemoryLayout<manx_ct_value>.size, 48)
         XCTAssertEqual(offset(\manx_ct_value.last_seen_ns), 8)
         XCTAssertEqual(offset(\manx_ct_value.packets), 16)
         XCTAssertEqual(offset(\manx_ct_value.bytes), 24)
-        XCTAssertEqual(offset(\manx_ct_value.approved_ruleset), 32)
-        XCTAssertEqual(offset(\manx_ct_value.policy_port), 40)
-        XCTAssertEqual(offset(\manx_ct_value.flags), 42)
-        XCTAssertEqual(offset(\manx_ct_value.rule_id), 44)
+        XCTAssertEqual(offset(\manx_ct_value.ruleset), 32)
+        XCTAssertEqual(offset(\manx_ct_value.rule_id), 36)
+        XCTAssertEqual(offset(\manx_ct_value.flags), 40)
+        XCTAssertEqual(offset(\manx_ct_value.policy_port), 44)
     }
 
     func testCountersEventsAndXDP() {

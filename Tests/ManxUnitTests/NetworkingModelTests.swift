@@ -303,4 +303,40 @@ final class NetworkingModelTests: XCTestCase {
             XCTAssertTrue(e?.reason.contains("one per pod") ?? false)
         }
     }
+
+    // MARK: Workload interfaces
+
+    static func pod(_ name: String, interface: String, node: String? = nil) -> String {
+        let nodeName = node.map { "spec: {nodeName: \($0)}\n" } ?? ""
+        return "apiVersion: v1\nkind: Pod\nmetadata: {name: \(name), namespace: x, annotations: {manx.io/interface: \(interface)}}\n\(nodeName)status: {podIP: 10.10.0.\(name.count)}\n"
+    }
+
+    func rejection(_ docs: String...) -> [String] {
+        do {
+            _ = try ResourceSet.decode(files: [("net.yaml", docs.joined(separator: "---\n"))])
+            return []
+        } catch {
+            return error.errors.map(\.description)
+        }
+    }
+
+    /// The annotation names where the workload programs go: a bad name, the
+    /// loopback or another endpoint's interface is rejected, precisely.
+    func testWorkloadInterfaceIsValidatedAndUnique() throws {
+        let field = "metadata.annotations.manx.io/interface"
+        XCTAssertEqual(rejection(Self.pod("a", interface: "\"eth0\\n-F\"")),
+                       ["net.yaml: Pod x/a: \(field): 'eth0\n-F' is not a valid interface name (ASCII, no '/', ':' or whitespace)"])
+        XCTAssertEqual(rejection(Self.pod("a", interface: "averyveryverylongname")),
+                       ["net.yaml: Pod x/a: \(field): interface name 'averyveryverylongname' must be 1-15 bytes"])
+        XCTAssertEqual(rejection(Self.pod("a", interface: "lo")), ["net.yaml: Pod x/a: \(field): 'lo' is not a workload interface"])
+        XCTAssertEqual(rejection(Self.pod("a", interface: "veth1"), Self.pod("bb", interface: "veth1")),
+                       ["net.yaml: Pod x/bb: \(field): interface veth1 is already the interface of Pod x/a"])
+        // A WorkloadEndpoint's interface counts too, and wins over its pod's annotation.
+        XCTAssertEqual(rejection(Self.wep(Self.wepSpec + "}"), Self.pod("bb", interface: "mx0a1b2c3d4e5")),
+                       ["net.yaml: Pod x/bb: \(field): interface mx0a1b2c3d4e5 is already the interface of WorkloadEndpoint x/n1-k8s-a-eth0"])
+        XCTAssertEqual(rejection(Self.wep(Self.wepSpec + "}"), Self.pod("a", interface: "other")), [])
+        // Interface names are per node; a pod without a node is on every node.
+        XCTAssertEqual(rejection(Self.pod("a", interface: "veth1", node: "n1"), Self.pod("bb", interface: "veth1", node: "n2")), [])
+        XCTAssertEqual(rejection(Self.pod("a", interface: "veth1", node: "n1"), Self.pod("bb", interface: "veth1")).count, 1)
+    }
 }

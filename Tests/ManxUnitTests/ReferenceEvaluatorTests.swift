@@ -364,6 +364,14 @@ final class ReferenceEvaluatorTests: XCTestCase {
         check(e, "shop/web", .ingress, "10.0.0.2", proto: 132, port: 81, true)
         check(e, "shop/web", .ingress, "10.0.0.2", proto: 47, port: 0, true)
         check(e, "shop/web", .ingress, "10.0.0.2", proto: 17, port: 81, false)
+        // Whatever policy says, a workload sends no tunnel packets; it may receive them.
+        check(e, "shop/client", .egress, "10.0.0.1", proto: 4, port: 0, false)
+        check(e, "shop/client", .egress, "10.0.0.1", proto: 17, port: 4789, false)
+        check(e, "shop/client", .egress, "10.0.0.1", proto: 17, port: 4790, true)
+        check(e, "shop/web", .ingress, "10.0.0.2", proto: 4, port: 0, true)
+        // An ICMP error on its own is never a flow policy can open.
+        check(e, "shop/client", .ingress, "10.0.0.1", proto: 1, port: 3 << 8 | 4, false)
+        check(e, "shop/client", .ingress, "10.0.0.1", proto: 1, port: 8 << 8, true)
     }
 
     func testICMPTypeAndCode() throws {
@@ -375,21 +383,23 @@ final class ReferenceEvaluatorTests: XCTestCase {
           selector: "app == 'web'"
           ingress:
           - {action: Allow, protocol: ICMP, icmp: {type: 8}}
+          - {action: Allow, protocol: ICMP, icmp: {type: 9, code: 4}}
           - {action: Allow, protocol: ICMP, icmp: {type: 3, code: 4}}
           egress:
-          - {action: Allow, protocol: ICMP, notICMP: {type: 5}}
-          - {action: Allow, protocol: ICMP, notICMP: {type: 5, code: 1}}
+          - {action: Allow, protocol: ICMP, notICMP: {type: 10}}
+          - {action: Allow, protocol: ICMP, notICMP: {type: 10, code: 1}}
         """)
         check(e, "shop/web", .ingress, "10.0.0.2", proto: 1, port: 8 << 8, true)
         check(e, "shop/web", .ingress, "10.0.0.2", proto: 1, port: 8 << 8 | 7, true)
         check(e, "shop/web", .ingress, "10.0.0.2", proto: 1, port: 0, false)
-        check(e, "shop/web", .ingress, "10.0.0.2", proto: 1, port: 3 << 8 | 4, true)
-        check(e, "shop/web", .ingress, "10.0.0.2", proto: 1, port: 3 << 8 | 1, false)
+        check(e, "shop/web", .ingress, "10.0.0.2", proto: 1, port: 9 << 8 | 4, true)
+        check(e, "shop/web", .ingress, "10.0.0.2", proto: 1, port: 9 << 8 | 1, false)
+        check(e, "shop/web", .ingress, "10.0.0.2", proto: 1, port: 3 << 8 | 4, false, "an error never opens a flow, whatever the rules")
         check(e, "shop/web", .ingress, "10.0.0.2", proto: 6, port: 8 << 8, false)
         // notICMP excludes only the matching type/code.
         check(e, "shop/web", .egress, "10.0.0.2", proto: 1, port: 0, true)
-        check(e, "shop/web", .egress, "10.0.0.2", proto: 1, port: 5 << 8 | 2, true, "type 5 code 2 passes the second rule")
-        check(e, "shop/web", .egress, "10.0.0.2", proto: 1, port: 5 << 8 | 1, false, "excluded by both rules")
+        check(e, "shop/web", .egress, "10.0.0.2", proto: 1, port: 10 << 8 | 2, true, "type 10 code 2 passes the second rule")
+        check(e, "shop/web", .egress, "10.0.0.2", proto: 1, port: 10 << 8 | 1, false, "excluded by both rules")
         check(e, "shop/web", .egress, "10.0.0.2", proto: 6, port: 80, false)
     }
 

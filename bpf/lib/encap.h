@@ -26,6 +26,7 @@
 
 #define MANX_IP_DF 0x4000
 #define MANX_IP_MF_OFFSET 0x3fff /* more-fragments flag and fragment offset */
+#define MANX_IP_OFFSET 0x1fff    /* fragment offset */
 #define MANX_GSO_BY_FRAGS 0xffff /* gso_size of SCTP GSO: segments sized by the sender */
 #define MANX_IPIP_OVERHEAD  20
 #define MANX_VXLAN_OVERHEAD (20 + 8 + 8 + ETH_HLEN)
@@ -321,9 +322,18 @@ static __always_inline int manx_decap(struct __sk_buff *skb)
 	if (!cfg || ip->daddr != cfg->address)
 		return TC_ACT_OK;
 	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(MANX_IP_MF_OFFSET))) {
-		/* Nodes send neither options nor fragments (see manx_forward);
-		 * without a tunnel device the kernel could not use them anyway. */
+		/* Nodes send neither options nor fragments (see manx_forward).
+		 * Such a packet would skip the sender check below, and the
+		 * kernel would hand a reassembled one to a VXLAN device's
+		 * socket: drop IPIP, and UDP whose header names the VXLAN port.
+		 * A later UDP fragment is harmless without its first. */
 		if (ip->protocol == IPPROTO_IPIP)
+			goto reject;
+		if (ip->frag_off & bpf_htons(MANX_IP_OFFSET))
+			return TC_ACT_OK;
+		__be16 dport = 0;
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + ip->ihl * 4 + __builtin_offsetof(struct udphdr, dest), &dport, sizeof(dport)) ||
+		    dport == bpf_htons(MANX_VXLAN_PORT))
 			goto reject;
 		return TC_ACT_OK;
 	}

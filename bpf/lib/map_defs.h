@@ -37,12 +37,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } manx_policy SEC(".maps");
 
+/* The shape of every endpoint's conntrack table; the daemon creates each
+ * with the endpoint's budget as max_entries. */
+struct manx_ct_table {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MANX_CT_BUDGET_DEFAULT);
+	/* Sizes, not __type: BTF would only hold forward declarations of the
+	 * structs here, which libbpf cannot size. */
+	__uint(key_size, sizeof(struct manx_ct_key));
+	__uint(value_size, sizeof(struct manx_ct_value));
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, MANX_CT_MAX);
-	__type(key, struct manx_ct_key);
-	__type(value, struct manx_ct_value);
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, MANX_ENDPOINTS_MAX);
+	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct manx_ct_table); /* last: a flexible array */
 } manx_ct SEC(".maps");
 
 struct {

@@ -27,6 +27,46 @@ struct manx_icmphdr {
 #define MANX_ICMP_ECHOREPLY 0
 #define MANX_ICMP_ECHO      8
 
+/* How conntrack treats an ICMP message (Linux's conntrack does the same). */
+enum manx_icmp_class {
+	MANX_ICMP_NONE = 0, /* not ICMP */
+	MANX_ICMP_REQUEST,  /* echo, timestamp, information, address mask request: opens a flow */
+	MANX_ICMP_REPLY,    /* their replies: pass only on the request's flow */
+	MANX_ICMP_ERROR,    /* unreachable, source quench, redirect, time exceeded, parameter problem */
+	MANX_ICMP_OTHER,    /* anything else: judged alone, by its own type and code */
+};
+
+/* The class of an ICMP type; for queries, *request is the request type
+ * (echo reply 0 belongs to echo 8, the others to type - 1). */
+static __always_inline __u8 manx_icmp_classify(__u8 type, __u8 *request)
+{
+	switch (type) {
+	case MANX_ICMP_ECHO:
+	case 13: /* timestamp */
+	case 15: /* information */
+	case 17: /* address mask */
+		*request = type;
+		return MANX_ICMP_REQUEST;
+	case MANX_ICMP_ECHOREPLY:
+		*request = MANX_ICMP_ECHO;
+		return MANX_ICMP_REPLY;
+	case 14:
+	case 16:
+	case 18:
+		*request = type - 1;
+		return MANX_ICMP_REPLY;
+	case 3:  /* destination unreachable */
+	case 4:  /* source quench */
+	case 5:  /* redirect */
+	case 11: /* time exceeded */
+	case 12: /* parameter problem */
+		return MANX_ICMP_ERROR;
+	}
+	return MANX_ICMP_OTHER;
+}
+
+#define MANX_ETH_P_QINQ1 0x9100 /* pre-802.1ad double tagging */
+
 #define MANX_TCP_FIN 0x01
 #define MANX_TCP_SYN 0x02
 #define MANX_TCP_RST 0x04
@@ -36,17 +76,22 @@ struct manx_icmphdr {
 struct manx_pkt {
 	__be32 saddr;
 	__be32 daddr;
-	__be16 sport;       /* ICMP echo: the identifier, so both ends agree */
+	__be16 sport;       /* ICMP queries: the identifier, so both ends agree */
 	__be16 dport;
 	__be16 policy_port; /* dport, or ICMP type (high byte) and code */
 	__u8 proto;
 	__u8 tcp_flags;
+	__u8 icmp;          /* enum manx_icmp_class */
+	__u8 query;         /* ICMP queries: the request type, part of the flow */
+	__u16 l4_off;       /* offset of the L4 header in the frame */
 	__u32 len;
 };
 
 enum manx_parse_result {
 	MANX_PARSE_OK = 0,
-	MANX_PARSE_NON_IP,
+	MANX_PARSE_ARP,
+	MANX_PARSE_VLAN,
+	MANX_PARSE_NON_IP, /* anything but IPv4, IPv6, ARP and VLAN */
 	MANX_PARSE_IPV6,
 	MANX_PARSE_MALFORMED,
 	MANX_PARSE_FRAGMENT,
@@ -64,8 +109,16 @@ static __always_inline int manx_parse(struct __sk_buff *skb, struct manx_pkt *p)
 
 	if ((void *)(eth + 1) > data_end)
 		return MANX_PARSE_MALFORMED;
+	/* A tag the kernel already moved into skb metadata hides the outer
+	 * ethertype; an inner tag would hide the real payload from policy and
+	 * the kernel strips it after tc. A workload has no business tagging. */
+	if (skb->vlan_present || eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD) ||
+	    eth->h_proto == bpf_htons(MANX_ETH_P_QINQ1))
+		return MANX_PARSE_VLAN;
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
 		return MANX_PARSE_IPV6;
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return MANX_PARSE_ARP;
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return MANX_PARSE_NON_IP;
 
@@ -93,6 +146,9 @@ static __always_inline int manx_parse(struct __sk_buff *skb, struct manx_pkt *p)
 	p->dport = 0;
 	p->policy_port = 0;
 	p->tcp_flags = 0;
+	p->icmp = MANX_ICMP_NONE;
+	p->query = 0;
+	p->l4_off = ETH_HLEN + ihl;
 
 	/* A non-first fragment carries no L4 header, so no port to police. */
 	if (ip->frag_off & bpf_htons(0x1fff))
@@ -125,7 +181,8 @@ static __always_inline int manx_parse(struct __sk_buff *skb, struct manx_pkt *p)
 			return MANX_PARSE_MALFORMED;
 		/* Type and code, as laid out on the wire, are the policy "port". */
 		p->policy_port = *(__be16 *)icmp;
-		if (icmp->type == MANX_ICMP_ECHO || icmp->type == MANX_ICMP_ECHOREPLY) {
+		p->icmp = manx_icmp_classify(icmp->type, &p->query);
+		if (p->icmp == MANX_ICMP_REQUEST || p->icmp == MANX_ICMP_REPLY) {
 			p->sport = icmp->id;
 			p->dport = icmp->id;
 		}
@@ -136,6 +193,44 @@ static __always_inline int manx_parse(struct __sk_buff *skb, struct manx_pkt *p)
 	}
 	p->policy_port = p->dport;
 	return MANX_PARSE_OK;
+}
+
+/* The packet an ICMP error quotes (its IPv4 header and first 8 bytes),
+ * as the flow it belongs to. False when the quote is not of a packet that
+ * can have a flow: malformed, a later fragment, or itself an ICMP error. */
+static __always_inline bool manx_parse_quote(struct __sk_buff *skb, const struct manx_pkt *p, struct manx_pkt *q)
+{
+	struct iphdr ip;
+	__u8 l4[8];
+	__u32 off = p->l4_off + sizeof(struct manx_icmphdr);
+
+	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5 ||
+	    (ip.frag_off & bpf_htons(0x1fff)) ||
+	    bpf_skb_load_bytes(skb, off + ip.ihl * 4, l4, sizeof(l4)))
+		return false;
+	q->saddr = ip.saddr;
+	q->daddr = ip.daddr;
+	q->proto = ip.protocol;
+	q->sport = 0;
+	q->dport = 0;
+	q->icmp = MANX_ICMP_NONE;
+	q->query = 0;
+	switch (ip.protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+		__builtin_memcpy(&q->sport, &l4[0], 2);
+		__builtin_memcpy(&q->dport, &l4[2], 2);
+		break;
+	case IPPROTO_ICMP:
+		q->icmp = manx_icmp_classify(l4[0], &q->query);
+		if (q->icmp != MANX_ICMP_REQUEST && q->icmp != MANX_ICMP_REPLY)
+			return false;
+		__builtin_memcpy(&q->sport, &l4[4], 2); /* the identifier */
+		q->dport = q->sport;
+		break;
+	}
+	return true;
 }
 
 #endif

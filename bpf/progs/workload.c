@@ -21,10 +21,49 @@ static __always_inline int manx_drop(__u32 ifindex, __u32 dir, __u32 reason)
 	return TC_ACT_SHOT;
 }
 
+/* 0, or the drop reason of a packet whose workload-side address is not the
+ * endpoint's. */
+static __always_inline __u32 manx_check_binding(const struct manx_endpoint *ep, __u32 dir, const struct manx_pkt *pkt)
+{
+	if (dir == MANX_DIR_EGRESS)
+		return pkt->saddr == ep->addr ? 0 : MANX_CNT_DROP_SPOOFED_SOURCE;
+	return pkt->daddr == ep->addr ? 0 : MANX_CNT_DROP_WRONG_DEST;
+}
+
+static __always_inline bool manx_is_tunnel(const struct manx_pkt *pkt)
+{
+	return pkt->proto == IPPROTO_IPIP || (pkt->proto == IPPROTO_UDP && pkt->dport == bpf_htons(MANX_VXLAN_PORT));
+}
+
 /* An allowed packet from the workload may be bound for another node. */
 static __always_inline int manx_allowed(struct __sk_buff *skb, __u32 dir, const struct manx_pkt *pkt)
 {
 	return dir == MANX_DIR_EGRESS ? manx_forward(skb, pkt) : TC_ACT_OK;
+}
+
+/* An ICMP error passes exactly when the packet it quotes belongs to a live
+ * flow of this endpoint's, in the direction that makes sense: the endpoint
+ * sent the quoted packet when it receives the error (fragmentation needed
+ * on its way out, say), and received it when it sends the error (port
+ * unreachable). Policy has no say: as in Calico, it only opens flows. */
+static __always_inline int manx_icmp_error(struct __sk_buff *skb, const struct manx_endpoint *ep, void *table,
+					   __u32 dir, const struct manx_pkt *pkt, __u64 now)
+{
+	__u32 ifindex = skb->ifindex;
+	struct manx_pkt quoted;
+	struct manx_ct_key key;
+
+	if (!manx_parse_quote(skb, pkt, &quoted) ||
+	    (dir == MANX_DIR_INGRESS ? quoted.saddr : quoted.daddr) != ep->addr)
+		goto unrelated;
+	manx_ct_key(&quoted, &key);
+	if (!manx_ct_lookup(table, &key, &quoted, now))
+		goto unrelated;
+	manx_count(ifindex, dir, MANX_CNT_ALLOW_RELATED, pkt->len);
+	return manx_allowed(skb, dir, pkt);
+unrelated:
+	manx_flow_event(ifindex, dir, pkt, MANX_IDENTITY_UNKNOWN, MANX_RULE_NONE, MANX_VERDICT_DENY, MANX_CNT_DROP_ICMP_UNRELATED);
+	return manx_drop(ifindex, dir, MANX_CNT_DROP_ICMP_UNRELATED);
 }
 
 static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
@@ -36,47 +75,105 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 		return manx_drop(0, dir, MANX_CNT_DROP_NO_ENDPOINT); /* fail closed */
 
 	struct manx_pkt pkt;
-	switch (manx_parse(skb, &pkt)) {
+	int parsed = manx_parse(skb, &pkt);
+	switch (parsed) {
 	case MANX_PARSE_OK:
+	case MANX_PARSE_FRAGMENT:
 		break;
-	case MANX_PARSE_NON_IP: /* ARP must work for the pod to reach its gateway */
-		manx_count(ifindex, dir, MANX_CNT_ALLOW_NON_IP, skb->len);
+	case MANX_PARSE_ARP: /* the pod must reach its gateway */
+		manx_count(ifindex, dir, MANX_CNT_ALLOW_ARP, skb->len);
 		return TC_ACT_OK;
+	case MANX_PARSE_VLAN:
+		return manx_drop(ifindex, dir, MANX_CNT_DROP_VLAN);
+	case MANX_PARSE_NON_IP:
+		return manx_drop(ifindex, dir, MANX_CNT_DROP_NON_IP);
 	case MANX_PARSE_IPV6:
 		return manx_drop(ifindex, dir, MANX_CNT_DROP_IPV6);
-	case MANX_PARSE_FRAGMENT:
-		return manx_drop(ifindex, dir, MANX_CNT_DROP_FRAGMENT);
 	default:
 		return manx_drop(ifindex, dir, MANX_CNT_DROP_MALFORMED);
 	}
 
+	/* The endpoint's address is bound to it: a workload sends only from
+	 * it and receives only for it. Checked before conntrack is read or
+	 * written, so a forged packet can neither create nor refresh a flow,
+	 * and the peer identity policy sees is never one the sender made up. */
+	__u32 binding = manx_check_binding(ep, dir, &pkt);
+	if (binding) {
+		manx_flow_event(ifindex, dir, &pkt, MANX_IDENTITY_UNKNOWN, MANX_RULE_NONE, MANX_VERDICT_DENY, binding);
+		return manx_drop(ifindex, dir, binding);
+	}
+	if (parsed == MANX_PARSE_FRAGMENT)
+		return manx_drop(ifindex, dir, MANX_CNT_DROP_FRAGMENT);
+	/* A workload that builds tunnel packets could have another node
+	 * decapsulate them as if they came from this node: Calico drops them
+	 * at the workload too. */
+	if (dir == MANX_DIR_EGRESS && manx_is_tunnel(&pkt))
+		return manx_drop(ifindex, dir, MANX_CNT_DROP_TUNNEL);
+
+	/* Kubernetes' node rule: what this node itself sends to its pods is
+	 * always allowed (kubelet's probes). Known by how the packet entered:
+	 * a locally generated packet never arrived on an interface. Never by
+	 * its source address, which anything on the underlay can write. */
+	bool from_node = dir == MANX_DIR_INGRESS && skb->ingress_ifindex == 0;
+
+	void *table = manx_ct_table(ep);
+	if (!table)
+		return manx_drop(ifindex, dir, MANX_CNT_DROP_NO_ENDPOINT); /* fail closed */
 	__u64 now = bpf_ktime_get_ns();
+	if (pkt.icmp == MANX_ICMP_ERROR)
+		return manx_icmp_error(skb, ep, table, dir, &pkt, now);
+
+	/* ICMP queries are flows (type and identifier in the key); any other
+	 * non-error ICMP message is judged alone, by its own type and code. */
+	bool stateless = pkt.icmp == MANX_ICMP_OTHER;
 	struct manx_ct_key key;
 	bool src_is_a = manx_ct_key(&pkt, &key);
-	struct manx_ct_value *ct = manx_ct_lookup(&key, &pkt, now);
-	bool is_orig = !ct || src_is_a == !!(ct->flags & MANX_CT_F_ORIG_IS_A);
+	struct manx_ct_value *ct = stateless ? NULL : manx_ct_lookup(table, &key, &pkt, now);
 
-	/* Which leg of the flow does this hook police? The endpoint originated
-	 * the flow when it sends an original-direction packet or receives a
-	 * reply; then its egress policy owns the leg, else its ingress policy. */
+	/* The endpoint originated the flow when it sends an original-direction
+	 * packet or receives a reply: its egress policy governs, else its
+	 * ingress policy. A packet whose role contradicts the entry's is a new
+	 * flow: it never takes the fast path on the entry. */
 	bool endpoint_sent = dir == MANX_DIR_EGRESS;
+	bool is_orig = !ct || src_is_a == !!(ct->flags & MANX_CT_F_ORIG_IS_A);
 	bool endpoint_originated = endpoint_sent == is_orig;
-	__u32 leg = endpoint_originated ? MANX_CT_LEG_SRC : MANX_CT_LEG_DST;
+	if (ct && endpoint_originated != !!(ct->flags & MANX_CT_F_EP_ORIGINATED)) {
+		ct = NULL;
+		is_orig = true;
+		endpoint_originated = endpoint_sent;
+	}
+	/* An ICMP query reply passes only as the reply of its request's flow,
+	 * and a request only in the direction that opened it. Otherwise the
+	 * message is judged alone and opens nothing. */
+	if (pkt.icmp == MANX_ICMP_REPLY || pkt.icmp == MANX_ICMP_REQUEST) {
+		bool want_orig = pkt.icmp == MANX_ICMP_REQUEST;
+		if (ct ? is_orig != want_orig : !want_orig) {
+			ct = NULL;
+			stateless = true;
+			is_orig = true;
+			endpoint_originated = endpoint_sent;
+		}
+	}
 	__u32 ruleset = endpoint_originated ? ep->egress_ruleset : ep->ingress_ruleset;
 
-	/* Fast path: the leg was approved by the rule set still in force. */
-	if (ct && manx_ct_approved(ct, leg, ruleset)) {
+	/* Fast path: approved by the rule set still in force, or a flow the
+	 * node opened. */
+	if (ct && (ct->ruleset == ruleset || manx_ct_node_flow(ct, is_orig, from_node))) {
 		manx_ct_touch(ct, &pkt, is_orig, now);
 		manx_count(ifindex, dir, MANX_CNT_ALLOW_CT, pkt.len);
 		return manx_allowed(skb, dir, &pkt);
 	}
 
 	/* Slow path: policy on the flow's original tuple. The peer is the other
-	 * end of the packet; the port is the one the originator asked for. */
+	 * end of the packet; the port is the one the originator asked for. A
+	 * flow the node opens needs no policy; one the pod opened to the node
+	 * stays under the pod's egress policy, as in Calico. */
+	bool node_opened = from_node && !endpoint_originated;
 	__be32 peer = endpoint_sent ? pkt.daddr : pkt.saddr;
 	__be16 port = ct ? ct->policy_port : pkt.policy_port;
-	struct manx_decision d;
-	manx_decide(ruleset, peer, pkt.proto, port, &d);
+	struct manx_decision d = { .verdict = MANX_VERDICT_ALLOW, .rule_id = MANX_RULE_NODE };
+	if (!node_opened)
+		manx_decide(ruleset, peer, pkt.proto, port, &d);
 
 	if (d.verdict != MANX_VERDICT_ALLOW) {
 		__u32 reason = d.rule_id == MANX_RULE_DEFAULT_DENY || (d.flags & MANX_POL_F_DEFAULT)
@@ -88,17 +185,27 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 		return manx_drop(ifindex, dir, reason);
 	}
 
-	if (ct) {
-		manx_ct_approve(ct, leg, ruleset, d.rule_id);
+	__u32 approved = node_opened ? MANX_RULESET_NODE : ruleset;
+	if (stateless) {
+		/* nothing to record */
+	} else if (ct) {
+		ct->ruleset = approved;
+		ct->rule_id = d.rule_id;
+		if (node_opened && !(ct->flags & MANX_CT_F_FROM_NODE))
+			__sync_fetch_and_or(&ct->flags, MANX_CT_F_FROM_NODE);
 		manx_ct_touch(ct, &pkt, is_orig, now);
-	} else {
-		manx_ct_create(&key, &pkt, src_is_a, leg, ruleset, d.rule_id, now);
+	} else if (!manx_ct_create(table, &key, &pkt, src_is_a,
+				   (endpoint_originated ? MANX_CT_F_EP_ORIGINATED : 0) | (node_opened ? MANX_CT_F_FROM_NODE : 0),
+				   approved, d.rule_id, now)) {
+		/* Untracked, its replies would be judged as new flows: refuse it. */
+		manx_flow_event(ifindex, dir, &pkt, d.identity, d.rule_id, MANX_VERDICT_DENY, MANX_CNT_DROP_CT_FULL);
+		return manx_drop(ifindex, dir, MANX_CNT_DROP_CT_FULL);
 	}
 	if (d.rule_id >= MANX_RULE_FIRST)
 		manx_rule_hit(d.rule_id);
 	if ((ep->flags & MANX_EP_F_LOG_ALLOWED) || (d.flags & MANX_POL_F_LOG))
 		manx_flow_event(ifindex, dir, &pkt, d.identity, d.rule_id, d.verdict, MANX_CNT_ALLOW_NEW);
-	manx_count(ifindex, dir, MANX_CNT_ALLOW_NEW, pkt.len);
+	manx_count(ifindex, dir, node_opened ? MANX_CNT_ALLOW_NODE : MANX_CNT_ALLOW_NEW, pkt.len);
 	return manx_allowed(skb, dir, &pkt);
 }
 

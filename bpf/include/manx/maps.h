@@ -29,7 +29,6 @@
 #define MANX_ENDPOINTS_MAX   65536
 #define MANX_IPCACHE_MAX     1048576
 #define MANX_POLICY_MAX      4194304
-#define MANX_CT_MAX          524288
 #define MANX_RULE_HITS_MAX   1048576
 #define MANX_EVENTS_BYTES    (1 << 20)
 #define MANX_XDP_DENY_MAX    65536
@@ -39,12 +38,18 @@
 
 /* Rule set 0 means "not isolated in this direction": everything allowed. */
 #define MANX_RULESET_ALLOW_ALL 0
+/* Never a compiled rule set: what a conntrack entry the node rule approved
+ * records, so no rule set in force ever matches it. */
+#define MANX_RULESET_NODE 0xffffffffU
 
 struct manx_endpoint {
 	__u32 ingress_ruleset; /* policy applied to traffic towards the workload */
 	__u32 egress_ruleset;  /* policy applied to traffic from the workload */
 	__u32 identity;        /* the workload's own identity */
 	__u32 flags;           /* MANX_EP_F_* */
+	__u32 id;              /* its slot in manx_ct: its conntrack table */
+	__be32 addr;           /* the workload's IPv4 address: the only source it may
+				* send from and the only destination it receives */
 };
 
 #define MANX_EP_F_LOG_ALLOWED (1U << 0) /* emit flow events for allowed new flows */
@@ -115,13 +120,25 @@ struct manx_policy_value {
 /* Rule ids below this are reserved for built-in decisions. */
 #define MANX_RULE_NONE            0 /* no policy: endpoint not isolated */
 #define MANX_RULE_DEFAULT_DENY    1 /* isolated and nothing matched */
+#define MANX_RULE_NODE            2 /* from this node itself: Kubernetes' node rule */
 #define MANX_RULE_FIRST           16
 
-/* ---- Conntrack: LRU hash, normalised 5-tuple ---------------------------- */
+/* ---- Conntrack: one hash table per endpoint ----------------------------- */
 /*
- * Both directions of a flow share one entry: the side with the lower
- * (address, port) is "a". Each leg keeps the rule set that approved it, so
- * a policy change (a new rule set id) makes the next packet re-evaluate.
+ * manx_ct is an array of maps indexed by the endpoint's id: each endpoint
+ * has a table of its own, created by the daemon with the endpoint and
+ * freed with it. So every entry belongs to the endpoint that created it
+ * (a later endpoint with the same address starts empty), and an endpoint
+ * can fill only its own table: its budget is the table's max_entries.
+ * The tables are plain hashes, not LRU: when one is full, that endpoint's
+ * new flows are refused (fail closed) and nothing established is evicted;
+ * the daemon deletes entries idle past their timeout.
+ *
+ * Both directions of a flow share an entry: the side with the lower
+ * (address, port) is "a". The entry records whether the endpoint
+ * originated the flow (its egress policy approved it) or received it (its
+ * ingress policy did), and the rule set that approved it, so a policy
+ * change (a new rule set id) makes the next packet re-evaluate.
  */
 struct manx_ct_key {
 	__be32 addr_a;
@@ -129,12 +146,8 @@ struct manx_ct_key {
 	__be16 port_a;
 	__be16 port_b;
 	__u8 proto;
-	__u8 pad[3];
-};
-
-enum manx_ct_leg {
-	MANX_CT_LEG_SRC = 0, /* the originator's egress policy */
-	MANX_CT_LEG_DST = 1, /* the destination's ingress policy */
+	__u8 query; /* ICMP queries: the request type (8 echo, 13, 15, 17), else 0 */
+	__u8 pad[2];
 };
 
 struct manx_ct_value {
@@ -142,26 +155,31 @@ struct manx_ct_value {
 	__u64 last_seen_ns;
 	__u64 packets;
 	__u64 bytes;
-	__u32 approved_ruleset[2]; /* by enum manx_ct_leg, valid if MANX_CT_F_APPROVED_* */
-	__be16 policy_port;        /* the port (or ICMP type/code) policy was checked on */
-	__u8 flags;                /* MANX_CT_F_* */
-	__u8 pad;
-	__u32 rule_id[2];          /* the rule that approved each leg */
+	__u32 ruleset;      /* the endpoint's rule set that approved the flow */
+	__u32 rule_id;      /* the rule that approved it */
+	__u32 flags;        /* MANX_CT_F_*, set with atomic or */
+	__be16 policy_port; /* the port (or ICMP type/code) policy was checked on */
+	__u16 pad;
 };
 
-#define MANX_CT_F_ORIG_IS_A     (1U << 0) /* "a" is the flow's originator */
-#define MANX_CT_F_APPROVED_SRC  (1U << 1)
-#define MANX_CT_F_APPROVED_DST  (1U << 2)
-#define MANX_CT_F_SEEN_REPLY    (1U << 3)
-#define MANX_CT_F_FIN_ORIG      (1U << 4)
-#define MANX_CT_F_FIN_REPLY     (1U << 5)
-#define MANX_CT_F_RST           (1U << 6)
+#define MANX_CT_F_ORIG_IS_A       (1U << 0) /* "a" is the flow's originator */
+#define MANX_CT_F_EP_ORIGINATED   (1U << 1) /* the endpoint opened the flow: its egress policy governs */
+#define MANX_CT_F_SEEN_REPLY      (1U << 2)
+#define MANX_CT_F_FIN_ORIG        (1U << 3)
+#define MANX_CT_F_FIN_REPLY       (1U << 4)
+#define MANX_CT_F_RST             (1U << 5)
+#define MANX_CT_F_FROM_NODE       (1U << 6) /* opened by this node itself: allowed by the node rule */
+
+/* Conntrack entries an endpoint may hold unless the daemon is told
+ * otherwise (manxd --conntrack-budget): room for a busy server. */
+#define MANX_CT_BUDGET_DEFAULT 131072
 
 /* Idle timeouts, in seconds. A closed TCP flow lingers briefly for late ACKs. */
 #define MANX_CT_TIMEOUT_TCP_SYN     30
 #define MANX_CT_TIMEOUT_TCP_EST     7200
 #define MANX_CT_TIMEOUT_TCP_CLOSED  10
 #define MANX_CT_TIMEOUT_UDP         60
+#define MANX_CT_TIMEOUT_UDP_UNREPLIED 30 /* as Linux: a flood of one-way flows ages out sooner */
 #define MANX_CT_TIMEOUT_OTHER       30
 
 /* ---- Per-endpoint counters: per-CPU hash -------------------------------- */
@@ -179,13 +197,22 @@ struct manx_counters_key {
 enum manx_counter {
 	MANX_CNT_ALLOW_NEW = 0,      /* new flow allowed by a policy lookup */
 	MANX_CNT_ALLOW_CT,           /* allowed by conntrack, no policy lookup */
-	MANX_CNT_ALLOW_NON_IP,       /* ARP and other non-IP frames */
+	MANX_CNT_ALLOW_ARP,          /* ARP, the only non-IP protocol a workload speaks */
+	MANX_CNT_ALLOW_NODE,         /* new flow opened by this node itself (Kubernetes' node rule) */
+	MANX_CNT_ALLOW_RELATED,      /* ICMP error about a live flow of the endpoint */
 	MANX_CNT_DROP_POLICY,        /* a Deny rule matched */
 	MANX_CNT_DROP_DEFAULT,       /* isolated, no rule matched */
 	MANX_CNT_DROP_MALFORMED,     /* truncated or invalid headers */
 	MANX_CNT_DROP_IPV6,          /* IPv6 is not supported yet: fail closed */
 	MANX_CNT_DROP_FRAGMENT,      /* non-first IPv4 fragment: no ports to police */
 	MANX_CNT_DROP_NO_ENDPOINT,   /* program attached but endpoint unknown */
+	MANX_CNT_DROP_SPOOFED_SOURCE, /* from the workload, source is not its address */
+	MANX_CNT_DROP_WRONG_DEST,    /* to the workload, destination is not its address */
+	MANX_CNT_DROP_VLAN,          /* a VLAN tag, in the frame or in skb metadata */
+	MANX_CNT_DROP_NON_IP,        /* neither IPv4, IPv6 nor ARP */
+	MANX_CNT_DROP_TUNNEL,        /* IPIP or UDP to the VXLAN port sent by a workload */
+	MANX_CNT_DROP_CT_FULL,       /* new flow refused: the endpoint's conntrack budget is used up */
+	MANX_CNT_DROP_ICMP_UNRELATED, /* ICMP error quoting no live flow of the endpoint */
 	MANX_CNT_BYTES,              /* bytes of all allowed packets */
 	MANX_CNT_MAX,
 };

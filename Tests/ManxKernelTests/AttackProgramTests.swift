@@ -1,0 +1,318 @@
+import ManxBPF
+import ManxCompiler
+import ManxDataplane
+import ManxMapLayout
+import ManxModel
+import XCTest
+
+/// What a pod with CAP_NET_RAW can put on its veth, checked packet by packet
+/// with BPF_PROG_TEST_RUN: forged addresses, VLAN tags, other ethertypes and
+/// hand-built tunnel packets. The endpoint under test sits at ifindex 1
+/// (loopback, which test runs accept); tests that need another endpoint copy
+/// its entry there, as the differential test does.
+final class AttackProgramTests: XCTestCase {
+    var paths = NodePaths(node: "")
+    var dataplane: Dataplane!
+
+    /// web (10.0.0.1) accepts TCP 8080 from client only; stranger has no policy.
+    static let resources = WorkloadProgramTests.pods
+        .replacingOccurrences(of: "metadata: {name: stranger, namespace: shop, labels: {app: other}}",
+                              with: "metadata: {name: stranger, namespace: shop, labels: {app: other}, annotations: {manx.io/interface: test-stranger}}")
+        + "\n---\n" + WorkloadProgramTests.policy
+
+    override func setUpWithError() throws {
+        try requireKernel()
+        try load(budget: Dataplane.defaultConntrackBudget)
+    }
+
+    func load(budget: Int) throws {
+        try dataplane?.uninstall()
+        paths = NodePaths(node: testPrefix("atk"))
+        let fake: [String: Int32] = ["test-web": 1, "test-stranger": 1002]
+        dataplane = try Dataplane(paths: paths, interfaces: .init(resolve: { fake[$0] }, attach: false), conntrackBudget: budget)
+        try apply(Self.resources)
+    }
+
+    func apply(_ yaml: String) throws {
+        _ = try dataplane.apply(PolicyCompiler(firstRuleset: dataplane.nextFreeRuleset).compile(try ResourceSet.decode(files: [("all.yaml", yaml)])))
+        web = try dataplane.maps.endpoints.lookup(UInt32(1), as: manx_endpoint.self) ?? manx_endpoint()
+        stranger = try dataplane.maps.endpoints.lookup(UInt32(1002), as: manx_endpoint.self) ?? manx_endpoint()
+    }
+
+    override func tearDownWithError() throws {
+        try dataplane?.uninstall()
+        dataplane = nil
+    }
+
+    var web = manx_endpoint(), stranger = manx_endpoint()
+
+    /// Runs the frame through the endpoint's egress (it sends) or ingress (it receives) program.
+    func send(as ep: manx_endpoint, _ frame: [UInt8]) throws -> UInt32 {
+        try dataplane.maps.endpoints.update(UInt32(1), ep)
+        return try dataplane.fromWorkload.testRun(packet: frame, ifindex: 1).returnValue
+    }
+
+    func receive(as ep: manx_endpoint, _ frame: [UInt8]) throws -> UInt32 {
+        try dataplane.maps.endpoints.update(UInt32(1), ep)
+        return try dataplane.toWorkload.testRun(packet: frame, ifindex: 1, ingressIfindex: 1).returnValue
+    }
+
+    func counter(_ c: manx_counter, _ direction: manx_direction) throws -> UInt64 {
+        let perCPU = try dataplane.maps.counters.lookupPerCPU(manx_counters_key(ifindex: 1, direction: direction.rawValue), as: manx_counters.self) ?? []
+        return perCPU.reduce(0) { acc, v in acc + withUnsafeBytes(of: v.value) { $0.load(fromByteOffset: Int(c.rawValue) * 8, as: UInt64.self) } }
+    }
+
+    /// Entries in web's and stranger's conntrack tables.
+    func conntrackEntries() throws -> Int {
+        try [web, stranger].reduce(0) { n, ep in n + (try XCTUnwrap(dataplane.maps.conntrack.inner(at: ep.id)).keys(as: manx_ct_key.self).count) }
+    }
+
+    func testForgedSourceIsDroppedBeforeConntrackAndReported() throws {
+        let events = try FlowEventReader(paths)
+        // stranger (no policy at all) claims to be client, whom web allows.
+        XCTAssertEqual(try send(as: stranger, Frame.tcp("10.0.0.2", 40000, "10.0.0.1", 8080, flags: Frame.syn)), TC_ACT_SHOT)
+        XCTAssertEqual(try send(as: stranger, Frame.udp("10.0.0.1", 53, "10.0.0.2", 40000)), TC_ACT_SHOT)
+        XCTAssertEqual(try counter(MANX_CNT_DROP_SPOOFED_SOURCE, MANX_DIR_EGRESS), 2)
+        XCTAssertEqual(try conntrackEntries(), 0, "a forged packet creates no conntrack entry")
+        // Its own address works.
+        XCTAssertEqual(try send(as: stranger, Frame.udp("10.0.0.3", 53, "10.0.0.2", 40000)), TC_ACT_OK)
+        XCTAssertEqual(try conntrackEntries(), 1)
+
+        let seen = try events.next(timeoutMs: 1000)
+        XCTAssertTrue(seen.contains { $0.reason == "drop_spoofed_source" && $0.source == "10.0.0.2:40000" && $0.verdict == "deny" }, "\(seen.map(\.line))")
+    }
+
+    func testPacketForSomeoneElseIsDropped() throws {
+        // Delivered to web's veth but addressed to client: never web's to see.
+        XCTAssertEqual(try receive(as: web, Frame.tcp("10.0.0.2", 40000, "10.0.0.2", 8080, flags: Frame.syn)), TC_ACT_SHOT)
+        XCTAssertEqual(try receive(as: web, Frame.tcp("10.0.0.2", 40000, "10.0.0.9", 8080, flags: Frame.syn)), TC_ACT_SHOT)
+        XCTAssertEqual(try counter(MANX_CNT_DROP_WRONG_DEST, MANX_DIR_INGRESS), 2)
+        XCTAssertEqual(try conntrackEntries(), 0)
+    }
+
+    /// The conntrack-poisoning sequence: the attacker forges one packet that
+    /// makes the victim look like the originator of a flow to the attacker,
+    /// then opens that flow, hoping to pass as the victim's reply.
+    func testConntrackPoisoningSequence() throws {
+        // The victim's egress is open, so a flow it seems to originate needs no policy.
+        try apply(Self.webEgressOpen)
+        XCTAssertEqual(web.egress_ruleset, UInt32(MANX_RULESET_ALLOW_ALL))
+        XCTAssertEqual(try send(as: stranger, Frame.tcp("10.0.0.1", 8080, "10.0.0.3", 443, flags: Frame.syn)), TC_ACT_SHOT)
+        XCTAssertEqual(try send(as: stranger, Frame.tcp("10.0.0.3", 443, "10.0.0.1", 8080, flags: Frame.syn)), TC_ACT_OK,
+                       "stranger's own egress is open")
+        XCTAssertEqual(try receive(as: web, Frame.tcp("10.0.0.3", 443, "10.0.0.1", 8080, flags: Frame.syn)), TC_ACT_SHOT,
+                       "web's ingress policy judges the stranger")
+        XCTAssertEqual(try receive(as: web, Frame.tcp("10.0.0.3", 443, "10.0.0.1", 8080, flags: Frame.ack)), TC_ACT_SHOT)
+        XCTAssertEqual(try counter(MANX_CNT_ALLOW_CT, MANX_DIR_INGRESS), 0)
+    }
+
+    static let webEgressOpen = resources.replacingOccurrences(of: "policyTypes: [Ingress, Egress]", with: "policyTypes: [Ingress]")
+
+    // MARK: Conntrack
+
+    func table(_ ep: manx_endpoint) throws -> BPFMap { try XCTUnwrap(dataplane.maps.conntrack.inner(at: ep.id)) }
+
+    /// A flow web opened stays web's: a pod that later gets web's address
+    /// (on the same interface, even) starts with an empty table, so the
+    /// peer's "replies" are new flows to its own ingress policy.
+    func testReusedAddressInheritsNoFlows() throws {
+        try apply(Self.webEgressOpen)
+        let reply = Frame.udp("10.0.0.3", 9999, "10.0.0.1", 5555)
+        XCTAssertEqual(try send(as: web, Frame.udp("10.0.0.1", 5555, "10.0.0.3", 9999)), TC_ACT_OK)
+        XCTAssertEqual(try receive(as: web, reply), TC_ACT_OK, "control: the reply reaches web")
+        let oldID = web.id
+        // web goes; newcomer, isolated, arrives with its address and interface.
+        let newcomer = Self.webEgressOpen.replacingOccurrences(of: "metadata: {name: web, namespace: shop, labels: {app: web}",
+                                                               with: "metadata: {name: newcomer, namespace: shop, labels: {app: web}")
+        try apply(newcomer)
+        XCTAssertNotEqual(web.id, oldID, "a new endpoint gets a new conntrack table")
+        XCTAssertNil(try dataplane.maps.conntrack.inner(at: oldID), "the old table is freed")
+        XCTAssertEqual(try receive(as: web, reply), TC_ACT_SHOT, "newcomer inherits web's flow")
+    }
+
+    /// An endpoint's table holds its budget: past it, its new flows are
+    /// refused and counted, its established ones and other endpoints'
+    /// flows carry on, and expiry makes room again.
+    func testBudgetRefusesNewFlowsEvictsNothing() throws {
+        try load(budget: 4)
+        XCTAssertEqual(try table(web).maxEntries, 4)
+        XCTAssertEqual(try table(web).keySize, MemoryLayout<manx_ct_key>.size)
+        XCTAssertEqual(try table(web).valueSize, MemoryLayout<manx_ct_value>.size)
+        for port in 40000..<40004 {
+            XCTAssertEqual(try receive(as: web, Frame.udp("10.0.0.2", UInt16(port), "10.0.0.1", 53)), TC_ACT_OK)
+        }
+        XCTAssertEqual(try receive(as: web, Frame.udp("10.0.0.2", 40004, "10.0.0.1", 53)), TC_ACT_SHOT, "over budget")
+        XCTAssertEqual(try counter(MANX_CNT_DROP_CT_FULL, MANX_DIR_INGRESS), 1)
+        for port in 40000..<40004 {
+            XCTAssertEqual(try send(as: web, Frame.udp("10.0.0.1", 53, "10.0.0.2", UInt16(port))), TC_ACT_OK, "established flows stay")
+        }
+        XCTAssertEqual(try send(as: stranger, Frame.udp("10.0.0.3", 1, "10.0.0.2", 2)), TC_ACT_OK, "other endpoints are not affected")
+        // Nothing has idled long enough yet; 61 s from now every UDP flow has.
+        XCTAssertEqual(try dataplane.expireConntrack(now: monotonicNanoseconds()), 0)
+        XCTAssertEqual(try dataplane.expireConntrack(now: monotonicNanoseconds() + 61_000_000_000), 5)
+        XCTAssertEqual(try receive(as: web, Frame.udp("10.0.0.2", 40004, "10.0.0.1", 53)), TC_ACT_OK, "room again")
+    }
+
+    /// An entry claiming the endpoint opened a flow that, by its direction,
+    /// the peer opened is not trusted: the packet is a new flow.
+    func testEntryWhoseRoleContradictsThePacketIsNotTrusted() throws {
+        try apply(Self.webEgressOpen) // web's egress rule set is 0: "approved" by anything
+        var key = manx_ct_key()
+        key.addr_a = IPv4Address("10.0.0.1")!.networkOrder
+        key.addr_b = IPv4Address("10.0.0.3")!.networkOrder
+        key.port_a = UInt16(8080).bigEndian
+        key.port_b = UInt16(443).bigEndian
+        key.proto = 6
+        var forged = manx_ct_value()
+        forged.last_seen_ns = monotonicNanoseconds()
+        forged.ruleset = web.egress_ruleset
+        forged.flags = UInt32(MANX_CT_F_EP_ORIGINATED) // but "b", the stranger, is the originator
+        forged.policy_port = UInt16(8080).bigEndian
+        try table(web).update(key, forged)
+        XCTAssertEqual(try receive(as: web, Frame.tcp("10.0.0.3", 443, "10.0.0.1", 8080, flags: Frame.ack)), TC_ACT_SHOT)
+        XCTAssertEqual(try counter(MANX_CNT_ALLOW_CT, MANX_DIR_INGRESS), 0)
+    }
+
+    /// A CPU may stamp an entry after another read the clock: a last_seen
+    /// slightly ahead of "now" is a live flow, not one idle for 584 years.
+    func testIdleTimeIsSigned() throws {
+        XCTAssertEqual(try receive(as: web, Frame.tcp("10.0.0.2", 40000, "10.0.0.1", 8080, flags: Frame.syn)), TC_ACT_OK)
+        let t = try table(web)
+        let (key, value) = try XCTUnwrap(t.entries(as: (manx_ct_key, manx_ct_value).self).first)
+        var ahead = value
+        ahead.last_seen_ns = monotonicNanoseconds() + 5_000_000_000
+        try t.update(key, ahead)
+        XCTAssertEqual(try receive(as: web, Frame.tcp("10.0.0.2", 40000, "10.0.0.1", 8080, flags: Frame.ack)), TC_ACT_OK)
+        XCTAssertEqual(try counter(MANX_CNT_ALLOW_CT, MANX_DIR_INGRESS), 1)
+        XCTAssertEqual(try dataplane.expireConntrack(now: monotonicNanoseconds()), 0)
+    }
+
+    /// Kubernetes' node rule, told by how a packet entered: one the node
+    /// itself sent (it arrived on no interface) reaches web whatever its
+    /// ingress policy, and web's replies pass its isolated egress. The same
+    /// bytes arriving on an interface (the underlay, a tunnel, a pod) get
+    /// web's policy, even on the node's established flow.
+    func testNodeRuleByHowThePacketEntered() throws {
+        let node = "10.99.0.1"
+        func fromNode(_ frame: [UInt8]) throws -> UInt32 {
+            try dataplane.toWorkload.testRun(packet: frame, ifindex: 1, ingressIfindex: 0).returnValue
+        }
+        XCTAssertEqual(try receive(as: web, Frame.tcp(node, 50000, "10.0.0.1", 9999, flags: Frame.syn)), TC_ACT_SHOT, "from an interface")
+        XCTAssertEqual(try fromNode(Frame.tcp(node, 50000, "10.0.0.1", 9999, flags: Frame.syn)), TC_ACT_OK)
+        XCTAssertEqual(try counter(MANX_CNT_ALLOW_NODE, MANX_DIR_INGRESS), 1)
+        XCTAssertEqual(try send(as: web, Frame.tcp("10.0.0.1", 9999, node, 50000, flags: Frame.syn | Frame.ack)), TC_ACT_OK,
+                       "the reply passes web's isolated egress")
+        XCTAssertEqual(try fromNode(Frame.tcp(node, 50000, "10.0.0.1", 9999, flags: Frame.ack)), TC_ACT_OK)
+        XCTAssertEqual(try receive(as: web, Frame.tcp(node, 50000, "10.0.0.1", 9999, flags: Frame.ack)), TC_ACT_SHOT,
+                       "a copy of the node's flow from an interface")
+        // web to its node stays under web's (isolated) egress policy.
+        XCTAssertEqual(try send(as: web, Frame.tcp("10.0.0.1", 40000, node, 22, flags: Frame.syn)), TC_ACT_SHOT)
+        let entry = try XCTUnwrap(table(web).entries(as: (manx_ct_key, manx_ct_value).self).first)
+        XCTAssertEqual(entry.1.ruleset, MANX_RULESET_NODE)
+        XCTAssertEqual(entry.1.rule_id, ReservedRule.node)
+    }
+
+    // MARK: ICMP
+
+    /// Each ICMP query type is its own flow: allowed timestamp requests do
+    /// not carry an information request, a denied type sent first does not
+    /// block an allowed one, and a reply passes only on its request's flow.
+    func testICMPTypesAreJudgedPerMessage() throws {
+        try apply(Self.resources + """
+
+        ---
+        apiVersion: projectcalico.org/v3
+        kind: NetworkPolicy
+        metadata: {name: timestamps, namespace: shop}
+        spec:
+          selector: app == 'web'
+          types: [Ingress]
+          ingress: [{action: Allow, protocol: ICMP, icmp: {type: 13}}]
+        """)
+        for _ in 0..<5 { XCTAssertEqual(try receive(as: web, Frame.icmpQuery("10.0.0.2", "10.0.0.1", type: 13)), TC_ACT_OK) }
+        XCTAssertEqual(try receive(as: web, Frame.icmpQuery("10.0.0.2", "10.0.0.1", type: 15)), TC_ACT_SHOT, "type 15 after allowed 13s")
+        XCTAssertEqual(try receive(as: web, Frame.icmpQuery("10.0.0.3", "10.0.0.1", type: 15, id: 9)), TC_ACT_SHOT)
+        XCTAssertEqual(try receive(as: web, Frame.icmpQuery("10.0.0.3", "10.0.0.1", type: 13, id: 9)), TC_ACT_OK, "a denied type first blocks nothing")
+        // web's egress is isolated: its timestamp reply passes on the flow...
+        XCTAssertEqual(try send(as: web, Frame.icmpQuery("10.0.0.1", "10.0.0.2", type: 14)), TC_ACT_OK)
+        // ...but not a reply nobody asked for, nor a request sent back on the flow.
+        XCTAssertEqual(try send(as: web, Frame.icmpQuery("10.0.0.1", "10.0.0.2", type: 14, id: 99)), TC_ACT_SHOT)
+        XCTAssertEqual(try send(as: web, Frame.icmpQuery("10.0.0.1", "10.0.0.2", type: 13)), TC_ACT_SHOT)
+        // Other messages (router advertisement) are judged alone and open nothing.
+        XCTAssertEqual(try receive(as: web, Frame.icmpQuery("10.0.0.2", "10.0.0.1", type: 9)), TC_ACT_SHOT)
+    }
+
+    /// An ICMP error passes exactly when it quotes a live flow of the
+    /// endpoint's, sent by it (when it receives the error) or to it (when
+    /// it sends one), whatever the policy.
+    func testICMPErrorsFollowTheFlowTheyQuote() throws {
+        try apply(Self.webEgressOpen)
+        let out = Frame.tcp("10.0.0.1", 5555, "10.0.0.3", 80, flags: Frame.syn)
+        XCTAssertEqual(try send(as: web, out), TC_ACT_OK)
+        // A router on the path: fragmentation needed, to web's isolated ingress.
+        XCTAssertEqual(try receive(as: web, Frame.icmpError("10.99.0.254", "10.0.0.1", quoting: out)), TC_ACT_OK)
+        XCTAssertEqual(try counter(MANX_CNT_ALLOW_RELATED, MANX_DIR_INGRESS), 1)
+        for quote in [Frame.tcp("10.0.0.1", 5556, "10.0.0.3", 80, flags: Frame.syn),   // a flow web never opened
+                      Frame.tcp("10.0.0.2", 5555, "10.0.0.3", 80, flags: Frame.syn),   // someone else's packet
+                      Frame.icmpError("10.0.0.1", "10.0.0.3", quoting: out)] {          // an error about an error
+            XCTAssertEqual(try receive(as: web, Frame.icmpError("10.99.0.254", "10.0.0.1", quoting: quote)), TC_ACT_SHOT)
+        }
+        XCTAssertEqual(try counter(MANX_CNT_DROP_ICMP_UNRELATED, MANX_DIR_INGRESS), 3)
+        // web's egress, isolated again: port unreachable about a datagram it received.
+        try apply(Self.resources)
+        let dns = Frame.udp("10.0.0.2", 40000, "10.0.0.1", 53)
+        XCTAssertEqual(try receive(as: web, dns), TC_ACT_OK)
+        XCTAssertEqual(try send(as: web, Frame.icmpError("10.0.0.1", "10.0.0.2", code: 3, quoting: dns)), TC_ACT_OK)
+        XCTAssertEqual(try send(as: web, Frame.icmpError("10.0.0.1", "10.0.0.2", code: 3, quoting: Frame.udp("10.0.0.2", 40001, "10.0.0.1", 53))),
+                       TC_ACT_SHOT)
+    }
+
+    func testVLANTagsAndOtherEthertypesAreDropped() throws {
+        let syn = Frame.tcp("10.0.0.2", 40000, "10.0.0.1", 8080, flags: Frame.syn)
+        for tpids: [UInt16] in [[0x8100], [0x88a8], [0x8100, 0x8100], [0x88a8, 0x8100], [0x9100, 0x8100]] {
+            XCTAssertEqual(try receive(as: web, Frame.tagged(syn, tpids: tpids)), TC_ACT_SHOT, "tags \(tpids)")
+            XCTAssertEqual(try send(as: web, Frame.tagged(Frame.udp("10.0.0.1", 53, "10.0.0.2", 40000), tpids: tpids)), TC_ACT_SHOT)
+        }
+        XCTAssertEqual(try counter(MANX_CNT_DROP_VLAN, MANX_DIR_INGRESS), 5)
+        XCTAssertEqual(try counter(MANX_CNT_DROP_VLAN, MANX_DIR_EGRESS), 5)
+        // Only ARP passes as non-IP: LLDP, PPPoE, MPLS, IPX...
+        for ethertype: UInt16 in [0x88cc, 0x8864, 0x8847, 0x8137] {
+            XCTAssertEqual(try send(as: web, Frame.ethernet(ethertype, [UInt8](repeating: 0x45, count: 46))), TC_ACT_SHOT)
+        }
+        XCTAssertEqual(try counter(MANX_CNT_DROP_NON_IP, MANX_DIR_EGRESS), 4)
+        XCTAssertEqual(try send(as: web, Frame.arp), TC_ACT_OK)
+        XCTAssertEqual(try counter(MANX_CNT_ALLOW_ARP, MANX_DIR_EGRESS), 1)
+        XCTAssertEqual(try conntrackEntries(), 0)
+    }
+
+    func testWorkloadsCannotSendTunnelPackets() throws {
+        // stranger's egress is open, so only the tunnel rule stops these.
+        let inner = Array(Frame.tcp("10.0.0.2", 40000, "10.0.0.1", 8080, flags: Frame.syn)[14...])
+        XCTAssertEqual(try send(as: stranger, Frame.ipv4(src: "10.0.0.3", dst: "10.99.0.2", proto: 4, inner)), TC_ACT_SHOT)
+        XCTAssertEqual(try send(as: stranger, Frame.vxlan(src: "10.0.0.3", dst: "10.99.0.2", inner: Frame.ethernet(0x0800, inner))), TC_ACT_SHOT)
+        XCTAssertEqual(try counter(MANX_CNT_DROP_TUNNEL, MANX_DIR_EGRESS), 2)
+        XCTAssertEqual(try conntrackEntries(), 0)
+        // Other UDP and IP protocols are policy's business.
+        XCTAssertEqual(try send(as: stranger, Frame.udp("10.0.0.3", 4789, "10.99.0.2", 53)), TC_ACT_OK)
+        XCTAssertEqual(try send(as: stranger, Frame.ipv4(src: "10.0.0.3", dst: "10.99.0.2", proto: 47, [0, 0, 8, 0])), TC_ACT_OK)
+    }
+}
+
+final class SharedConstantTests: XCTestCase {
+    func testReservedIDsMatchTheHeader() {
+        XCTAssertEqual(ReservedRule.none, UInt32(MANX_RULE_NONE))
+        XCTAssertEqual(ReservedRule.defaultDeny, UInt32(MANX_RULE_DEFAULT_DENY))
+        XCTAssertEqual(ReservedRule.node, UInt32(MANX_RULE_NODE))
+        XCTAssertEqual(ReservedRule.first, UInt32(MANX_RULE_FIRST))
+        XCTAssertEqual(ReservedIdentity.unknown, UInt32(MANX_IDENTITY_UNKNOWN))
+        XCTAssertEqual(ReservedIdentity.host, UInt32(MANX_IDENTITY_HOST))
+        XCTAssertEqual(ReservedIdentity.world, UInt32(MANX_IDENTITY_WORLD))
+        XCTAssertEqual(ReservedIdentity.first, UInt32(MANX_IDENTITY_FIRST))
+    }
+
+    func testEveryCounterHasAName() {
+        XCTAssertEqual(DumpReport.counterNames.count, Int(MANX_CNT_MAX.rawValue))
+        XCTAssertEqual(DumpReport.counterNames[Int(MANX_CNT_DROP_TUNNEL.rawValue)], "drop_tunnel")
+        XCTAssertEqual(DumpReport.counterNames[Int(MANX_CNT_BYTES.rawValue)], "bytes")
+    }
+}
