@@ -53,10 +53,10 @@ public final class Dataplane {
     /// freed one (and its table) is reused as late as possible.
     private var nextEndpointID: UInt32 = 1
 
-    /// Loads the programs and creates (or reuses) the pinned maps, then
-    /// reads what a previous daemon left programmed.
     public static let defaultConntrackBudget = Int(MANX_CT_BUDGET_DEFAULT)
 
+    /// Loads the programs and creates (or reuses) the pinned maps, then
+    /// reads what a previous daemon left programmed.
     public init(paths: NodePaths, interfaces: Interfaces = .kernel, conntrackBudget: Int = defaultConntrackBudget) throws(BPFError) {
         self.paths = paths
         self.interfaces = interfaces
