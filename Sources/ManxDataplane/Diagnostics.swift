@@ -86,10 +86,10 @@ public struct DumpReport: Codable, Sendable {
 
     /// By enum manx_counter (LayoutTests checks the count).
     public static let counterNames: [String] = [
-        "allow_new", "allow_conntrack", "allow_arp", "allow_node", "allow_related", "drop_policy", "drop_default",
+        "allow_new", "allow_conntrack", "allow_arp", "allow_node", "allow_related", "allow_fragment", "drop_policy", "drop_default",
         "drop_malformed", "drop_ipv6", "drop_fragment", "drop_no_endpoint",
         "drop_spoofed_source", "drop_wrong_destination", "drop_vlan", "drop_non_ip", "drop_tunnel",
-        "drop_conntrack_full", "drop_icmp_unrelated", "bytes",
+        "drop_conntrack_full", "drop_icmp_unrelated", "drop_fragment_tiny", "drop_fragment_overlap", "bytes",
     ]
 
     public static var nodeStatNames: [String] { NodeRouting.statNames }

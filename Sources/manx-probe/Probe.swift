@@ -19,11 +19,14 @@ private struct Attempt {
     var result: String?
     var sctpPort: UInt16 = 0  // our random source port
     var sctpTag: UInt32 = 0   // our random initiate tag
+    var udpSize = 0           // bytes the UDP echo must bring back
 }
 
 /// Opens the socket and sends the first packet. Failures that are known
 /// immediately (e.g. no route, no CAP_NET_RAW) decide the attempt at once.
-private func start(_ t: Target) -> Attempt {
+/// A UDP probe sends `udpSize` bytes (more than the MTU: the datagram goes
+/// in fragments) and passes only when the whole echo comes back.
+private func start(_ t: Target, udpSize: Int) -> Attempt {
     var a = Attempt(target: t)
     func fail(_ what: Int32) -> Attempt { a.result = "fail \(reason(what))"; return a }
     switch t.proto {
@@ -41,7 +44,8 @@ private func start(_ t: Target) -> Attempt {
         a.fd = makeSocket(SOCK_DGRAM)
         guard a.fd >= 0 else { return fail(errno) }
         guard withSockaddr(t.ip, t.port, { connect(a.fd, $0, $1) }) == 0,
-              send(a.fd, "manx-probe", 10, Int32(MSG_NOSIGNAL)) >= 0 else { return fail(errno) }
+              send(a.fd, [UInt8](repeating: 0x6d, count: udpSize), udpSize, Int32(MSG_NOSIGNAL)) >= 0 else { return fail(errno) }
+        a.udpSize = udpSize
     case .sctp:
         a.fd = makeSocket(SOCK_RAW, sctpProtocol)
         guard a.fd >= 0 else { return fail(errno) }
@@ -66,8 +70,8 @@ private func advance(_ a: inout Attempt, _ buf: inout [UInt8]) {
         a.result = err == 0 ? "ok" : "fail \(reason(err))"
     case .udp:
         // Any reply passes; a queued ICMP error surfaces as recv() failing.
-        if recvPacket(a.fd, &buf) != nil {
-            a.result = "ok"
+        if let reply = recvPacket(a.fd, &buf) {
+            a.result = reply.count == a.udpSize ? "ok" : "fail short-echo-\(reply.count)"
         } else if errno != EAGAIN && errno != EWOULDBLOCK {
             a.result = "fail \(reason(errno))"
         }
@@ -85,8 +89,8 @@ private func advance(_ a: inout Attempt, _ buf: inout [UInt8]) {
     }
 }
 
-func probe(_ targets: [Target], timeoutMs: Int) -> Never {
-    var attempts = targets.map(start)
+func probe(_ targets: [Target], timeoutMs: Int, udpSize: Int = 10) -> Never {
+    var attempts = targets.map { start($0, udpSize: udpSize) }
     let deadline = nowMs() + timeoutMs
     var buf = [UInt8](repeating: 0, count: 65_536)
     while true {

@@ -2,7 +2,7 @@
 // namespaces for the Manx policy-conformance runner.
 //
 //   manx-probe serve --ports 80,81 [--ready-file PATH]
-//   manx-probe probe [--timeout-ms 1500] tcp:IP:PORT udp:IP:PORT sctp:IP:PORT ...
+//   manx-probe probe [--timeout-ms 1500] [--udp-size N] tcp:IP:PORT udp:IP:PORT sctp:IP:PORT ...
 //   manx-probe connrate --seconds S [--parallel K] IP:PORT   (benchmarks: new TCP connections/s)
 //   manx-probe rr --seconds S IP:PORT           (benchmarks: UDP request/response latency)
 //   manx-probe inject --interface IF [--count N] HEXFRAME...  (attack tests: raw frames)
@@ -13,7 +13,7 @@ import Glibc
 
 let usageText = """
     usage: manx-probe serve --ports P1,P2,... [--ready-file PATH]
-           manx-probe probe [--timeout-ms MS] (tcp|udp|sctp):IPv4:PORT...
+           manx-probe probe [--timeout-ms MS] [--udp-size N] (tcp|udp|sctp):IPv4:PORT...
            manx-probe connrate --seconds S [--parallel K] IPv4:PORT
            manx-probe rr --seconds S IPv4:PORT
            manx-probe inject --interface IF [--count N] HEXFRAME...
@@ -72,12 +72,16 @@ case "serve":
 
 case "probe":
     var timeoutMs = 1500
+    var udpSize = 10
     var targets: [Target] = []
     while !args.isEmpty {
         let arg = args.removeFirst()
         if arg == "--timeout-ms" {
             guard let t = Int(optionValue(arg, &args)), t > 0 else { usage("bad --timeout-ms") }
             timeoutMs = t
+        } else if arg == "--udp-size" {
+            guard let n = Int(optionValue(arg, &args)), (1...65_507).contains(n) else { usage("bad --udp-size (1-65507)") }
+            udpSize = n
         } else if let target = parseTarget(arg) {
             targets.append(target)
         } else {
@@ -85,7 +89,7 @@ case "probe":
         }
     }
     guard !targets.isEmpty else { usage("probe needs at least one target") }
-    probe(targets, timeoutMs: timeoutMs)
+    probe(targets, timeoutMs: timeoutMs, udpSize: udpSize)
 
 case "connrate", "rr":
     var duration = 3.0

@@ -267,6 +267,69 @@ final class AttackProgramTests: XCTestCase {
                        TC_ACT_SHOT)
     }
 
+    // MARK: Fragments
+
+    static let moreFragments: UInt16 = 0x2000
+
+    /// A fragment of a UDP datagram: the first carries the UDP header and
+    /// 16 bytes; later ones start at `offset` (in 8-byte units).
+    func udpFragment(_ src: String, _ sport: UInt16, _ dst: String, _ dport: UInt16, id: UInt16, offset: UInt16, last: Bool = false) -> [UInt8] {
+        let flags = last ? 0 : Self.moreFragments
+        if offset == 0 {
+            return Frame.ipv4(src: src, dst: dst, proto: 17, Frame.be16(sport) + Frame.be16(dport) + Frame.be16(1000) + [0, 0]
+                              + [UInt8](repeating: 1, count: 16), fragmentOffset: flags, id: id)
+        }
+        return Frame.ipv4(src: src, dst: dst, proto: 17, [UInt8](repeating: 2, count: 24), fragmentOffset: flags | offset, id: id)
+    }
+
+    /// Later fragments get their first fragment's verdict, under the rule set
+    /// that decided it; a datagram denied, or never seen, gets nothing.
+    func testFragmentsFollowTheirDatagram() throws {
+        // client may send to web's UDP 53.
+        XCTAssertEqual(try receive(as: web, udpFragment("10.0.0.2", 40000, "10.0.0.1", 53, id: 100, offset: 0)), TC_ACT_OK)
+        XCTAssertEqual(try receive(as: web, udpFragment("10.0.0.2", 40000, "10.0.0.1", 53, id: 100, offset: 3)), TC_ACT_OK)
+        XCTAssertEqual(try receive(as: web, udpFragment("10.0.0.2", 40000, "10.0.0.1", 53, id: 100, offset: 6, last: true)), TC_ACT_OK)
+        XCTAssertEqual(try counter(MANX_CNT_ALLOW_FRAGMENT, MANX_DIR_INGRESS), 2)
+        // web's reply, in fragments, through its isolated egress on the flow.
+        XCTAssertEqual(try send(as: web, udpFragment("10.0.0.1", 53, "10.0.0.2", 40000, id: 7, offset: 0)), TC_ACT_OK)
+        XCTAssertEqual(try send(as: web, udpFragment("10.0.0.1", 53, "10.0.0.2", 40000, id: 7, offset: 3, last: true)), TC_ACT_OK)
+        // stranger is denied: its later fragments too.
+        XCTAssertEqual(try receive(as: web, udpFragment("10.0.0.3", 40000, "10.0.0.1", 53, id: 101, offset: 0)), TC_ACT_SHOT)
+        XCTAssertEqual(try receive(as: web, udpFragment("10.0.0.3", 40000, "10.0.0.1", 53, id: 101, offset: 3)), TC_ACT_SHOT)
+        // A later fragment whose first fragment never came.
+        XCTAssertEqual(try receive(as: web, udpFragment("10.0.0.2", 40000, "10.0.0.1", 53, id: 102, offset: 3)), TC_ACT_SHOT)
+        XCTAssertEqual(try counter(MANX_CNT_DROP_FRAGMENT, MANX_DIR_INGRESS), 2)
+        // The rule set that let the first fragment in is replaced: the rest stay out.
+        XCTAssertEqual(try receive(as: web, udpFragment("10.0.0.2", 40000, "10.0.0.1", 53, id: 103, offset: 0)), TC_ACT_OK)
+        try apply(Self.resources.replacingOccurrences(of: "app: client", with: "app: nobody"))
+        XCTAssertEqual(try receive(as: web, udpFragment("10.0.0.2", 40000, "10.0.0.1", 53, id: 103, offset: 3)), TC_ACT_SHOT)
+    }
+
+    /// The fragment attacks of RFC 1858 and their kin, each with its counter.
+    func testFragmentAttacks() throws {
+        // A first fragment that claims (IP total length) to end inside its
+        // TCP header, with bytes after it that policy would read as ports.
+        var tiny = Frame.tcp("10.0.0.2", 40000, "10.0.0.1", 8080, flags: Frame.syn)
+        tiny[14 + 6] = 0x20 // more fragments
+        tiny[14 + 2] = 0; tiny[14 + 3] = 28 // 20 bytes of IP + 8 of TCP
+        XCTAssertEqual(try receive(as: web, tiny), TC_ACT_SHOT)
+        XCTAssertEqual(try counter(MANX_CNT_DROP_FRAG_TINY, MANX_DIR_INGRESS), 1)
+        // An allowed TCP first fragment, then fragments that rewrite its header.
+        let first = Frame.ipv4(src: "10.0.0.2", dst: "10.0.0.1", proto: 6,
+                               Array(Frame.tcp("10.0.0.2", 40001, "10.0.0.1", 8080, flags: Frame.syn)[34...]) + [UInt8](repeating: 0, count: 20),
+                               fragmentOffset: Self.moreFragments, id: 300)
+        XCTAssertEqual(try receive(as: web, first), TC_ACT_OK)
+        for offset: UInt16 in [1, 2] {
+            let overlap = Frame.ipv4(src: "10.0.0.2", dst: "10.0.0.1", proto: 6, [UInt8](repeating: 0, count: 16),
+                                     fragmentOffset: Self.moreFragments | offset, id: 300)
+            XCTAssertEqual(try receive(as: web, overlap), TC_ACT_SHOT, "offset \(offset) lands in the TCP header")
+        }
+        XCTAssertEqual(try receive(as: web, first), TC_ACT_SHOT, "a second first fragment")
+        XCTAssertEqual(try counter(MANX_CNT_DROP_FRAG_OVERLAP, MANX_DIR_INGRESS), 3)
+        let rest = Frame.ipv4(src: "10.0.0.2", dst: "10.0.0.1", proto: 6, [UInt8](repeating: 0, count: 16), fragmentOffset: 5, id: 300)
+        XCTAssertEqual(try receive(as: web, rest), TC_ACT_OK, "the datagram's own tail passes")
+    }
+
     func testVLANTagsAndOtherEthertypesAreDropped() throws {
         let syn = Frame.tcp("10.0.0.2", 40000, "10.0.0.1", 8080, flags: Frame.syn)
         for tpids: [UInt16] in [[0x8100], [0x88a8], [0x8100, 0x8100], [0x88a8, 0x8100], [0x9100, 0x8100]] {

@@ -134,7 +134,7 @@ final class AttackTests: XCTestCase {
         let (a, f, v1, v2) = (c.pods["net/a"]!, c.pods["net/f"]!, c.pods["net/v1"]!, c.pods["net/v2"]!)
         for victim in [v1, v2] {
             let syn = Frame.tcp(f.ip, 40000, victim.ip, 7000, flags: Frame.syn)
-            XCTAssertEqual(try arrivals(at: victim, whileSending: syn, from: f, count: 20), 20, "control: \(f.key)'s own SYNs reach \(victim.key)")
+            XCTAssertGreaterThanOrEqual(try arrivals(at: victim, whileSending: syn, from: f, count: 20), 20, "control: \(f.key)'s own SYNs reach \(victim.key)")
             XCTAssertEqual(try arrivals(at: victim, whileSending: syn, from: a, count: 20), 0, "SYNs forged by \(a.key) as \(f.key) reach \(victim.key)")
         }
         XCTAssertGreaterThanOrEqual(try counter(c, a, "egress", "drop_spoofed_source"), 40)
@@ -184,7 +184,7 @@ final class AttackTests: XCTestCase {
     private func icmpSmuggling(_ c: Cluster) throws {
         let a = c.pods["net/a"]!
         for victim in [c.pods["net/v1"]!, c.pods["net/v2"]!] {
-            XCTAssertEqual(try arrivals(at: victim, whileSending: Frame.icmpQuery(a.ip, victim.ip, type: 13), from: a, count: 5), 5,
+            XCTAssertGreaterThanOrEqual(try arrivals(at: victim, whileSending: Frame.icmpQuery(a.ip, victim.ip, type: 13), from: a, count: 5), 5,
                            "control: timestamp requests to \(victim.key)")
             XCTAssertEqual(try arrivals(at: victim, whileSending: Frame.icmpQuery(a.ip, victim.ip, type: 15), from: a, count: 5), 0,
                            "information requests after timestamps reach \(victim.key)")
@@ -198,10 +198,10 @@ final class AttackTests: XCTestCase {
         let (a, f, v) = (c.pods["net/a"]!, c.pods["net/f"]!, c.pods[victim]!)
         let push = Frame.udp(a.ip, 9000, v.ip, 6000)
         try inject(from: v, [Frame.udp(v.ip, 6000, a.ip, 9000)], count: 1)
-        XCTAssertEqual(try arrivals(at: v, whileSending: push, from: a, count: 10), 10, "control: \(a.key) pushes on \(v.key)'s flow")
+        XCTAssertGreaterThanOrEqual(try arrivals(at: v, whileSending: push, from: a, count: 10), 10, "control: \(a.key) pushes on \(v.key)'s flow")
         let flood = try sh("ip", "netns", "exec", f.netns, try productPath("manx-probe"), "flood", "--flows", "800000", a.ip)
         print("conntrack flood: \(flood.trimmingCharacters(in: .whitespacesAndNewlines))")
-        XCTAssertEqual(try arrivals(at: v, whileSending: push, from: a, count: 10), 10, "after \(f.key)'s flood, \(a.key)'s push on \(v.key)'s idle flow")
+        XCTAssertGreaterThanOrEqual(try arrivals(at: v, whileSending: push, from: a, count: 10), 10, "after \(f.key)'s flood, \(a.key)'s push on \(v.key)'s idle flow")
         XCTAssertGreaterThan(try counter(c, f, "egress", "drop_conntrack_full"), 0, "the flooder hit its own budget")
     }
 
@@ -212,7 +212,7 @@ final class AttackTests: XCTestCase {
         let (a, v1) = (c.pods["net/a"]!, c.pods["net/v1"]!)
         let reply = Frame.udp(a.ip, 9100, v1.ip, 6100)
         try inject(from: v1, [Frame.udp(v1.ip, 6100, a.ip, 9100)], count: 1)
-        XCTAssertEqual(try arrivals(at: v1, whileSending: reply, from: a, count: 10), 10, "control: \(a.key) replies to \(v1.key)")
+        XCTAssertGreaterThanOrEqual(try arrivals(at: v1, whileSending: reply, from: a, count: 10), 10, "control: \(a.key) replies to \(v1.key)")
         try c.deletePod("net/v1")
         try c.datastore.write("v3.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: v3, namespace: net, labels: {app: v1}}\n")
         let v3 = try c.addPod("net/v3", node: v1.node)
@@ -336,10 +336,10 @@ final class IptablesAttackTests: XCTestCase {
         let (a, f, v) = (pods["a"]!, pods["f"]!, pods["v"]!)
 
         let syn = Frame.tcp(f.ip, 40000, v.ip, 80, flags: Frame.syn)
-        XCTAssertEqual(try arrivals(at: "v") { try send("f", [syn]) }, 10, "control: f's own SYNs")
+        XCTAssertGreaterThanOrEqual(try arrivals(at: "v") { try send("f", [syn]) }, 10, "control: f's own SYNs")
         XCTAssertEqual(try arrivals(at: "v") { try send("a", [syn]) }, 0, "SYNs forged by a as f")
         let inner = Frame.tcp(a.ip, 40000, f.ip, 80, flags: Frame.syn)
-        XCTAssertEqual(try arrivals(at: "f") { try send("a", [inner]) }, 10, "control: a's plain SYNs")
+        XCTAssertGreaterThanOrEqual(try arrivals(at: "f") { try send("a", [inner]) }, 10, "control: a's plain SYNs")
         XCTAssertEqual(try arrivals(at: "f") { try send("a", [Frame.ipv4(src: a.ip, dst: f.ip, proto: 4, Array(inner[14...]))]) }, 0, "IPIP from a")
         XCTAssertEqual(try arrivals(at: "f") { try send("a", [Frame.vxlan(src: a.ip, dst: f.ip, inner: inner)]) }, 0, "VXLAN from a")
 

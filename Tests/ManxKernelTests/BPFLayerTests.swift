@@ -33,6 +33,7 @@ final class BPFLayerTests: XCTestCase {
             (MANX_MAP_COUNTERS, MemoryLayout<manx_counters_key>.size, MemoryLayout<manx_counters>.size),
             (MANX_MAP_RULE_HITS, MemoryLayout<UInt32>.size, MemoryLayout<manx_rule_hits>.size),
             (MANX_MAP_ROUTES, MemoryLayout<manx_route_key>.size, MemoryLayout<manx_route_value>.size),
+            (MANX_MAP_FRAGS, MemoryLayout<manx_frag_key>.size, MemoryLayout<manx_frag_value>.size),
             (MANX_MAP_NODE_CONFIG, MemoryLayout<UInt32>.size, MemoryLayout<manx_node_config>.size),
             (MANX_MAP_NODE_STATS, MemoryLayout<UInt32>.size, MemoryLayout<UInt64>.size),
         ]

@@ -120,9 +120,11 @@ enum Frame {
     }
 
     /// `options` must be a multiple of 4 bytes long.
-    static func ipv4(src: String, dst: String, proto: UInt8, _ l4: [UInt8], fragmentOffset: UInt16 = 0, options: [UInt8] = []) -> [UInt8] {
+    /// `fragmentOffset` is the whole field: 0x2000 (more fragments) | offset in 8-byte units.
+    static func ipv4(src: String, dst: String, proto: UInt8, _ l4: [UInt8], fragmentOffset: UInt16 = 0, options: [UInt8] = [],
+                     id: UInt16 = 1) -> [UInt8] {
         let hlen = 20 + options.count
-        var h: [UInt8] = [0x40 | UInt8(hlen / 4), 0] + be16(UInt16(hlen + l4.count)) + [0, 1] + be16(fragmentOffset) + [64, proto, 0, 0]
+        var h: [UInt8] = [0x40 | UInt8(hlen / 4), 0] + be16(UInt16(hlen + l4.count)) + be16(id) + be16(fragmentOffset) + [64, proto, 0, 0]
             + ip(src) + ip(dst) + options
         var sum: UInt32 = 0
         for i in stride(from: 0, to: hlen, by: 2) { sum += UInt32(h[i]) << 8 | UInt32(h[i + 1]) }

@@ -60,6 +60,21 @@ final class LayoutTests: XCTestCase {
         XCTAssertEqual(offset(\manx_ct_value.policy_port), 44)
     }
 
+    func testFragments() {
+        XCTAssertEqual(MemoryLayout<manx_frag_key>.size, 16)
+        XCTAssertEqual(offset(\manx_frag_key.saddr), 4)
+        XCTAssertEqual(offset(\manx_frag_key.daddr), 8)
+        XCTAssertEqual(offset(\manx_frag_key.ip_id), 12)
+        XCTAssertEqual(offset(\manx_frag_key.proto), 14)
+        XCTAssertEqual(offset(\manx_frag_key.direction), 15)
+        XCTAssertEqual(MemoryLayout<manx_frag_value>.size, 24)
+        XCTAssertEqual(offset(\manx_frag_value.ruleset), 8)
+        XCTAssertEqual(offset(\manx_frag_value.sport), 12)
+        XCTAssertEqual(offset(\manx_frag_value.dport), 14)
+        XCTAssertEqual(offset(\manx_frag_value.l4_len), 16)
+        XCTAssertEqual(offset(\manx_frag_value.egress), 18)
+    }
+
     func testCountersEventsAndXDP() {
         XCTAssertEqual(MemoryLayout<manx_counters_key>.size, 8)
         XCTAssertEqual(MemoryLayout<manx_counters>.size, 8 * Int(MANX_CNT_MAX.rawValue))

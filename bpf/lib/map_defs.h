@@ -58,6 +58,14 @@ struct {
 } manx_ct SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MANX_FRAGS_MAX);
+	__type(key, struct manx_frag_key);
+	__type(value, struct manx_frag_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_frags SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, MANX_ENDPOINTS_MAX * 2);
 	__type(key, struct manx_counters_key);

@@ -85,6 +85,18 @@ struct manx_pkt {
 	__u8 query;         /* ICMP queries: the request type, part of the flow */
 	__u16 l4_off;       /* offset of the L4 header in the frame */
 	__u32 len;
+	__u8 frag;          /* enum manx_frag */
+	__u8 pad;
+	__be16 ip_id;       /* fragments: the datagram's IP identification */
+	__u16 frag_offset;  /* later fragments: bytes from the datagram's start */
+	__u16 l4_len;       /* first fragments: the L4 header bytes policy read */
+	__u16 ip_payload;   /* bytes after the IP header (tot_len - ihl) */
+};
+
+enum manx_frag {
+	MANX_FRAG_NONE = 0,
+	MANX_FRAG_FIRST, /* offset 0, more fragments follow: carries the L4 header */
+	MANX_FRAG_LATER, /* offset > 0: no L4 header, follows its first fragment */
 };
 
 enum manx_parse_result {
@@ -149,9 +161,16 @@ static __always_inline int manx_parse(struct __sk_buff *skb, struct manx_pkt *p)
 	p->icmp = MANX_ICMP_NONE;
 	p->query = 0;
 	p->l4_off = ETH_HLEN + ihl;
+	p->ip_id = ip->id;
+	p->l4_len = 0;
+	__u16 tot_len = bpf_ntohs(ip->tot_len);
+	p->ip_payload = tot_len > ihl ? tot_len - ihl : 0;
+	__u16 frag_off = bpf_ntohs(ip->frag_off);
+	p->frag_offset = (frag_off & 0x1fff) * 8;
+	p->frag = p->frag_offset ? MANX_FRAG_LATER : (frag_off & 0x2000) ? MANX_FRAG_FIRST : MANX_FRAG_NONE;
 
-	/* A non-first fragment carries no L4 header, so no port to police. */
-	if (ip->frag_off & bpf_htons(0x1fff))
+	/* A later fragment carries no L4 header: it follows its first fragment. */
+	if (p->frag == MANX_FRAG_LATER)
 		return MANX_PARSE_FRAGMENT;
 
 	void *l4 = (void *)ip + ihl;
@@ -163,6 +182,7 @@ static __always_inline int manx_parse(struct __sk_buff *skb, struct manx_pkt *p)
 		p->sport = tcp->source;
 		p->dport = tcp->dest;
 		p->tcp_flags = ((__u8 *)tcp)[13];
+		p->l4_len = tcp->doff * 4 > sizeof(*tcp) ? tcp->doff * 4 : sizeof(*tcp);
 		break;
 	}
 	case IPPROTO_UDP:
@@ -173,6 +193,7 @@ static __always_inline int manx_parse(struct __sk_buff *skb, struct manx_pkt *p)
 			return MANX_PARSE_MALFORMED;
 		p->sport = udp->source;
 		p->dport = udp->dest;
+		p->l4_len = ip->protocol == IPPROTO_SCTP ? 12 : sizeof(*udp); /* SCTP: the common header */
 		break;
 	}
 	case IPPROTO_ICMP: {
@@ -181,6 +202,7 @@ static __always_inline int manx_parse(struct __sk_buff *skb, struct manx_pkt *p)
 			return MANX_PARSE_MALFORMED;
 		/* Type and code, as laid out on the wire, are the policy "port". */
 		p->policy_port = *(__be16 *)icmp;
+		p->l4_len = sizeof(*icmp);
 		p->icmp = manx_icmp_classify(icmp->type, &p->query);
 		if (p->icmp == MANX_ICMP_REQUEST || p->icmp == MANX_ICMP_REPLY) {
 			p->sport = icmp->id;

@@ -14,6 +14,7 @@
 #include "policy.h"
 #include "observe.h"
 #include "encap.h"
+#include "fragments.h"
 
 static __always_inline int manx_drop(__u32 ifindex, __u32 dir, __u32 reason)
 {
@@ -102,8 +103,19 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 		manx_flow_event(ifindex, dir, &pkt, MANX_IDENTITY_UNKNOWN, MANX_RULE_NONE, MANX_VERDICT_DENY, binding);
 		return manx_drop(ifindex, dir, binding);
 	}
-	if (parsed == MANX_PARSE_FRAGMENT)
-		return manx_drop(ifindex, dir, MANX_CNT_DROP_FRAGMENT);
+	__u64 now = bpf_ktime_get_ns();
+	if (pkt.frag == MANX_FRAG_LATER) {
+		__u32 reason = manx_later_fragment_check(ep, dir, &pkt, now);
+		if (reason)
+			return manx_drop(ifindex, dir, reason);
+		manx_count(ifindex, dir, MANX_CNT_ALLOW_FRAGMENT, pkt.len);
+		return manx_allowed(skb, dir, &pkt);
+	}
+	if (pkt.frag == MANX_FRAG_FIRST) {
+		__u32 reason = manx_first_fragment_check(ep, dir, &pkt);
+		if (reason)
+			return manx_drop(ifindex, dir, reason);
+	}
 	/* A workload that builds tunnel packets could have another node
 	 * decapsulate them as if they came from this node: Calico drops them
 	 * at the workload too. */
@@ -119,7 +131,6 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 	void *table = manx_ct_table(ep);
 	if (!table)
 		return manx_drop(ifindex, dir, MANX_CNT_DROP_NO_ENDPOINT); /* fail closed */
-	__u64 now = bpf_ktime_get_ns();
 	if (pkt.icmp == MANX_ICMP_ERROR)
 		return manx_icmp_error(skb, ep, table, dir, &pkt, now);
 
@@ -161,6 +172,8 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 	if (ct && (ct->ruleset == ruleset || manx_ct_node_flow(ct, is_orig, from_node))) {
 		manx_ct_touch(ct, &pkt, is_orig, now);
 		manx_count(ifindex, dir, MANX_CNT_ALLOW_CT, pkt.len);
+		if (pkt.frag == MANX_FRAG_FIRST)
+			manx_frag_record(ep, dir, &pkt, ct->ruleset, endpoint_originated, now);
 		return manx_allowed(skb, dir, &pkt);
 	}
 
@@ -206,6 +219,8 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 	if ((ep->flags & MANX_EP_F_LOG_ALLOWED) || (d.flags & MANX_POL_F_LOG))
 		manx_flow_event(ifindex, dir, &pkt, d.identity, d.rule_id, d.verdict, MANX_CNT_ALLOW_NEW);
 	manx_count(ifindex, dir, node_opened ? MANX_CNT_ALLOW_NODE : MANX_CNT_ALLOW_NEW, pkt.len);
+	if (pkt.frag == MANX_FRAG_FIRST)
+		manx_frag_record(ep, dir, &pkt, approved, endpoint_originated, now);
 	return manx_allowed(skb, dir, &pkt);
 }
 

@@ -25,6 +25,7 @@
 #define MANX_MAP_ROUTES      "manx_routes"
 #define MANX_MAP_NODE_CONFIG "manx_node_config"
 #define MANX_MAP_NODE_STATS  "manx_node_stats"
+#define MANX_MAP_FRAGS       "manx_frags"
 
 #define MANX_ENDPOINTS_MAX   65536
 #define MANX_IPCACHE_MAX     1048576
@@ -33,6 +34,7 @@
 #define MANX_EVENTS_BYTES    (1 << 20)
 #define MANX_XDP_DENY_MAX    65536
 #define MANX_ROUTES_MAX      65536
+#define MANX_FRAGS_MAX       65536
 
 /* ---- Endpoints: key __u32 ifindex of the host-side interface ------------ */
 
@@ -182,6 +184,37 @@ struct manx_ct_value {
 #define MANX_CT_TIMEOUT_UDP_UNREPLIED 30 /* as Linux: a flood of one-way flows ages out sooner */
 #define MANX_CT_TIMEOUT_OTHER       30
 
+/* ---- IP fragments: LRU hash, one entry per datagram in flight ----------- */
+/*
+ * Only a datagram's first fragment carries the L4 header. When policy (or
+ * conntrack) lets it through, its entry records what later fragments of the
+ * same datagram need: they pass while the rule set that decided it is still
+ * the endpoint's, and only if they start past the L4 header the decision
+ * read. A later fragment with no entry (its datagram denied, or its first
+ * fragment not seen yet) is dropped, as the kernel drops a datagram whose
+ * first fragment is lost. Evicting an entry only drops fragments: the table
+ * fails closed.
+ */
+struct manx_frag_key {
+	__u32 endpoint; /* the endpoint's id */
+	__be32 saddr;
+	__be32 daddr;
+	__be16 ip_id;
+	__u8 proto;
+	__u8 direction; /* enum manx_direction */
+};
+
+struct manx_frag_value {
+	__u64 first_seen_ns;
+	__u32 ruleset;   /* the rule set that let the first fragment through */
+	__be16 sport;    /* the datagram's ports, for flow events */
+	__be16 dport;
+	__u16 l4_len;    /* bytes of L4 header the first fragment carried */
+	__u8 egress;     /* the endpoint's egress rule set decided (else its ingress) */
+	__u8 pad;
+	__u32 pad2;
+};
+
 /* ---- Per-endpoint counters: per-CPU hash -------------------------------- */
 
 enum manx_direction {
@@ -200,11 +233,12 @@ enum manx_counter {
 	MANX_CNT_ALLOW_ARP,          /* ARP, the only non-IP protocol a workload speaks */
 	MANX_CNT_ALLOW_NODE,         /* new flow opened by this node itself (Kubernetes' node rule) */
 	MANX_CNT_ALLOW_RELATED,      /* ICMP error about a live flow of the endpoint */
+	MANX_CNT_ALLOW_FRAGMENT,     /* later fragment of a datagram whose first fragment passed */
 	MANX_CNT_DROP_POLICY,        /* a Deny rule matched */
 	MANX_CNT_DROP_DEFAULT,       /* isolated, no rule matched */
 	MANX_CNT_DROP_MALFORMED,     /* truncated or invalid headers */
 	MANX_CNT_DROP_IPV6,          /* IPv6 is not supported yet: fail closed */
-	MANX_CNT_DROP_FRAGMENT,      /* non-first IPv4 fragment: no ports to police */
+	MANX_CNT_DROP_FRAGMENT,      /* later fragment of a datagram denied, unseen, or under a replaced rule set */
 	MANX_CNT_DROP_NO_ENDPOINT,   /* program attached but endpoint unknown */
 	MANX_CNT_DROP_SPOOFED_SOURCE, /* from the workload, source is not its address */
 	MANX_CNT_DROP_WRONG_DEST,    /* to the workload, destination is not its address */
@@ -213,6 +247,8 @@ enum manx_counter {
 	MANX_CNT_DROP_TUNNEL,        /* IPIP or UDP to the VXLAN port sent by a workload */
 	MANX_CNT_DROP_CT_FULL,       /* new flow refused: the endpoint's conntrack budget is used up */
 	MANX_CNT_DROP_ICMP_UNRELATED, /* ICMP error quoting no live flow of the endpoint */
+	MANX_CNT_DROP_FRAG_TINY,     /* first fragment without its whole L4 header */
+	MANX_CNT_DROP_FRAG_OVERLAP,  /* fragment starting inside the L4 header, or a second first fragment */
 	MANX_CNT_BYTES,              /* bytes of all allowed packets */
 	MANX_CNT_MAX,
 };
