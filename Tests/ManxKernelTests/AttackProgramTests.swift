@@ -42,6 +42,7 @@ final class AttackProgramTests: XCTestCase {
     override func tearDownWithError() throws {
         try dataplane?.uninstall()
         dataplane = nil
+        removeTestPins(paths)
     }
 
     var web = manx_endpoint(), stranger = manx_endpoint()

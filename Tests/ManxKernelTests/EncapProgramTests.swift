@@ -44,6 +44,7 @@ final class EncapProgramTests: XCTestCase {
         try dataplane?.uninstall()
         dataplane = nil
         routing = nil
+        removeTestPins(paths)
     }
 
     func route(_ cidr: String, via hop: String, _ encap: UInt32, remote: Bool = true) throws {

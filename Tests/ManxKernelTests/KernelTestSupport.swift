@@ -1,5 +1,6 @@
 import Foundation
 import ManxBPF
+import ManxDataplane
 import XCTest
 
 /// Kernel tests need root and BPF. They skip (saying why) only when those
@@ -36,6 +37,13 @@ func waitUntil(_ what: String, timeout: Double = 20, _ condition: () -> Bool) th
         if Date() > deadline { throw NSError(domain: "wait", code: 1, userInfo: [NSLocalizedDescriptionKey: "timed out waiting until \(what)"]) }
         usleep(20_000)
     }
+}
+
+/// Removes a test's pin directory, even when its programs never loaded
+/// (uninstall does it otherwise); never the machine's own pin root.
+func removeTestPins(_ paths: NodePaths) {
+    guard paths.pinRoot != NodePaths(node: "").pinRoot else { return }
+    try? BPFFS.removeTree(paths.pinRoot)
 }
 
 /// A prefix unique to one test, for every namespace, interface and pin.

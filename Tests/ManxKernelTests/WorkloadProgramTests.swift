@@ -57,6 +57,7 @@ final class WorkloadProgramTests: XCTestCase {
     override func tearDownWithError() throws {
         try dataplane?.uninstall()
         dataplane = nil
+        removeTestPins(paths)
     }
 
     @discardableResult
