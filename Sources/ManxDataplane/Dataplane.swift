@@ -153,6 +153,7 @@ public final class Dataplane {
                 wantedEndpoints[ifindex] = (ep.interface, ep.workload, v)
             }
             var freedTables: [UInt32] = [] // conntrack of endpoints gone or replaced
+            var takenIDs = Set(endpoints.values.map(\.value.id))
             for (ifindex, (interface, workload, wanted)) in wantedEndpoints.sorted(by: { $0.key < $1.key }) {
                 let current = endpoints[ifindex]
                 var value = wanted
@@ -163,7 +164,7 @@ public final class Dataplane {
                     value.id = current.value.id
                 } else {
                     if let current { freedTables.append(current.value.id) }
-                    value.id = try newConntrackTable()
+                    value.id = try newConntrackTable(taken: &takenIDs)
                     undo.tables.append(value.id)
                 }
                 if current?.value != value || current?.interface != interface {
@@ -235,21 +236,19 @@ public final class Dataplane {
         var workloads: [(Int32, String?)] = []
     }
 
-    /// Creates an endpoint's conntrack table under a free id.
-    private func newConntrackTable() throws(BPFError) -> UInt32 {
-        let used = Set(endpoints.values.map(\.value.id))
+    /// Creates an endpoint's conntrack table under an id not in `taken`
+    /// (the ids in use when the apply began, which still hold their tables,
+    /// and those this apply created), and adds the id to it.
+    private func newConntrackTable(taken: inout Set<UInt32>) throws(BPFError) -> UInt32 {
         var id = nextEndpointID
-        func taken(_ id: UInt32) throws(BPFError) -> Bool {
-            if used.contains(id) { return true }
-            return try maps.conntrack.lookup(id, as: UInt32.self) != nil // created earlier in this apply
-        }
-        while try taken(id) {
+        while taken.contains(id) {
             id = id % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
             guard id != nextEndpointID else { throw BPFError("endpoint id", errno: ENOSPC, "every conntrack table slot is in use") }
         }
         let table = try BPFMap.createHash(name: "manx_ct_ep", keySize: MemoryLayout<manx_ct_key>.size,
                                           valueSize: MemoryLayout<manx_ct_value>.size, maxEntries: conntrackBudget)
         try maps.conntrack.setInner(at: id, table)
+        taken.insert(id)
         nextEndpointID = id % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
         return id
     }
