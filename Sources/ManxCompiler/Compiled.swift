@@ -93,6 +93,9 @@ public struct CompiledState: Sendable {
     public var rulesets: [UInt32: [TableEntry]] = [:]
     public var rules: [UInt32: RuleInfo] = [:]
     public var identities: [UInt32: IdentityInfo] = [:]
+    /// The ids this state uses, by content, and the next free ones: the
+    /// dataplane keeps them with the state, for a restarted compiler.
+    public var allocations = Allocations()
 
     public init() {}
 }

@@ -3,12 +3,14 @@ import ManxSelectors
 
 /// Compiles resources into identities, shared rule sets and LPM tables.
 ///
-/// It keeps allocations between compiles, so an unchanged peer keeps its
-/// identity, an unchanged rule keeps its id (and counters), and a rule set
-/// whose content is unchanged keeps its id (no map churn). A changed rule
-/// set always gets a fresh id, never a reused one: endpoints switch to it
-/// with a single map update, and conntrack approvals made under the old
-/// id are re-checked.
+/// Every id it hands out is keyed by content (see `Allocations`): an
+/// identity by the peer class it names (the matchers a region satisfies,
+/// by their text, and its named ports), a rule id by the rule, a rule set
+/// id by its table. So an unchanged peer keeps its identity, an unchanged
+/// rule its id (and counters), and an unchanged rule set its id (no map
+/// churn, conntrack approvals stay valid); a changed rule set always gets
+/// a new id, so approvals made under the old one are re-checked. Ids
+/// recovered from the kernel are reused for the same content.
 public final class PolicyCompiler {
     public struct Options: Sendable {
         /// Only pods with the interface annotation (and, if set, on this
@@ -17,18 +19,29 @@ public final class PolicyCompiler {
         public init(nodeName: String? = nil) { self.nodeName = nodeName }
     }
 
-    private var identityIDs: [IdentityKey: UInt32] = [:]
-    private var nextIdentity = ReservedIdentity.first
-    private var ruleIDs: [RuleInfo: UInt32] = [:]
-    private var nextRule = ReservedRule.first
-    /// Rule sets are shared, and kept across compiles, by identical content.
-    private var rulesetIDs: [[TableEntry]: UInt32] = [:]
-    public private(set) var nextRuleset: UInt32
+    /// Every matcher this compiler has seen, numbered for the life of the
+    /// process (identity keys hold the numbers; digests hold the texts).
+    private var matcherNumbers: [EntityRule: Int] = [:]
+    private var matcherList: [EntityRule] = []
+    private var matcherTexts: [String] = []
 
-    /// `firstRuleset` must be above every id already programmed in the
-    /// kernel (the daemon reads it from the maps on start).
-    public init(firstRuleset: UInt32 = 1) {
-        nextRuleset = max(firstRuleset, 1)
+    /// Ids in force after the last compile (or recovered), and the next free ones.
+    private var allocated: Allocations
+    /// The compile in progress: what it uses, and what it hands out.
+    private var live = Allocations()
+    private var identityIDs: [IdentityKey: Allocated] = [:]
+    private var ruleIDs: [RuleInfo: Allocated] = [:]
+    private var liveRules: [RuleInfo: Allocated] = [:]
+    private var rulesetIDs: [[TableEntry]: Allocated] = [:]
+
+    struct Allocated {
+        var id: UInt32
+        var digest: Digest
+    }
+
+    /// `recovering`: the allocations of the state the dataplane holds.
+    public init(recovering: Allocations = Allocations()) {
+        allocated = recovering
     }
 
     struct IdentityKey: Hashable {
@@ -39,23 +52,50 @@ public final class PolicyCompiler {
         var workload: Bool
     }
 
+    /// The id of a content: the one it has (in memory or recovered), or the next.
+    private func allocate(_ kind: Allocations.Kind, _ digest: Digest) -> Allocated {
+        let key = Allocations.Key(kind, digest)
+        if let id = live.ids[key] ?? allocated.ids[key] {
+            live.ids[key] = id
+            return Allocated(id: id, digest: digest)
+        }
+        let id = live.next(kind)
+        precondition(id < kind.limit, "\(kind) ids exhausted")
+        live.next[kind] = id + 1
+        live.ids[key] = id
+        return Allocated(id: id, digest: digest)
+    }
+
+    private func remember(_ a: Allocated, _ kind: Allocations.Kind) -> UInt32 {
+        live.ids[Allocations.Key(kind, a.digest)] = a.id
+        return a.id
+    }
+
     public func compile(_ resources: ResourceSet, options: Options = Options()) -> CompiledState {
         let workloads = Workload.all(in: resources)
         let local = workloads.filter { w in
             w.pod.interface != nil && w.ip != nil && (options.nodeName == nil || w.pod.nodeName == nil || w.pod.nodeName == options.nodeName)
         }
         var state = CompiledState()
+        live = Allocations(next: allocated.next)
+        liveRules = [:]
 
         // 1. Rule programs per local endpoint and direction.
-        var matchers: [EntityRule] = []
-        var matcherIndex: [EntityRule: Int] = [:]
+        var usedMatchers = Set<Int>()
         func matcher(_ e: EntityRule) -> Int? {
             let peer = e.peerPart
             if peer.isEmpty { return nil }
-            if let i = matcherIndex[peer] { return i }
-            matchers.append(peer)
-            matcherIndex[peer] = matchers.count - 1
-            return matchers.count - 1
+            let number: Int
+            if let n = matcherNumbers[peer] {
+                number = n
+            } else {
+                number = matcherList.count
+                matcherNumbers[peer] = number
+                matcherList.append(peer)
+                matcherTexts.append(CanonicalText.matcher(peer))
+            }
+            usedMatchers.insert(number)
+            return number
         }
         let networkSets = resources.networkSets.map {
             NetworkSetPeer(set: $0, namespaceLabels: $0.namespace.map { Workload.namespaceLabels($0, resources.namespaces[$0]) } ?? [:])
@@ -119,27 +159,21 @@ public final class PolicyCompiler {
 
         // 2. Regions of address space and their identities.
         let identities = assignIdentities(workloads: workloads, networkSets: networkSets,
-                                          matchers: matchers, local: Set(local.map(\.pod.key)), state: &state)
+                                          matchers: usedMatchers.sorted(), local: Set(local.map(\.pod.key)), state: &state)
         let identityOf = Dictionary(state.ipcache.map { ($0.cidr, $0.identity) }, uniquingKeysWith: { a, _ in a })
 
         // 3. Rule sets, shared by content.
         var tableOfProgram: [RuleProgram: [TableEntry]] = [:]
-        var liveRulesets: [[TableEntry]: UInt32] = [:]
+        var liveRulesets: [[TableEntry]: Allocated] = [:]
         func rulesetID(_ program: RuleProgram?) -> UInt32 {
-            guard let program else { return 0 }
+            guard let program else { return ReservedRuleset.allowAll }
             let table = tableOfProgram[program] ?? table(for: program, identities: identities)
             tableOfProgram[program] = table
-            if let id = liveRulesets[table] { return id }
-            let id: UInt32
-            if let existing = rulesetIDs[table] {
-                id = existing
-            } else {
-                id = nextRuleset
-                nextRuleset += 1
-            }
-            state.rulesets[id] = table
-            liveRulesets[table] = id
-            return id
+            if let known = liveRulesets[table] { return known.id }
+            let a = rulesetIDs[table] ?? allocate(.ruleset, Digest.sha256(CanonicalText.ruleset(table)))
+            state.rulesets[a.id] = table
+            liveRulesets[table] = a
+            return remember(a, .ruleset)
         }
         for (w, ingress, egress) in programs {
             state.endpoints.append(CompiledEndpoint(
@@ -148,19 +182,20 @@ public final class PolicyCompiler {
                 ingressRuleset: rulesetID(ingress), egressRuleset: rulesetID(egress)))
         }
         rulesetIDs = liveRulesets
-        let usedRules = Set(ruleIDs.values)
-        state.rules = Dictionary(uniqueKeysWithValues: ruleIDs.filter { usedRules.contains($0.value) }.map { ($0.value, $0.key) })
+        ruleIDs = liveRules
+        state.rules = Dictionary(uniqueKeysWithValues: liveRules.map { ($0.value.id, $0.key) })
+        allocated = live
+        state.allocations = live
         return state
     }
 
     // MARK: Rules
 
     private func ruleID(_ info: RuleInfo) -> UInt32 {
-        if let id = ruleIDs[info] { return id }
-        let id = nextRule
-        nextRule += 1
-        ruleIDs[info] = id
-        return id
+        if let known = liveRules[info] { return known.id }
+        let a = ruleIDs[info] ?? allocate(.rule, Digest.sha256(CanonicalText.rule(info)))
+        liveRules[info] = a
+        return remember(a, .rule)
     }
 
     private func programRule(_ rule: Rule, owner: String, tier: String, direction: Policy.Direction, local: Workload,
@@ -208,7 +243,7 @@ public final class PolicyCompiler {
     /// CIDR, every workload /32, and 0.0.0.0/0), and gives regions that
     /// every rule treats alike the same identity. Returns each identity's
     /// key: the matchers it satisfies and its named ports.
-    private func assignIdentities(workloads: [Workload], networkSets: [NetworkSetPeer], matchers: [EntityRule],
+    private func assignIdentities(workloads: [Workload], networkSets: [NetworkSetPeer], matchers: [Int],
                                   local: Set<String>, state: inout CompiledState) -> [UInt32: IdentityKey] {
         var regions: [Peer] = []
         var seen = Set<CIDR>()
@@ -229,7 +264,8 @@ public final class PolicyCompiler {
         var byNet: [CIDR: [Int]] = [:]
         var everywhere: [Int] = []    // no nets: may match any region
         var workloadOnly: [Int] = []  // no nets, need a workload
-        for (i, m) in matchers.enumerated() {
+        for i in matchers {
+            let m = matcherList[i]
             for net in m.nets { byNet[net, default: []].append(i) }
             for cidr in m.nets + m.notNets where seen.insert(cidr).inserted { regions.append(Peer(cidr: cidr, workload: nil)) }
             if m.nets.isEmpty {
@@ -247,7 +283,7 @@ public final class PolicyCompiler {
         }
 
         var keys: [UInt32: IdentityKey] = [:]
-        var liveIDs: [IdentityKey: UInt32] = [:]
+        var liveIDs: [IdentityKey: Allocated] = [:]
         var members: [UInt32: [String]] = [:]
         for region in regions {
             var candidates = everywhere
@@ -255,19 +291,20 @@ public final class PolicyCompiler {
                 if let list = byNet[CIDR(region.cidr.address, len)] { candidates += list }
             }
             if region.workload != nil || !region.networkSets.isEmpty { candidates += workloadOnly }
-            let matched = Set(candidates).filter { matchers[$0].matchesPeer(region) }
+            let matched = Set(candidates).filter { matcherList[$0].matchesPeer(region) }
             let key = IdentityKey(matched: matched.map(Int32.init).sorted(), ports: region.workload?.pod.ports ?? [],
                                   workload: region.workload != nil)
             let id: UInt32
-            if let existing = liveIDs[key] ?? identityIDs[key] {
-                id = existing
-            } else if key.matched.isEmpty && !key.workload {
+            if key.matched.isEmpty && !key.workload {
                 id = ReservedIdentity.world
+            } else if let known = liveIDs[key] {
+                id = known.id
             } else {
-                id = nextIdentity
-                nextIdentity += 1
+                let a = identityIDs[key] ?? allocate(.identity, Digest.sha256(CanonicalText.identity(
+                    matchers: key.matched.map { matcherTexts[Int($0)] }, ports: key.ports, workload: key.workload)))
+                liveIDs[key] = a
+                id = remember(a, .identity)
             }
-            liveIDs[key] = id
             keys[id] = key
             members[id, default: []].append(region.workload?.pod.key ?? region.cidr.description)
             state.ipcache.append(IPCacheEntry(cidr: region.cidr, identity: id,

@@ -88,7 +88,7 @@ public actor NodeDaemon: Service {
         switch config.dataplane {
         case .bpf:
             let bpf = try Dataplane(paths: config.paths, conntrackBudget: config.conntrackBudget)
-            compiler = PolicyCompiler(firstRuleset: bpf.nextFreeRuleset)
+            compiler = PolicyCompiler(recovering: bpf.allocations)
             dataplane = bpf
             routing = config.nodeName == nil ? nil : try NodeRouting(paths: config.paths)
         case .iptables(let backend):

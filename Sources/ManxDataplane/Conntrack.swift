@@ -1,3 +1,4 @@
+import Glibc
 import ManxBPF
 import ManxMapLayout
 import ManxModel
@@ -51,5 +52,44 @@ extension Dataplane {
             }
         }
         return removed
+    }
+}
+
+extension Dataplane {
+    /// Revokes the approvals of flows whose peer now has another identity
+    /// (a relabelled pod, a CIDR a new rule splits off): the entry keeps its
+    /// flow and role, but records MANX_RULESET_REVOKED, so the next packet
+    /// is judged again in the flow's original direction. Called once the
+    /// new generation is in force and no program runs with the old one.
+    /// Returns how many entries were revoked.
+    func revokeChangedPeers(of kept: [manx_endpoint], before: [CIDR: manx_ipcache_value],
+                            after: [CIDR: manx_ipcache_value]) throws(BPFError) -> Int {
+        var revoked = 0
+        for ep in kept {
+            guard let table = try maps.conntrack.inner(at: ep.id) else { continue }
+            for (key, value) in try table.entries(as: (manx_ct_key, manx_ct_value).self) {
+                guard value.ruleset != MANX_RULESET_ALLOW_ALL, value.ruleset < MANX_RULESET_RESERVED else { continue }
+                let peer = key.addr_a == ep.addr ? key.addr_b : key.addr_a
+                let address = IPv4Address(UInt32(bigEndian: peer))
+                guard Self.identity(of: address, in: before) != Self.identity(of: address, in: after) else { continue }
+                // Re-read, so the entry's latest counters and flags are kept; a
+                // flow deleted meanwhile needs nothing.
+                guard var fresh = try table.lookup(key, as: manx_ct_value.self) else { continue }
+                fresh.ruleset = MANX_RULESET_REVOKED
+                do {
+                    try table.update(key, fresh, flags: .exist)
+                    revoked += 1
+                } catch where error.errno == ENOENT {}
+            }
+        }
+        return revoked
+    }
+
+    /// The identity the programs see for an address: longest prefix, else world.
+    static func identity(of address: IPv4Address, in cache: [CIDR: manx_ipcache_value]) -> UInt32 {
+        for length in stride(from: 32, through: 0, by: -1) {
+            if let v = cache[CIDR(address, length)] { return v.identity }
+        }
+        return UInt32(MANX_IDENTITY_WORLD)
     }
 }

@@ -8,14 +8,18 @@ import ManxModel
 /// The BPF dataplane of one node: the loaded workload programs, their
 /// pinned maps, and what is programmed in them.
 ///
-/// `apply` moves the kernel from what is programmed to a new compiled
-/// state without a moment of half-applied policy:
-///  1. write the entries of new rule sets (new ids: nothing uses them yet);
-///  2. update the ipcache;
-///  3. switch each endpoint to its rule sets with one map update each, and
-///     attach programs to new interfaces;
-///  4. only then delete what nothing refers to any more.
-/// A failure in 1-3 undoes what that apply wrote and leaves the previous
+/// The ipcache and every endpoint's rule sets exist once per generation
+/// (see manx_generation in maps.h). `apply` moves the kernel to a new
+/// compiled state without a packet ever meeting half of it:
+///  1. record the allocations the state uses (for a restarted compiler);
+///  2. write the entries of new rule sets (new ids: nothing uses them yet);
+///  3. write the idle generation: its ipcache and every endpoint's slot,
+///     create and attach new endpoints (their slot in force denies);
+///  4. flip the generation in force: one word, the commit point;
+///  5. wait until no program still runs with the old generation;
+///  6. only then delete what nothing refers to any more, and revoke the
+///     conntrack approvals of peers whose identity changed.
+/// A failure before 4 undoes what that apply wrote and leaves the previous
 /// state in force.
 public final class Dataplane {
     public let paths: NodePaths
@@ -29,9 +33,19 @@ public final class Dataplane {
     /// The workload each endpoint was programmed for (unknown for those a
     /// previous daemon left: their interface and address identify them).
     private var workloads: [Int32: String] = [:]
-    private(set) var ipcache: [CIDR: manx_ipcache_value] = [:]
+    /// The generation in force (0 or 1).
+    public private(set) var generation: UInt32 = 0
+    /// Each generation's ipcache.
+    private(set) var ipcache: [[CIDR: manx_ipcache_value]] = [[:], [:]]
+    /// Endpoint policy slots, by index (endpoint id * 2 + generation).
+    private var slots: [UInt32: manx_ep_policy] = [:]
     private(set) var rulesets: [UInt32: [manx_policy_key]] = [:]
+    /// The allocations the kernel holds: what a new compiler recovers.
+    public private(set) var allocations = Allocations()
     private var verifiedAttachments = Set<Int32>()
+    /// A table that lives in manx_ct's unused slot 0: setting it again is
+    /// how the daemon waits for running programs (see `waitForPrograms`).
+    private let barrierTable: BPFMap
 
     /// How endpoint interfaces become ifindexes, and whether programs are
     /// attached to them. Tests that drive the programs with
@@ -66,13 +80,20 @@ public final class Dataplane {
         maps = try KernelMaps.fromObject(object)
         fromWorkload = try object.program(named: "manx_from_workload")
         toWorkload = try object.program(named: "manx_to_workload")
+        barrierTable = try Self.createConntrackTable(maxEntries: 1)
+        try maps.conntrack.setInner(at: UInt32(0), barrierTable)
         try readProgrammed()
     }
 
     private func readProgrammed() throws(BPFError) {
+        generation = (try maps.generation.lookup(UInt32(0), as: manx_generation.self)?.active ?? 0) & 1
         for (ifindex, value) in try maps.endpoints.entries(as: (UInt32, manx_endpoint).self) {
             let index = Int32(bitPattern: ifindex)
             endpoints[index] = (NetworkInterface.name(index: index) ?? "", value)
+            for gen in 0..<UInt32(MANX_GENERATIONS) {
+                let slot = Self.slot(value.id, gen)
+                slots[slot] = try maps.endpointPolicy.lookup(slot, as: manx_ep_policy.self)
+            }
         }
         // Tables no endpoint refers to (a daemon stopped between creating a
         // table and writing its endpoint) are freed; ids continue after the
@@ -83,15 +104,18 @@ public final class Dataplane {
         }
         nextEndpointID = (used.max() ?? 0) % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
         for (key, value) in try maps.ipcache.entries(as: (manx_ipcache_key, manx_ipcache_value).self) {
-            ipcache[key.cidr] = value
+            ipcache[Int(key.generationIndex)][key.cidr] = value
         }
         for key in try maps.policy.keys(as: manx_policy_key.self) {
             rulesets[key.rulesetID, default: []].append(key)
         }
+        allocations = try readAllocations()
     }
 
-    /// The first rule set id a compiler may use: above all programmed ones.
-    public var nextFreeRuleset: UInt32 { (rulesets.keys.max() ?? 0) + 1 }
+    static func slot(_ endpointID: UInt32, _ generation: UInt32) -> UInt32 { endpointID * UInt32(MANX_GENERATIONS) + generation }
+
+    /// An endpoint's rule sets and identity in the generation in force.
+    public func policy(of endpoint: manx_endpoint) -> manx_ep_policy? { slots[Self.slot(endpoint.id, generation)] }
 
     public struct ApplyReport: Sendable {
         public var rulesetsAdded = 0
@@ -100,6 +124,12 @@ public final class Dataplane {
         public var ipcacheChanges = 0
         public var endpointsChanged = 0
         public var endpointsRemoved = 0
+        /// Conntrack entries whose approval was revoked: their peer's identity changed.
+        public var conntrackRevoked = 0
+        /// Whether a new generation came into force.
+        public var flipped = false
+        /// Time spent waiting for programs still running with the old generation.
+        public var waitedForPrograms: Duration = .zero
         public var attached: [String] = []
         /// Endpoints whose interface does not exist (yet): not programmed.
         public var missingInterfaces: [String] = []
@@ -108,8 +138,21 @@ public final class Dataplane {
     public func apply(_ state: CompiledState) throws(BPFError) -> ApplyReport {
         var report = ApplyReport()
         var undo = Undo()
+        let active = generation, idle = 1 - generation
+        let pending = manx_ep_policy(ingress_ruleset: MANX_RULESET_PENDING, egress_ruleset: MANX_RULESET_PENDING, identity: 0)
+        var wantedIPCache: [CIDR: manx_ipcache_value] = [:]
+        for e in state.ipcache {
+            var v = manx_ipcache_value()
+            v.identity = e.identity
+            v.flags = e.localWorkload ? UInt32(MANX_IPC_F_LOCAL_WORKLOAD) : 0
+            wantedIPCache[e.cidr] = v
+        }
+        var freedTables: [UInt32] = [] // conntrack of endpoints gone or replaced
+        var kept: [manx_endpoint] = []  // endpoints that keep their table
         do throws(BPFError) {
-            // 1. New rule sets.
+            // 1. Allocations first: an id is recorded before anything uses it.
+            allocations = try writeAllocations(state.allocations)
+            // 2. New rule sets.
             for (id, entries) in state.rulesets.sorted(by: { $0.key < $1.key }) where rulesets[id] == nil {
                 var keys: [manx_policy_key] = []
                 keys.reserveCapacity(entries.count)
@@ -124,49 +167,48 @@ public final class Dataplane {
                 report.rulesetsAdded += 1
                 report.policyEntriesWritten += keys.count
             }
-            // 2. IP cache additions and changes.
-            var wantedIPCache: [CIDR: manx_ipcache_value] = [:]
-            for e in state.ipcache {
-                var v = manx_ipcache_value()
-                v.identity = e.identity
-                v.flags = e.localWorkload ? UInt32(MANX_IPC_F_LOCAL_WORKLOAD) : 0
-                wantedIPCache[e.cidr] = v
+            // 3a. The idle generation's ipcache (nothing reads it).
+            for (cidr, value) in wantedIPCache where ipcache[Int(idle)][cidr] != value {
+                try maps.ipcache.update(manx_ipcache_key(cidr, generation: idle), value)
+                ipcache[Int(idle)][cidr] = value
             }
-            for (cidr, value) in wantedIPCache where ipcache[cidr] != value {
-                try maps.ipcache.update(manx_ipcache_key(cidr), value)
-                undo.ipcache.append((cidr, ipcache[cidr]))
-                ipcache[cidr] = value
-                report.ipcacheChanges += 1
+            for cidr in ipcache[Int(idle)].keys where wantedIPCache[cidr] == nil {
+                try maps.ipcache.delete(manx_ipcache_key(cidr, generation: idle))
+                ipcache[Int(idle)][cidr] = nil
             }
-            // 3. Endpoints: switch rule sets, attach new interfaces.
-            var wantedEndpoints: [Int32: (interface: String, workload: String, value: manx_endpoint)] = [:]
+            var changed = ipcache[Int(idle)] != ipcache[Int(active)]
+            report.ipcacheChanges = Set(ipcache[0].keys).union(ipcache[1].keys).filter { ipcache[0][$0] != ipcache[1][$0] }.count
+            // 3b. Endpoints: their idle slots, new ones created and attached.
+            var wantedEndpoints: [Int32: (interface: String, workload: String, value: manx_endpoint, policy: manx_ep_policy)] = [:]
             for ep in state.endpoints {
                 guard let ifindex = interfaces.resolve(ep.interface) else {
                     report.missingInterfaces.append("\(ep.workload) (\(ep.interface))")
                     continue
                 }
                 var v = manx_endpoint()
-                v.ingress_ruleset = ep.ingressRuleset
-                v.egress_ruleset = ep.egressRuleset
-                v.identity = ep.identity
                 v.addr = ep.ip.networkOrder
-                wantedEndpoints[ifindex] = (ep.interface, ep.workload, v)
+                let policy = manx_ep_policy(ingress_ruleset: ep.ingressRuleset, egress_ruleset: ep.egressRuleset, identity: ep.identity)
+                wantedEndpoints[ifindex] = (ep.interface, ep.workload, v, policy)
             }
-            var freedTables: [UInt32] = [] // conntrack of endpoints gone or replaced
             var takenIDs = Set(endpoints.values.map(\.value.id))
-            for (ifindex, (interface, workload, wanted)) in wantedEndpoints.sorted(by: { $0.key < $1.key }) {
+            for (ifindex, (interface, workload, wanted, policy)) in wantedEndpoints.sorted(by: { $0.key < $1.key }) {
                 let current = endpoints[ifindex]
                 var value = wanted
                 // The same workload on the same interface keeps its id and
-                // conntrack table; anything else starts with an empty one.
+                // conntrack table; anything else starts with an empty one,
+                // and with a slot in force that denies until the flip.
                 if let current, current.interface == interface, current.value.addr == value.addr,
                    workloads[ifindex, default: workload] == workload {
                     value.id = current.value.id
+                    kept.append(value)
                 } else {
                     if let current { freedTables.append(current.value.id) }
                     value.id = try newConntrackTable(taken: &takenIDs)
                     undo.tables.append(value.id)
+                    try writeSlot(value.id, active, pending)
                 }
+                try writeSlot(value.id, idle, policy)
+                if slots[Self.slot(value.id, active)] != policy { changed = true }
                 if current?.value != value || current?.interface != interface {
                     if current == nil {
                         for direction in [MANX_DIR_INGRESS, MANX_DIR_EGRESS] {
@@ -178,6 +220,7 @@ public final class Dataplane {
                     undo.endpoints.append((ifindex, current))
                     endpoints[ifindex] = (interface, value)
                     report.endpointsChanged += 1
+                    changed = true
                 }
                 undo.workloads.append((ifindex, workloads[ifindex]))
                 workloads[ifindex] = workload
@@ -194,10 +237,30 @@ public final class Dataplane {
                 }
                 verifiedAttachments.insert(ifindex)
             }
-            // 4. Garbage: endpoints, ipcache entries and rule sets no longer
-            // wanted. A removed endpoint's programs stay attached until its
-            // interface is gone: with no endpoint entry they drop everything.
-            for (ifindex, current) in endpoints where wantedEndpoints[ifindex] == nil {
+            // Endpoints that go deny from the flip on, until they are deleted.
+            let removed = endpoints.filter { wantedEndpoints[$0.key] == nil }
+            for (_, current) in removed {
+                try writeSlot(current.value.id, idle, pending)
+                changed = true
+            }
+
+            // 4. The commit point.
+            if changed {
+                try maps.generation.update(UInt32(0), manx_generation(active: idle))
+                generation = idle
+                report.flipped = true
+            }
+            undo = Undo() // the new state is in force: nothing to roll back from here
+
+            // 5. No program still runs with what is deleted below.
+            if changed {
+                let start = ContinuousClock.now
+                try waitForPrograms()
+                report.waitedForPrograms = ContinuousClock.now - start
+            }
+
+            // 6. Garbage, and approvals the new identities invalidate.
+            for (ifindex, current) in removed {
                 try maps.endpoints.delete(UInt32(ifindex))
                 for direction in [MANX_DIR_INGRESS, MANX_DIR_EGRESS] {
                     try maps.counters.delete(manx_counters_key(ifindex: UInt32(ifindex), direction: direction.rawValue))
@@ -208,18 +271,19 @@ public final class Dataplane {
                 verifiedAttachments.remove(ifindex)
                 report.endpointsRemoved += 1
             }
-            undo = Undo() // the new state is in force: nothing to roll back from here
-            for id in freedTables { try maps.conntrack.delete(id) }
-            for (cidr, _) in ipcache where wantedIPCache[cidr] == nil {
-                try maps.ipcache.delete(manx_ipcache_key(cidr))
-                ipcache[cidr] = nil
-                report.ipcacheChanges += 1
+            for id in freedTables {
+                try maps.conntrack.delete(id)
+                for gen in 0..<UInt32(MANX_GENERATIONS) { slots[Self.slot(id, gen)] = nil }
             }
             for (id, keys) in rulesets where state.rulesets[id] == nil {
                 for key in keys { try maps.policy.delete(key) }
                 rulesets[id] = nil
                 report.rulesetsRemoved += 1
             }
+            if report.flipped && ipcache[Int(active)] != ipcache[Int(idle)] {
+                report.conntrackRevoked = try revokeChangedPeers(of: kept, before: ipcache[Int(active)], after: ipcache[Int(idle)])
+            }
+            allocations = try pruneAllocations(state.allocations, held: allocations)
         } catch {
             rollback(undo)
             throw error
@@ -227,13 +291,32 @@ public final class Dataplane {
         return report
     }
 
+    private func writeSlot(_ id: UInt32, _ gen: UInt32, _ policy: manx_ep_policy) throws(BPFError) {
+        let slot = Self.slot(id, gen)
+        guard slots[slot] != policy else { return }
+        try maps.endpointPolicy.update(slot, policy)
+        slots[slot] = policy
+    }
+
+    /// Returns when every program run that began before the call has ended:
+    /// updating a map-in-map waits for an RCU grace period
+    /// (maybe_wait_bpf_programs in the kernel), and tc programs run inside
+    /// an RCU read-side section.
+    func waitForPrograms() throws(BPFError) {
+        try maps.conntrack.setInner(at: UInt32(0), barrierTable)
+    }
+
     private struct Undo {
         var policyKeys: [manx_policy_key] = []
         var rulesets: [UInt32] = []
-        var ipcache: [(CIDR, manx_ipcache_value?)] = []
         var endpoints: [(Int32, (interface: String, value: manx_endpoint)?)] = []
         var tables: [UInt32] = []
         var workloads: [(Int32, String?)] = []
+    }
+
+    static func createConntrackTable(maxEntries: Int) throws(BPFError) -> BPFMap {
+        try BPFMap.createHash(name: "manx_ct_ep", keySize: MemoryLayout<manx_ct_key>.size,
+                              valueSize: MemoryLayout<manx_ct_value>.size, maxEntries: maxEntries)
     }
 
     /// Creates an endpoint's conntrack table under an id not in `taken`
@@ -245,16 +328,15 @@ public final class Dataplane {
             id = id % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
             guard id != nextEndpointID else { throw BPFError("endpoint id", errno: ENOSPC, "every conntrack table slot is in use") }
         }
-        let table = try BPFMap.createHash(name: "manx_ct_ep", keySize: MemoryLayout<manx_ct_key>.size,
-                                          valueSize: MemoryLayout<manx_ct_value>.size, maxEntries: conntrackBudget)
-        try maps.conntrack.setInner(at: id, table)
+        try maps.conntrack.setInner(at: id, try Self.createConntrackTable(maxEntries: conntrackBudget))
         taken.insert(id)
         nextEndpointID = id % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
         return id
     }
 
-    /// Best effort: puts back endpoints and ipcache entries, then removes the
-    /// rule sets this apply added.
+    /// Best effort: puts back endpoints, then removes the tables and rule
+    /// sets this apply added. What it wrote into the idle generation is
+    /// never read, and is overwritten by the next apply.
     private func rollback(_ undo: Undo) {
         for (ifindex, previous) in undo.endpoints.reversed() {
             if let previous {
@@ -263,10 +345,6 @@ public final class Dataplane {
                 _ = try? maps.endpoints.delete(UInt32(ifindex)) // programs stay: the interface drops
             }
             endpoints[ifindex] = previous
-        }
-        for (cidr, previous) in undo.ipcache.reversed() {
-            if let previous { _ = try? maps.ipcache.update(manx_ipcache_key(cidr), previous) } else { _ = try? maps.ipcache.delete(manx_ipcache_key(cidr)) }
-            ipcache[cidr] = previous
         }
         for (ifindex, previous) in undo.workloads.reversed() { workloads[ifindex] = previous }
         for id in undo.tables { _ = try? maps.conntrack.delete(id) }

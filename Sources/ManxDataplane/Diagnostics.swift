@@ -157,9 +157,11 @@ public struct DumpReport: Codable, Sendable {
         }, uniquingKeysWith: { a, _ in a })
         let byInterface = Dictionary(meta.endpoints.map { ($0.interface, $0) }, uniquingKeysWith: { a, _ in a })
         let now = monotonicNanoseconds()
+        let generation = (try maps.generation.lookup(UInt32(0), as: manx_generation.self)?.active ?? 0) & 1
         for (ifindex, ep) in try maps.endpoints.entries(as: (UInt32, manx_endpoint).self).sorted(by: { $0.0 < $1.0 }) {
             let name = NetworkInterface.name(index: Int32(bitPattern: ifindex)) ?? ""
-            let known = byInterface[name] ?? meta.endpoints.first { $0.identity == ep.identity && $0.ingressRuleset == ep.ingress_ruleset }
+            let policy = try maps.endpointPolicy.lookup(Dataplane.slot(ep.id, generation), as: manx_ep_policy.self) ?? manx_ep_policy()
+            let known = byInterface[name] ?? meta.endpoints.first { $0.identity == policy.identity && $0.ingressRuleset == policy.ingress_ruleset }
             let table = try maps.conntrack.inner(at: ep.id)
             let flows = try table?.entries(as: (manx_ct_key, manx_ct_value).self) ?? []
             let workload = known?.workload ?? "?"
@@ -171,13 +173,14 @@ public struct DumpReport: Codable, Sendable {
             }
             report.endpoints.append(EndpointView(
                 ifindex: ifindex, interface: known?.interface ?? name, workload: workload,
-                ip: IPv4Address(UInt32(bigEndian: ep.addr)).description, identity: ep.identity, ingressRuleset: ep.ingress_ruleset,
-                egressRuleset: ep.egress_ruleset, counters: counterView,
+                ip: IPv4Address(UInt32(bigEndian: ep.addr)).description, identity: policy.identity, ingressRuleset: policy.ingress_ruleset,
+                egressRuleset: policy.egress_ruleset, counters: counterView,
                 conntrackEntries: flows.count, conntrackBudget: table?.maxEntries ?? 0,
-                ingressPolicy: rows(ep.ingress_ruleset), egressPolicy: rows(ep.egress_ruleset)))
+                ingressPolicy: rows(policy.ingress_ruleset), egressPolicy: rows(policy.egress_ruleset)))
         }
 
-        for (key, value) in try maps.ipcache.entries(as: (manx_ipcache_key, manx_ipcache_value).self).sorted(by: { $0.0.cidr < $1.0.cidr }) {
+        let ipcache = try maps.ipcache.entries(as: (manx_ipcache_key, manx_ipcache_value).self).filter { $0.0.generationIndex == generation }
+        for (key, value) in ipcache.sorted(by: { $0.0.cidr < $1.0.cidr }) {
             report.ipcache.append(IPCacheRow(cidr: key.cidr.description, identity: value.identity,
                                              members: meta.identities[value.identity]?.members ?? []))
         }

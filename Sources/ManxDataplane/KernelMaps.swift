@@ -10,10 +10,14 @@ public struct KernelMaps: Sendable {
     public let counters: BPFMap
     public let ruleHits: BPFMap
     public let events: BPFMap
+    public let endpointPolicy: BPFMap
+    public let generation: BPFMap
+    public let allocations: BPFMap
 
     public static let names = [
         MANX_MAP_ENDPOINTS, MANX_MAP_IPCACHE, MANX_MAP_POLICY, MANX_MAP_CONNTRACK,
         MANX_MAP_COUNTERS, MANX_MAP_RULE_HITS, MANX_MAP_EVENTS,
+        MANX_MAP_EP_POLICY, MANX_MAP_GENERATION, MANX_MAP_ALLOC,
     ]
 
     init(_ open: (String) throws(BPFError) -> BPFMap) throws(BPFError) {
@@ -24,6 +28,9 @@ public struct KernelMaps: Sendable {
         counters = try open(MANX_MAP_COUNTERS)
         ruleHits = try open(MANX_MAP_RULE_HITS)
         events = try open(MANX_MAP_EVENTS)
+        endpointPolicy = try open(MANX_MAP_EP_POLICY)
+        generation = try open(MANX_MAP_GENERATION)
+        allocations = try open(MANX_MAP_ALLOC)
     }
 
     /// The maps of a running node, from their pins (what `bpfctl` uses).

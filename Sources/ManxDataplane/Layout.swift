@@ -53,18 +53,27 @@ extension manx_policy_value {
 }
 
 extension manx_ipcache_key {
-    init(_ cidr: CIDR) {
+    init(_ cidr: CIDR, generation: UInt32) {
         self.init()
-        prefixlen = UInt32(cidr.prefixLength)
+        prefixlen = UInt32(MANX_IPCACHE_PREFIX_GENERATION) + UInt32(cidr.prefixLength)
+        self.generation = generation.bigEndian
         addr = cidr.address.networkOrder
     }
 
-    var cidr: CIDR { CIDR(IPv4Address(UInt32(bigEndian: addr)), Int(prefixlen)) }
+    var generationIndex: UInt32 { UInt32(bigEndian: generation) & 1 }
+
+    var cidr: CIDR { CIDR(IPv4Address(UInt32(bigEndian: addr)), Int(prefixlen) - Int(MANX_IPCACHE_PREFIX_GENERATION)) }
 }
 
 extension manx_endpoint: @retroactive Equatable {
     public static func == (a: manx_endpoint, b: manx_endpoint) -> Bool {
-        a.ingress_ruleset == b.ingress_ruleset && a.egress_ruleset == b.egress_ruleset && a.identity == b.identity && a.flags == b.flags && a.id == b.id && a.addr == b.addr
+        a.flags == b.flags && a.id == b.id && a.addr == b.addr
+    }
+}
+
+extension manx_ep_policy: @retroactive Equatable {
+    public static func == (a: manx_ep_policy, b: manx_ep_policy) -> Bool {
+        a.ingress_ruleset == b.ingress_ruleset && a.egress_ruleset == b.egress_ruleset && a.identity == b.identity
     }
 }
 

@@ -91,7 +91,8 @@ struct ControlPlane: ParsableCommand {
     /// The kernel's own account of the node's maps (memlock in fdinfo).
     static func mapBytes(_ paths: NodePaths) throws -> Int {
         let maps = try KernelMaps.openPinned(paths)
-        return [maps.endpoints, maps.ipcache, maps.policy, maps.conntrack, maps.counters, maps.ruleHits, maps.events]
+        return [maps.endpoints, maps.ipcache, maps.policy, maps.conntrack, maps.counters, maps.ruleHits, maps.events,
+                maps.endpointPolicy, maps.generation, maps.allocations]
             .reduce(0) { $0 + memlock($1) }
     }
 

@@ -34,7 +34,7 @@ final class AttackProgramTests: XCTestCase {
     }
 
     func apply(_ yaml: String) throws {
-        _ = try dataplane.apply(PolicyCompiler(firstRuleset: dataplane.nextFreeRuleset).compile(try ResourceSet.decode(files: [("all.yaml", yaml)])))
+        _ = try dataplane.apply(PolicyCompiler(recovering: dataplane.allocations).compile(try ResourceSet.decode(files: [("all.yaml", yaml)])))
         web = try dataplane.maps.endpoints.lookup(UInt32(1), as: manx_endpoint.self) ?? manx_endpoint()
         stranger = try dataplane.maps.endpoints.lookup(UInt32(1002), as: manx_endpoint.self) ?? manx_endpoint()
     }
@@ -97,7 +97,7 @@ final class AttackProgramTests: XCTestCase {
     func testConntrackPoisoningSequence() throws {
         // The victim's egress is open, so a flow it seems to originate needs no policy.
         try apply(Self.webEgressOpen)
-        XCTAssertEqual(web.egress_ruleset, UInt32(MANX_RULESET_ALLOW_ALL))
+        XCTAssertEqual(dataplane.policy(of: web)?.egress_ruleset, UInt32(MANX_RULESET_ALLOW_ALL))
         XCTAssertEqual(try send(as: stranger, Frame.tcp("10.0.0.1", 8080, "10.0.0.3", 443, flags: Frame.syn)), TC_ACT_SHOT)
         XCTAssertEqual(try send(as: stranger, Frame.tcp("10.0.0.3", 443, "10.0.0.1", 8080, flags: Frame.syn)), TC_ACT_OK,
                        "stranger's own egress is open")
@@ -166,7 +166,7 @@ final class AttackProgramTests: XCTestCase {
         key.proto = 6
         var forged = manx_ct_value()
         forged.last_seen_ns = monotonicNanoseconds()
-        forged.ruleset = web.egress_ruleset
+        forged.ruleset = try XCTUnwrap(dataplane.policy(of: web)).egress_ruleset
         forged.flags = UInt32(MANX_CT_F_EP_ORIGINATED) // but "b", the stranger, is the originator
         forged.policy_port = UInt16(8080).bigEndian
         try table(web).update(key, forged)

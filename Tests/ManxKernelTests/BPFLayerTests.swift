@@ -27,6 +27,9 @@ final class BPFLayerTests: XCTestCase {
         for name in object.mapNames { XCTAssertTrue(BPFFS.exists("\(pinRoot)/\(name)"), "\(name) pinned") }
         let checks: [(String, Int, Int)] = [
             (MANX_MAP_ENDPOINTS, MemoryLayout<UInt32>.size, MemoryLayout<manx_endpoint>.size),
+            (MANX_MAP_EP_POLICY, MemoryLayout<UInt32>.size, MemoryLayout<manx_ep_policy>.size),
+            (MANX_MAP_GENERATION, MemoryLayout<UInt32>.size, MemoryLayout<manx_generation>.size),
+            (MANX_MAP_ALLOC, MemoryLayout<manx_alloc_key>.size, MemoryLayout<manx_alloc_value>.size),
             (MANX_MAP_IPCACHE, MemoryLayout<manx_ipcache_key>.size, MemoryLayout<manx_ipcache_value>.size),
             (MANX_MAP_POLICY, MemoryLayout<manx_policy_key>.size, MemoryLayout<manx_policy_value>.size),
             (MANX_MAP_CONNTRACK, MemoryLayout<UInt32>.size, MemoryLayout<UInt32>.size), // endpoint id -> its table
@@ -48,9 +51,9 @@ final class BPFLayerTests: XCTestCase {
         let object = try loadWorkload()
         let endpoints = try object.map(named: MANX_MAP_ENDPOINTS)
         var ep = manx_endpoint()
-        ep.ingress_ruleset = 7
+        ep.id = 7
         try endpoints.update(UInt32(42), ep)
-        XCTAssertEqual(try endpoints.lookup(UInt32(42), as: manx_endpoint.self)?.ingress_ruleset, 7)
+        XCTAssertEqual(try endpoints.lookup(UInt32(42), as: manx_endpoint.self)?.id, 7)
         XCTAssertNil(try endpoints.lookup(UInt32(43), as: manx_endpoint.self))
         XCTAssertThrowsError(try endpoints.update(UInt32(42), ep, flags: .noExist)) { error in
             XCTAssertEqual((error as? BPFError)?.errno, EEXIST)
@@ -69,10 +72,15 @@ final class BPFLayerTests: XCTestCase {
         let ipcache = try object.map(named: MANX_MAP_IPCACHE)
         var wide = manx_ipcache_value(); wide.identity = 1
         var narrow = manx_ipcache_value(); narrow.identity = 2
-        try ipcache.update(manx_ipcache_key(prefixlen: 8, addr: UInt32(0x0a00_0000).bigEndian), wide)
-        try ipcache.update(manx_ipcache_key(prefixlen: 24, addr: UInt32(0x0a01_0200).bigEndian), narrow)
-        XCTAssertEqual(try ipcache.lookup(manx_ipcache_key(prefixlen: 32, addr: UInt32(0x0a01_0203).bigEndian), as: manx_ipcache_value.self)?.identity, 2)
-        XCTAssertEqual(try ipcache.lookup(manx_ipcache_key(prefixlen: 32, addr: UInt32(0x0a09_0203).bigEndian), as: manx_ipcache_value.self)?.identity, 1)
+        func key(_ generation: UInt32, _ bits: UInt32, _ addr: UInt32) -> manx_ipcache_key {
+            manx_ipcache_key(prefixlen: UInt32(MANX_IPCACHE_PREFIX_GENERATION) + bits, generation: generation.bigEndian, addr: addr.bigEndian)
+        }
+        try ipcache.update(key(0, 8, 0x0a00_0000), wide)
+        try ipcache.update(key(0, 24, 0x0a01_0200), narrow)
+        XCTAssertEqual(try ipcache.lookup(key(0, 32, 0x0a01_0203), as: manx_ipcache_value.self)?.identity, 2)
+        XCTAssertEqual(try ipcache.lookup(key(0, 32, 0x0a09_0203), as: manx_ipcache_value.self)?.identity, 1)
+        // Generations never see each other's entries.
+        XCTAssertNil(try ipcache.lookup(key(1, 32, 0x0a01_0203), as: manx_ipcache_value.self))
         // Per-CPU values.
         let counters = try object.map(named: MANX_MAP_COUNTERS)
         try counters.updatePerCPU(manx_counters_key(ifindex: 5, direction: 0), manx_counters())
@@ -82,12 +90,12 @@ final class BPFLayerTests: XCTestCase {
     func testPinnedMapsSurviveTheObjectAndAreReused() throws {
         do {
             let object = try loadWorkload()
-            try object.map(named: MANX_MAP_ENDPOINTS).update(UInt32(9), manx_endpoint(ingress_ruleset: 3, egress_ruleset: 4, identity: 5, flags: 0, id: 0, addr: 0))
+            try object.map(named: MANX_MAP_ENDPOINTS).update(UInt32(9), manx_endpoint(flags: 0, id: 4, addr: 5))
         }
         let reopened = try BPFMap.openPinned("\(pinRoot)/\(MANX_MAP_ENDPOINTS)")
-        XCTAssertEqual(try reopened.lookup(UInt32(9), as: manx_endpoint.self)?.egress_ruleset, 4)
+        XCTAssertEqual(try reopened.lookup(UInt32(9), as: manx_endpoint.self)?.id, 4)
         let again = try loadWorkload()
-        XCTAssertEqual(try again.map(named: MANX_MAP_ENDPOINTS).lookup(UInt32(9), as: manx_endpoint.self)?.identity, 5)
+        XCTAssertEqual(try again.map(named: MANX_MAP_ENDPOINTS).lookup(UInt32(9), as: manx_endpoint.self)?.addr, 5)
     }
 
     func testErrorsCarryErrnoAndTheCall() {

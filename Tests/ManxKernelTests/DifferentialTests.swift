@@ -26,7 +26,7 @@ final class DifferentialTests: XCTestCase {
         let dataplane = try Dataplane(paths: NodePaths(node: testPrefix("diff")),
                                       interfaces: .init(resolve: { fakeIfindex[$0] }, attach: false))
         defer { try? dataplane.uninstall() }
-        let compiler = PolicyCompiler(firstRuleset: dataplane.nextFreeRuleset)
+        let compiler = PolicyCompiler(recovering: dataplane.allocations)
         var failures: [String] = []
         var mismatches = 0, checked = 0, allowed = 0
         let started = Date()

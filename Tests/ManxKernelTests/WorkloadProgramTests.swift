@@ -108,7 +108,7 @@ final class WorkloadProgramTests: XCTestCase {
         let tcp = try XCTUnwrap(entries.first { $0.0.proto == 6 && UInt16(bigEndian: $0.0.port_b) == 40000 || UInt16(bigEndian: $0.0.port_a) == 40000 && $0.0.proto == 6 })
         XCTAssertEqual(tcp.1.flags & UInt32(MANX_CT_F_EP_ORIGINATED), 0)
         XCTAssertNotEqual(tcp.1.flags & UInt32(MANX_CT_F_SEEN_REPLY), 0)
-        XCTAssertEqual(tcp.1.ruleset, try XCTUnwrap(dataplane.maps.endpoints.lookup(UInt32(1), as: manx_endpoint.self)).ingress_ruleset)
+        XCTAssertEqual(tcp.1.ruleset, try XCTUnwrap(dataplane.policy(of: XCTUnwrap(dataplane.maps.endpoints.lookup(UInt32(1), as: manx_endpoint.self)))).ingress_ruleset)
         XCTAssertGreaterThanOrEqual(tcp.1.rule_id, ReservedRule.first)
         // ...and the rule that allowed it counts a hit.
         XCTAssertGreaterThanOrEqual(try dataplane.maps.ruleHits.lookupPerCPU(tcp.1.rule_id, as: manx_rule_hits.self)?.reduce(0) { $0 + $1.packets } ?? 0, 1)

@@ -1,3 +1,4 @@
+import ManxCompiler
 import ManxMapLayout
 import XCTest
 
@@ -9,18 +10,35 @@ final class LayoutTests: XCTestCase {
     func offset<T>(_ path: PartialKeyPath<T>) -> Int { MemoryLayout<T>.offset(of: path)! }
 
     func testEndpoint() {
-        XCTAssertEqual(MemoryLayout<manx_endpoint>.size, 24)
-        XCTAssertEqual(offset(\manx_endpoint.ingress_ruleset), 0)
-        XCTAssertEqual(offset(\manx_endpoint.egress_ruleset), 4)
-        XCTAssertEqual(offset(\manx_endpoint.identity), 8)
-        XCTAssertEqual(offset(\manx_endpoint.flags), 12)
-        XCTAssertEqual(offset(\manx_endpoint.id), 16)
-        XCTAssertEqual(offset(\manx_endpoint.addr), 20)
+        XCTAssertEqual(MemoryLayout<manx_endpoint>.size, 12)
+        XCTAssertEqual(offset(\manx_endpoint.flags), 0)
+        XCTAssertEqual(offset(\manx_endpoint.id), 4)
+        XCTAssertEqual(offset(\manx_endpoint.addr), 8)
+        XCTAssertEqual(MemoryLayout<manx_ep_policy>.size, 12)
+        XCTAssertEqual(offset(\manx_ep_policy.ingress_ruleset), 0)
+        XCTAssertEqual(offset(\manx_ep_policy.egress_ruleset), 4)
+        XCTAssertEqual(offset(\manx_ep_policy.identity), 8)
+        XCTAssertEqual(MemoryLayout<manx_generation>.size, 4)
+        XCTAssertEqual(MANX_GENERATIONS, 2)
+    }
+
+    func testAllocations() {
+        XCTAssertEqual(MemoryLayout<manx_alloc_key>.size, 36)
+        XCTAssertEqual(offset(\manx_alloc_key.digest), 4)
+        XCTAssertEqual(MemoryLayout<manx_alloc_value>.size, 4)
+        XCTAssertEqual(MANX_ALLOC_IDENTITY.rawValue, Allocations.Kind.identity.rawValue)
+        XCTAssertEqual(MANX_ALLOC_RULE.rawValue, Allocations.Kind.rule.rawValue)
+        XCTAssertEqual(MANX_ALLOC_RULESET.rawValue, Allocations.Kind.ruleset.rawValue)
+        XCTAssertEqual(MANX_RULESET_RESERVED, ReservedRuleset.firstReserved)
+        XCTAssertGreaterThanOrEqual(MANX_RULESET_PENDING, MANX_RULESET_RESERVED)
+        XCTAssertGreaterThanOrEqual(MANX_RULESET_REVOKED, MANX_RULESET_RESERVED)
     }
 
     func testIPCache() {
-        XCTAssertEqual(MemoryLayout<manx_ipcache_key>.size, 8)
-        XCTAssertEqual(offset(\manx_ipcache_key.addr), 4)
+        XCTAssertEqual(MemoryLayout<manx_ipcache_key>.size, 12)
+        XCTAssertEqual(offset(\manx_ipcache_key.generation), 4)
+        XCTAssertEqual(offset(\manx_ipcache_key.addr), 8)
+        XCTAssertEqual(MANX_IPCACHE_PREFIX_GENERATION, 32)
         XCTAssertEqual(MemoryLayout<manx_ipcache_value>.size, 12)
         XCTAssertEqual(offset(\manx_ipcache_value.tunnel_endpoint), 4)
         XCTAssertEqual(offset(\manx_ipcache_value.flags), 8)

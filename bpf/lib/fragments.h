@@ -57,7 +57,8 @@ static __always_inline void manx_frag_record(const struct manx_endpoint *ep, __u
 
 /* 0 when a later fragment belongs to a datagram that passed under a rule
  * set still in force for its flow's direction, else the drop reason. */
-static __always_inline __u32 manx_later_fragment_check(const struct manx_endpoint *ep, __u32 dir,
+static __always_inline __u32 manx_later_fragment_check(const struct manx_endpoint *ep,
+							const struct manx_ep_policy *pol, __u32 dir,
 							struct manx_pkt *p, __u64 now)
 {
 	struct manx_frag_key k;
@@ -68,7 +69,7 @@ static __always_inline __u32 manx_later_fragment_check(const struct manx_endpoin
 		return MANX_CNT_DROP_FRAGMENT;
 	if (p->frag_offset < v->l4_len)
 		return MANX_CNT_DROP_FRAG_OVERLAP;
-	if (v->ruleset != (v->egress ? ep->egress_ruleset : ep->ingress_ruleset) && v->ruleset != MANX_RULESET_NODE)
+	if (v->ruleset != (v->egress ? pol->egress_ruleset : pol->ingress_ruleset) && v->ruleset != MANX_RULESET_NODE)
 		return MANX_CNT_DROP_FRAGMENT;
 	p->sport = v->sport; /* for flow events and forwarding */
 	p->dport = v->dport;

@@ -20,8 +20,34 @@ struct {
 } manx_endpoints SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MANX_ENDPOINTS_MAX * MANX_GENERATIONS);
+	__type(key, __u32);
+	__type(value, struct manx_ep_policy);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_ep_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct manx_generation);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_generation SEC(".maps");
+
+/* Only the daemon uses it; it is here so it is pinned with the rest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MANX_ALLOC_MAX);
+	__type(key, struct manx_alloc_key);
+	__type(value, struct manx_alloc_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_alloc SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, MANX_IPCACHE_MAX);
+	__uint(max_entries, MANX_IPCACHE_MAX * MANX_GENERATIONS);
 	__type(key, struct manx_ipcache_key);
 	__type(value, struct manx_ipcache_value);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

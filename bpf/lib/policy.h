@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The policy decision: exactly two map lookups, whatever the rule count.
- * 1. ipcache: peer address -> identity (LPM).
+ * 1. ipcache: {generation, peer address} -> identity (LPM).
  * 2. policy: {rule set, identity, proto, port} -> verdict (LPM). The
- *    compiler resolved tiers, orders, Pass, Deny and defaults beforehand. */
+ *    compiler resolved tiers, orders, Pass, Deny and defaults beforehand.
+ * The rule set comes from the endpoint's slot of the same generation, so
+ * the two always belong to one compile (see manx_generation in maps.h). */
 #ifndef MANX_POLICY_H
 #define MANX_POLICY_H
 
@@ -15,15 +17,33 @@ struct manx_decision {
 	__u8 flags;
 };
 
-static __always_inline __u32 manx_identity_of(__be32 addr)
+/* The endpoint's rule sets in the generation in force, which *gen is set
+ * to; NULL (fail closed) only if the maps are not what the daemon made. */
+static __always_inline const struct manx_ep_policy *manx_policy_slot(const struct manx_endpoint *ep, __u32 *gen)
 {
-	struct manx_ipcache_key k = { .prefixlen = 32, .addr = addr };
+	__u32 zero = 0;
+	struct manx_generation *g = bpf_map_lookup_elem(&manx_generation, &zero);
+
+	if (!g)
+		return NULL;
+	*gen = g->active & 1;
+	__u32 index = ep->id * MANX_GENERATIONS + *gen;
+	return bpf_map_lookup_elem(&manx_ep_policy, &index);
+}
+
+static __always_inline __u32 manx_identity_of(__u32 gen, __be32 addr)
+{
+	struct manx_ipcache_key k = {
+		.prefixlen = MANX_IPCACHE_PREFIX_GENERATION + 32,
+		.generation = bpf_htonl(gen),
+		.addr = addr,
+	};
 	struct manx_ipcache_value *v = bpf_map_lookup_elem(&manx_ipcache, &k);
 
 	return v ? v->identity : MANX_IDENTITY_WORLD;
 }
 
-static __always_inline void manx_decide(__u32 ruleset, __be32 peer, __u8 proto, __be16 port,
+static __always_inline void manx_decide(__u32 gen, __u32 ruleset, __be32 peer, __u8 proto, __be16 port,
 					struct manx_decision *d)
 {
 	if (ruleset == MANX_RULESET_ALLOW_ALL) {
@@ -33,7 +53,7 @@ static __always_inline void manx_decide(__u32 ruleset, __be32 peer, __u8 proto, 
 		d->flags = 0;
 		return;
 	}
-	d->identity = manx_identity_of(peer);
+	d->identity = manx_identity_of(gen, peer);
 
 	struct manx_policy_key k = {
 		.prefixlen = MANX_POLICY_PREFIX_FULL,

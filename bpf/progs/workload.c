@@ -74,6 +74,10 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 
 	if (!ep)
 		return manx_drop(0, dir, MANX_CNT_DROP_NO_ENDPOINT); /* fail closed */
+	__u32 gen;
+	const struct manx_ep_policy *pol = manx_policy_slot(ep, &gen);
+	if (!pol)
+		return manx_drop(ifindex, dir, MANX_CNT_DROP_NO_ENDPOINT);
 
 	struct manx_pkt pkt;
 	int parsed = manx_parse(skb, &pkt);
@@ -105,7 +109,7 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 	}
 	__u64 now = bpf_ktime_get_ns();
 	if (pkt.frag == MANX_FRAG_LATER) {
-		__u32 reason = manx_later_fragment_check(ep, dir, &pkt, now);
+		__u32 reason = manx_later_fragment_check(ep, pol, dir, &pkt, now);
 		if (reason)
 			return manx_drop(ifindex, dir, reason);
 		manx_count(ifindex, dir, MANX_CNT_ALLOW_FRAGMENT, pkt.len);
@@ -165,7 +169,7 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 			endpoint_originated = endpoint_sent;
 		}
 	}
-	__u32 ruleset = endpoint_originated ? ep->egress_ruleset : ep->ingress_ruleset;
+	__u32 ruleset = endpoint_originated ? pol->egress_ruleset : pol->ingress_ruleset;
 
 	/* Fast path: approved by the rule set still in force, or a flow the
 	 * node opened. */
@@ -186,7 +190,7 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 	__be16 port = ct ? ct->policy_port : pkt.policy_port;
 	struct manx_decision d = { .verdict = MANX_VERDICT_ALLOW, .rule_id = MANX_RULE_NODE };
 	if (!node_opened)
-		manx_decide(ruleset, peer, pkt.proto, port, &d);
+		manx_decide(gen, ruleset, peer, pkt.proto, port, &d);
 
 	if (d.verdict != MANX_VERDICT_ALLOW) {
 		__u32 reason = d.rule_id == MANX_RULE_DEFAULT_DENY || (d.flags & MANX_POL_F_DEFAULT)

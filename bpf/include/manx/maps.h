@@ -26,6 +26,9 @@
 #define MANX_MAP_NODE_CONFIG "manx_node_config"
 #define MANX_MAP_NODE_STATS  "manx_node_stats"
 #define MANX_MAP_FRAGS       "manx_frags"
+#define MANX_MAP_EP_POLICY   "manx_ep_policy"
+#define MANX_MAP_GENERATION  "manx_generation"
+#define MANX_MAP_ALLOC       "manx_alloc"
 
 #define MANX_ENDPOINTS_MAX   65536
 #define MANX_IPCACHE_MAX     1048576
@@ -35,26 +38,64 @@
 #define MANX_XDP_DENY_MAX    65536
 #define MANX_ROUTES_MAX      65536
 #define MANX_FRAGS_MAX       65536
+#define MANX_ALLOC_MAX       4194304
+
+/* ---- Policy generations ------------------------------------------------ */
+/*
+ * Rule sets are compiled against one numbering of peers: the identities of
+ * one ipcache. So the ipcache and every endpoint's rule sets are kept twice,
+ * once per generation, and the programs read the generation in force from
+ * manx_generation, a single word. The daemon writes the idle generation
+ * (ipcache entries, each endpoint's rule sets), flips the word, waits until
+ * no program can still be using the old one, and only then deletes what it
+ * no longer needs. A packet therefore always meets rule sets and identities
+ * that were compiled together: no packet sees half a policy.
+ */
+#define MANX_GENERATIONS 2
+
+struct manx_generation {
+	__u32 active; /* 0 or 1: the generation in force */
+};
 
 /* ---- Endpoints: key __u32 ifindex of the host-side interface ------------ */
 
-/* Rule set 0 means "not isolated in this direction": everything allowed. */
-#define MANX_RULESET_ALLOW_ALL 0
-/* Never a compiled rule set: what a conntrack entry the node rule approved
- * records, so no rule set in force ever matches it. */
-#define MANX_RULESET_NODE 0xffffffffU
-
 struct manx_endpoint {
-	__u32 ingress_ruleset; /* policy applied to traffic towards the workload */
-	__u32 egress_ruleset;  /* policy applied to traffic from the workload */
-	__u32 identity;        /* the workload's own identity */
-	__u32 flags;           /* MANX_EP_F_* */
-	__u32 id;              /* its slot in manx_ct: its conntrack table */
-	__be32 addr;           /* the workload's IPv4 address: the only source it may
-				* send from and the only destination it receives */
+	__u32 flags;  /* MANX_EP_F_* */
+	__u32 id;     /* its slot in manx_ct (its conntrack table) and in manx_ep_policy */
+	__be32 addr;  /* the workload's IPv4 address: the only source it may
+		       * send from and the only destination it receives */
 };
 
 #define MANX_EP_F_LOG_ALLOWED (1U << 0) /* emit flow events for allowed new flows */
+
+/* ---- Endpoint policy: array, index id * MANX_GENERATIONS + generation --- */
+/*
+ * An array, not part of manx_endpoints: the daemon writes only the idle
+ * generation's slots, in place, so a program never reads a slot while it
+ * changes (hash elements can be reused for another key as soon as they are
+ * replaced).
+ */
+
+/* Rule set 0 means "not isolated in this direction": everything allowed. */
+#define MANX_RULESET_ALLOW_ALL 0
+/* Ids from here up are never compiled rule sets. */
+#define MANX_RULESET_RESERVED  0xfffffff0U
+/* An endpoint slot not yet programmed (an endpoint that comes into force
+ * with the next generation): no entries, so everything is denied. */
+#define MANX_RULESET_PENDING   0xfffffffdU
+/* What the daemon writes into a conntrack entry whose peer changed
+ * identity: no rule set in force matches it, so the next packet is judged
+ * again, in its flow's original direction. */
+#define MANX_RULESET_REVOKED   0xfffffffeU
+/* What a conntrack entry the node rule approved records, so no rule set in
+ * force ever matches it. */
+#define MANX_RULESET_NODE      0xffffffffU
+
+struct manx_ep_policy {
+	__u32 ingress_ruleset; /* policy applied to traffic towards the workload */
+	__u32 egress_ruleset;  /* policy applied to traffic from the workload */
+	__u32 identity;        /* the workload's own identity */
+};
 
 /* ---- IP cache: LPM trie, IPv4 prefix -> identity ------------------------ */
 
@@ -65,9 +106,12 @@ struct manx_endpoint {
 #define MANX_IDENTITY_FIRST   16
 
 struct manx_ipcache_key {
-	__u32 prefixlen; /* LPM prefix length in bits, 0..32 */
+	__u32 prefixlen;   /* LPM prefix length in bits: 32 (the generation) + 0..32 */
+	__be32 generation; /* which generation's numbering this entry belongs to */
 	__be32 addr;
 };
+
+#define MANX_IPCACHE_PREFIX_GENERATION 32
 
 struct manx_ipcache_value {
 	__u32 identity;
@@ -213,6 +257,30 @@ struct manx_frag_value {
 	__u8 egress;     /* the endpoint's egress rule set decided (else its ingress) */
 	__u8 pad;
 	__u32 pad2;
+};
+
+/* ---- Allocations: hash, content digest -> id ---------------------------- */
+/*
+ * The compiler's ids (identities, rule ids, rule set ids), each keyed by the
+ * SHA-256 of what it stands for, and the next free id of each kind (kind
+ * MANX_ALLOC_NEXT + kind, digest zero). Only the daemon reads them: they
+ * live here, with the state they number, so a restarted daemon gives every
+ * content the id it had and never hands out an id twice.
+ */
+enum manx_alloc_kind {
+	MANX_ALLOC_IDENTITY = 1,
+	MANX_ALLOC_RULE = 2,
+	MANX_ALLOC_RULESET = 3,
+	MANX_ALLOC_NEXT = 0x100,
+};
+
+struct manx_alloc_key {
+	__u32 kind; /* enum manx_alloc_kind */
+	__u8 digest[32];
+};
+
+struct manx_alloc_value {
+	__u32 id;
 };
 
 /* ---- Per-endpoint counters: per-CPU hash -------------------------------- */
