@@ -333,8 +333,14 @@ public final class PolicyCompiler {
         let functions = groups.keys.map { key in
             (key, DecisionFunction.evaluate(index, matched: key.matched.map(Int.init), peerPorts: key.ports))
         }
-        let biggest = functions.max { groups[$0.0]!.count < groups[$1.0]!.count }!
-        let fallback = biggest.1.other
+        // The most common decision becomes the default; ties are broken by
+        // the decision itself, so equal inputs give equal tables in every
+        // process (dictionary order differs between processes).
+        func rank(_ f: (IdentityKey, DecisionFunction)) -> (Int, UInt8, UInt32, Int, Int) {
+            let d = f.1.other
+            return (groups[f.0]!.count, d.verdict.rawValue, d.ruleID, d.log ? 1 : 0, d.byDefault ? 1 : 0)
+        }
+        let fallback = functions.max { rank($0) < rank($1) }!.1.other
         var entries = [TableEntry(identity: nil, proto: nil, decision: fallback)]
         for (key, function) in functions where !function.isConstant(fallback) {
             for id in groups[key]!.sorted() {

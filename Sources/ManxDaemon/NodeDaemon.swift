@@ -92,8 +92,9 @@ public actor NodeDaemon: Service {
             dataplane = bpf
             routing = config.nodeName == nil ? nil : try NodeRouting(paths: config.paths)
         case .iptables(let backend):
-            dataplane = try IptablesDataplane(backend: backend)
-            compiler = PolicyCompiler()
+            let iptables = try IptablesDataplane(backend: backend)
+            compiler = PolicyCompiler(recovering: iptables.allocations)
+            dataplane = iptables
             routing = nil
         }
         if let previous = try? NodeMetadata.read(config.paths) { metadata.generation = previous.generation }

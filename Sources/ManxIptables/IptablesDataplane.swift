@@ -7,6 +7,11 @@ import ManxCompiler
 /// `ipset restore` (sets swapped in atomically) and one
 /// `iptables-restore --noflush` transaction; only manx-* chains and sets,
 /// and the jumps from FORWARD and INPUT, are ever touched.
+///
+/// The compiler's allocations are kept with the rules, as comments in a
+/// chain nothing jumps to (`manx-alloc`), written in the same transaction
+/// as the chains that use the ids: a restarted daemon reads them back and
+/// numbers nothing anew.
 public final class IptablesDataplane {
     public enum Backend: String, Sendable, CaseIterable {
         case nft, legacy
@@ -20,6 +25,9 @@ public final class IptablesDataplane {
     let netns: String?
     private var programmedChains = Set<String>()
     private var programmedSets: [String: [String]] = [:]
+    /// The allocations the manx-alloc chain holds: what a new compiler recovers.
+    public private(set) var allocations = Allocations()
+    static let allocationChain = "\(IptablesRenderer.chainPrefix)alloc"
 
     public init(backend: Backend, netns: String? = nil) throws {
         self.backend = backend
@@ -29,6 +37,7 @@ public final class IptablesDataplane {
         for line in saved.split(separator: "\n") where line.hasPrefix(":\(IptablesRenderer.chainPrefix)") {
             programmedChains.insert(String(line.dropFirst().split(separator: " ")[0]))
         }
+        allocations = Self.parseAllocations(saved)
         let sets = try run(["ipset", "list", "-n"])
         for name in sets.split(separator: "\n") where name.hasPrefix(IptablesRenderer.setPrefix) {
             programmedSets[String(name)] = ["?"] // unknown content: rewritten on first apply
@@ -62,17 +71,22 @@ public final class IptablesDataplane {
 
         // 2. Chains, in one transaction: declare (which flushes) ours, fill
         // them, and delete the ones no longer used.
-        let stale = programmedChains.subtracting(rendered.chains.keys)
+        let stale = programmedChains.subtracting(rendered.chains.keys).subtracting([Self.allocationChain])
+        var chains = rendered.chains
+        if state.allocations != allocations || !programmedChains.contains(Self.allocationChain) {
+            chains[Self.allocationChain] = Self.allocationRules(state.allocations)
+        }
         var restore = ["*filter"]
-        for name in rendered.chains.keys.sorted() + stale.sorted() { restore.append(":\(name) - [0:0]") }
-        for (name, rules) in rendered.chains.sorted(by: { $0.key < $1.key }) {
+        for name in chains.keys.sorted() + stale.sorted() { restore.append(":\(name) - [0:0]") }
+        for (name, rules) in chains.sorted(by: { $0.key < $1.key }) {
             restore += rules.map { "-A \(name) \($0)" }
         }
         restore += stale.sorted().map { "-X \($0)" }
         restore.append("COMMIT")
         try run([backend.restore, "--noflush"], input: restore.joined(separator: "\n") + "\n")
         report.chainsRemoved = stale.count
-        programmedChains = Set(rendered.chains.keys)
+        programmedChains = Set(chains.keys).union([Self.allocationChain])
+        allocations = state.allocations
         try ensureJump()
 
         // 3. Sets nothing refers to any more.
@@ -81,6 +95,29 @@ public final class IptablesDataplane {
         }
         programmedSets = rendered.sets
         return report
+    }
+
+    /// One inert rule per allocation: "identity <sha256> <id>", "next rule <id>".
+    static func allocationRules(_ a: Allocations) -> [String] {
+        let next = a.next.sorted { $0.key < $1.key }.map { "next \($0.key) \($0.value)" }
+        let ids = a.ids.sorted { $0.key < $1.key }.map { "\($0.key.kind) \($0.key.digest) \($0.value)" }
+        return (next + ids).map { "-m comment --comment \"\($0)\" -j RETURN" }
+    }
+
+    static func parseAllocations(_ saved: String) -> Allocations {
+        var result = Allocations()
+        let kinds = Dictionary(uniqueKeysWithValues: Allocations.Kind.allCases.map { ("\($0)", $0) })
+        for line in saved.split(separator: "\n") where line.hasPrefix("-A \(allocationChain) ") {
+            guard let open = line.range(of: "--comment \""), let close = line[open.upperBound...].firstIndex(of: "\"") else { continue }
+            let words = line[open.upperBound..<close].split(separator: " ")
+            guard words.count == 3, let id = UInt32(words[2]) else { continue }
+            if words[0] == "next", let kind = kinds[String(words[1])] {
+                result.next[kind] = id
+            } else if let kind = kinds[String(words[0])], let digest = Digest(hex: words[1]) {
+                result.ids[Allocations.Key(kind, digest)] = id
+            }
+        }
+        return result
     }
 
     /// The rules Manx adds to chains it does not own.
@@ -104,6 +141,7 @@ public final class IptablesDataplane {
         for name in programmedSets.keys { _ = try? run(["ipset", "destroy", name]) }
         programmedChains = []
         programmedSets = [:]
+        allocations = Allocations()
     }
 
     @discardableResult

@@ -17,6 +17,11 @@ import ManxModel
 /// same answer as the longest-prefix match in BPF. Identities become
 /// hash:net sets that use `nomatch` for the more specific regions of other
 /// identities, which gives hash:net the same longest-prefix semantics.
+///
+/// A set is named by its identity and a digest of its members, so a set
+/// that chains in force refer to never changes: new members mean a new set,
+/// which the new chains name, and chains and sets come into force together
+/// in one iptables-restore transaction.
 public enum IptablesRenderer {
     public static let dispatchChain = "manx-FORWARD"
     public static let inputChain = "manx-INPUT"
@@ -34,7 +39,10 @@ public enum IptablesRenderer {
     }
 
     public static func chainName(ruleset: UInt32, ingress: Bool) -> String { "\(chainPrefix)rs\(ruleset)-\(ingress ? "i" : "e")" }
-    public static func setName(_ identity: UInt32) -> String { "\(setPrefix)\(identity)" }
+    /// At most 27 characters (ipset allows 31).
+    public static func setName(_ identity: UInt32, members: [String]) -> String {
+        "\(setPrefix)\(identity)-\(Digest.sha256(members.joined(separator: "\n")).description.prefix(8))"
+    }
 
     public static func render(_ state: CompiledState) -> Rendered {
         var chains: [String: [String]] = [:]
@@ -45,10 +53,10 @@ public enum IptablesRenderer {
         let programmed = Set(state.endpoints.flatMap { [$0.ingressRuleset, $0.egressRuleset] })
         let referenced = Set(programmed.flatMap { state.rulesets[$0] ?? [] }.compactMap(\.identity))
         let members = identitySets(state, used: referenced)
-        let inline: [UInt32: String] = Dictionary(uniqueKeysWithValues: members.compactMap { name, list in
-            guard list.count == 1, !list[0].contains("nomatch"), let id = UInt32(name.dropFirst(setPrefix.count)) else { return nil }
-            return (id, list[0])
-        })
+        let names = Dictionary(uniqueKeysWithValues: members.map { ($0.key, setName($0.key, members: $0.value)) })
+        let inline: [UInt32: String] = members.compactMapValues { list in
+            list.count == 1 && !list[0].contains("nomatch") ? list[0] : nil
+        }
         let established = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
         var egressFirst: [String] = [], ingressAfter: [String] = [], guardRules: [String] = []
         for ep in state.endpoints.sorted(by: { $0.interface < $1.interface }) {
@@ -64,14 +72,14 @@ public enum IptablesRenderer {
             for (id, ingress) in [(ep.ingressRuleset, true), (ep.egressRuleset, false)] where id != 0 {
                 let name = chainName(ruleset: id, ingress: ingress)
                 if chains[name] == nil, let entries = state.rulesets[id] {
-                    chains[name] = rulesetChain(entries, ingress: ingress, inline: inline, identities: &usedIdentities)
+                    chains[name] = rulesetChain(entries, ingress: ingress, inline: inline, names: names, identities: &usedIdentities)
                 }
             }
         }
         chains[guardChain] = guardRules
         chains[dispatchChain] = ["-j \(guardChain)", established] + egressFirst + ingressAfter
         chains[inputChain] = ["-j \(guardChain)", established] + egressFirst
-        return Rendered(sets: members.filter { usedIdentities.contains(UInt32($0.key.dropFirst(setPrefix.count))!) }, chains: chains)
+        return Rendered(sets: Dictionary(uniqueKeysWithValues: usedIdentities.map { (names[$0]!, members[$0]!) }), chains: chains)
     }
 
     /// Allowed packets RETURN to the dispatch chain (the other side's policy
@@ -79,7 +87,7 @@ public enum IptablesRenderer {
     /// specificity are disjoint; they are kept in rule order, as Calico's
     /// chains are, so a connection is checked against the rules before its own.
     static func rulesetChain(_ entries: [TableEntry], ingress: Bool, inline: [UInt32: String] = [:],
-                             identities: inout Set<UInt32>) -> [String] {
+                             names: [UInt32: String] = [:], identities: inout Set<UInt32>) -> [String] {
         let sorted = entries.sorted { (specificity($1), $0.decision.ruleID) < (specificity($0), $1.decision.ruleID) }
         var rules: [String] = []
         let direction = ingress ? "src" : "dst"
@@ -90,7 +98,7 @@ public enum IptablesRenderer {
                     match += "\(ingress ? "-s" : "-d") \(cidr) "
                 } else {
                     identities.insert(id)
-                    match += "-m set --match-set \(setName(id)) \(direction) "
+                    match += "-m set --match-set \(names[id] ?? setName(id, members: [])) \(direction) "
                 }
             }
             let target = e.decision.verdict == .allow ? "RETURN" : "DROP"
@@ -132,10 +140,10 @@ public enum IptablesRenderer {
 
     /// Each used identity's regions, plus `nomatch` for the more specific
     /// regions inside them that belong to other identities.
-    static func identitySets(_ state: CompiledState, used: Set<UInt32>) -> [String: [String]] {
+    static func identitySets(_ state: CompiledState, used: Set<UInt32>) -> [UInt32: [String]] {
         let regions = state.ipcache.sorted { ($0.cidr.address.value, $0.cidr.prefixLength) < ($1.cidr.address.value, $1.cidr.prefixLength) }
-        var sets: [String: [String]] = [:]
-        for id in used { sets[setName(id)] = [] }
+        var sets: [UInt32: [String]] = [:]
+        for id in used { sets[id] = [] }
         for (i, r) in regions.enumerated() where used.contains(r.identity) {
             var members = hashNetPrefixes(r.cidr).map { $0 }
             // Regions nested in r follow it in (address, length) order.
@@ -146,7 +154,7 @@ public enum IptablesRenderer {
                 }
                 j += 1
             }
-            sets[setName(r.identity)]! += members
+            sets[r.identity]! += members
         }
         return sets
     }

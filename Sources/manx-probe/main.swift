@@ -7,6 +7,8 @@
 //   manx-probe rr --seconds S IP:PORT           (benchmarks: UDP request/response latency)
 //   manx-probe inject --interface IF [--count N] HEXFRAME...  (attack tests: raw frames)
 //   manx-probe flood --flows N IP                (attack tests: N distinct UDP flows)
+//   manx-probe echo --port P                     (TCP echo on long-lived connections)
+//   manx-probe hold --interval-ms MS --seconds S IP:PORT  (one connection; prints each echo's time)
 //
 // Arguments are parsed by hand to keep the binary dependency-free.
 import Glibc
@@ -18,6 +20,8 @@ let usageText = """
            manx-probe rr --seconds S IPv4:PORT
            manx-probe inject --interface IF [--count N] HEXFRAME...
            manx-probe flood --flows N IPv4
+           manx-probe echo --port P
+           manx-probe hold --interval-ms MS --seconds S IPv4:PORT
     """
 
 func usage(_ problem: String) -> Never {
@@ -112,6 +116,30 @@ case "connrate", "rr":
     guard let target else { usage("\(command) needs a target") }
     if command == "connrate" { connectionRate(target.0, target.1, duration: duration, parallel: parallel) }
     requestResponse(target.0, target.1, duration: duration)
+
+case "echo":
+    guard args.count == 2, args[0] == "--port", let port = parsePort(Substring(args[1])) else { usage("echo needs --port P") }
+    echoServe(port: port)
+
+case "hold":
+    var interval = 100, duration = 10.0
+    var target: (in_addr_t, UInt16)?
+    while !args.isEmpty {
+        let arg = args.removeFirst()
+        if arg == "--interval-ms" {
+            guard let v = Int(optionValue(arg, &args)), v > 0 else { usage("bad --interval-ms") }
+            interval = v
+        } else if arg == "--seconds" {
+            guard let v = Double(optionValue(arg, &args)), v > 0 else { usage("bad --seconds") }
+            duration = v
+        } else {
+            let parts = arg.split(separator: ":")
+            guard parts.count == 2, let ip = parseIPv4(String(parts[0])), let port = parsePort(parts[1]) else { usage("bad target '\(arg)' (want IPv4:PORT)") }
+            target = (ip, port)
+        }
+    }
+    guard let target else { usage("hold needs a target") }
+    hold(target.0, target.1, intervalMs: interval, seconds: duration)
 
 case "inject":
     var interface: String?

@@ -30,6 +30,14 @@ final class IptablesRendererTests: XCTestCase {
         XCTAssertEqual(IptablesRenderer.protocolMatches(proto: 47, port: 0, bits: 16), ["-p 47"])
     }
 
+    func testSetNamesChangeWithTheirMembers() {
+        let a = IptablesRenderer.setName(17, members: ["10.0.0.1/32"])
+        XCTAssertTrue(a.hasPrefix("manx-id-17-"))
+        XCTAssertLessThanOrEqual(IptablesRenderer.setName(UInt32.max, members: []).count, 31)
+        XCTAssertEqual(a, IptablesRenderer.setName(17, members: ["10.0.0.1/32"]))
+        XCTAssertNotEqual(a, IptablesRenderer.setName(17, members: ["10.0.0.1/32", "10.0.0.2/32"]))
+    }
+
     func testIdentitySetsUseNomatchForNestedRegions() {
         var state = CompiledState()
         state.ipcache = [
@@ -39,7 +47,7 @@ final class IptablesRendererTests: XCTestCase {
             IPCacheEntry(cidr: try! CIDR.parse("10.9.1.1/32").get(), identity: 17, localWorkload: false),
         ]
         let sets = IptablesRenderer.identitySets(state, used: [2, 17])
-        XCTAssertEqual(sets["manx-id-17"], ["10.0.0.0/8", "10.9.0.0/16 nomatch", "10.9.1.1/32"])
-        XCTAssertEqual(sets["manx-id-2"], ["0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/8 nomatch", "10.9.1.1/32 nomatch", "10.9.0.0/16", "10.9.1.1/32 nomatch"])
+        XCTAssertEqual(sets[17], ["10.0.0.0/8", "10.9.0.0/16 nomatch", "10.9.1.1/32"])
+        XCTAssertEqual(sets[2], ["0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/8 nomatch", "10.9.1.1/32 nomatch", "10.9.0.0/16", "10.9.1.1/32 nomatch"])
     }
 }
