@@ -28,7 +28,8 @@ extension Dataplane: DataplaneBackend {
         let r = try apply(state)
         return (["rulesetsAdded": "\(r.rulesetsAdded)", "rulesetsRemoved": "\(r.rulesetsRemoved)",
                  "policyEntries": "\(r.policyEntriesWritten)", "ipcacheChanges": "\(r.ipcacheChanges)",
-                 "attached": "\(r.attached.joined(separator: ","))"], r.missingInterfaces)
+                 "generationFlipped": "\(r.flipped)", "waitedForPrograms": "\(r.waitedForPrograms)",
+                 "conntrackRevoked": "\(r.conntrackRevoked)", "attached": "\(r.attached.joined(separator: ","))"], r.missingInterfaces)
     }
     func remove() throws { try uninstall() }
     func expireConntrack() throws -> Int { try expireConntrack(now: monotonicNanoseconds()) }

@@ -87,7 +87,7 @@ public enum IptablesRenderer {
     /// specificity are disjoint; they are kept in rule order, as Calico's
     /// chains are, so a connection is checked against the rules before its own.
     static func rulesetChain(_ entries: [TableEntry], ingress: Bool, inline: [UInt32: String] = [:],
-                             names: [UInt32: String] = [:], identities: inout Set<UInt32>) -> [String] {
+                             names: [UInt32: String], identities: inout Set<UInt32>) -> [String] {
         let sorted = entries.sorted { (specificity($1), $0.decision.ruleID) < (specificity($0), $1.decision.ruleID) }
         var rules: [String] = []
         let direction = ingress ? "src" : "dst"

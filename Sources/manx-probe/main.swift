@@ -95,13 +95,17 @@ case "probe":
     guard !targets.isEmpty else { usage("probe needs at least one target") }
     probe(targets, timeoutMs: timeoutMs, udpSize: udpSize)
 
-case "connrate", "rr":
+case "connrate", "rr", "hold":
     var duration = 3.0
     var parallel = 1
+    var interval = 100
     var target: (in_addr_t, UInt16)?
     while !args.isEmpty {
         let arg = args.removeFirst()
-        if arg == "--parallel" {
+        if arg == "--interval-ms" {
+            guard let v = Int(optionValue(arg, &args)), v > 0 else { usage("bad --interval-ms") }
+            interval = v
+        } else if arg == "--parallel" {
             guard let p = Int(optionValue(arg, &args)), (1...256).contains(p) else { usage("bad --parallel") }
             parallel = p
         } else if arg == "--seconds" {
@@ -115,31 +119,12 @@ case "connrate", "rr":
     }
     guard let target else { usage("\(command) needs a target") }
     if command == "connrate" { connectionRate(target.0, target.1, duration: duration, parallel: parallel) }
+    if command == "hold" { hold(target.0, target.1, intervalMs: interval, seconds: duration) }
     requestResponse(target.0, target.1, duration: duration)
 
 case "echo":
     guard args.count == 2, args[0] == "--port", let port = parsePort(Substring(args[1])) else { usage("echo needs --port P") }
     echoServe(port: port)
-
-case "hold":
-    var interval = 100, duration = 10.0
-    var target: (in_addr_t, UInt16)?
-    while !args.isEmpty {
-        let arg = args.removeFirst()
-        if arg == "--interval-ms" {
-            guard let v = Int(optionValue(arg, &args)), v > 0 else { usage("bad --interval-ms") }
-            interval = v
-        } else if arg == "--seconds" {
-            guard let v = Double(optionValue(arg, &args)), v > 0 else { usage("bad --seconds") }
-            duration = v
-        } else {
-            let parts = arg.split(separator: ":")
-            guard parts.count == 2, let ip = parseIPv4(String(parts[0])), let port = parsePort(parts[1]) else { usage("bad target '\(arg)' (want IPv4:PORT)") }
-            target = (ip, port)
-        }
-    }
-    guard let target else { usage("hold needs a target") }
-    hold(target.0, target.1, intervalMs: interval, seconds: duration)
 
 case "inject":
     var interface: String?

@@ -80,6 +80,23 @@ class PolicyChurnTestCase: XCTestCase {
         """
     }
 
+    /// The namespace, and a policy under which pods labelled `app: selected`
+    /// accept TCP on `port` only from pods labelled `app: client`.
+    static func clientOnly(_ name: String, selected: String, port: Int) -> String {
+        """
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: churn}
+        ---
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: \(name), namespace: churn}
+        spec:
+          podSelector: {matchLabels: {app: \(selected)}}
+          ingress: [{from: [{podSelector: {matchLabels: {app: client}}}], ports: [{port: \(port)}]}]
+        """
+    }
+
     /// A counter of the client's TCP stack (its namespace's /proc/net/netstat).
     func tcpExt(_ netns: String, _ name: String) throws -> Int {
         let lines = try sh("ip", "netns", "exec", netns, "cat", "/proc/net/netstat").split(separator: "\n")
@@ -100,18 +117,7 @@ class PolicyChurnTestCase: XCTestCase {
 }
 
 final class PolicyChurnTests: PolicyChurnTestCase {
-    static let base = """
-    apiVersion: v1
-    kind: Namespace
-    metadata: {name: churn}
-    ---
-    apiVersion: networking.k8s.io/v1
-    kind: NetworkPolicy
-    metadata: {name: web, namespace: churn}
-    spec:
-      podSelector: {matchLabels: {app: web}}
-      ingress: [{from: [{podSelector: {matchLabels: {app: client}}}], ports: [{port: 8080}]}]
-    """
+    static let base = clientOnly("web", selected: "web", port: 8080)
 
     /// Policies for pod-2 only, whose peers (pods by label, CIDRs) change
     /// every variant: each rewrite gives the client and the CIDR regions
@@ -193,9 +199,12 @@ final class PolicyChurnTests: PolicyChurnTestCase {
         stop.set()
         while !churner.isFinished { usleep(10_000) }
         let retrans = try tcpExt(names["c"]!, "TCPSynRetrans") - retransBefore
+        let log = (try? String(contentsOfFile: "\(logDir)/manxd.log", encoding: .utf8)) ?? ""
+        let applies = log.components(separatedBy: "] applied").count - 1
         print("churn \(daemonArguments.isEmpty ? "bpf" : daemonArguments.joined(separator: " ")): \(allowed) connections, "
               + "\(refused) refused, \(retrans) SYN retransmissions, \(strangers) stranger connections, "
-              + "\(rewrites.value) policy rewrites in \(Int(Date().timeIntervalSince(started))) s\(restarted ? ", manxd restarted once" : "")")
+              + "\(rewrites.value) policy rewrites (\(applies) applies) in \(Int(Date().timeIntervalSince(started))) s"
+              + (restarted ? ", manxd restarted once" : ""))
         XCTAssertGreaterThanOrEqual(allowed, 10_000)
         XCTAssertEqual(refused, 0, "allowed connections refused")
         XCTAssertEqual(retrans, 0, "SYNs retransmitted: a SYN was dropped")
@@ -250,18 +259,7 @@ final class ManagedCounter: @unchecked Sendable {
 /// the old labels) and when it does not (another pod keeps them, so the
 /// rule set's content and id stay, and only the conntrack revocation acts).
 final class RelabelTests: PolicyChurnTestCase {
-    static let policy = """
-    apiVersion: v1
-    kind: Namespace
-    metadata: {name: churn}
-    ---
-    apiVersion: networking.k8s.io/v1
-    kind: NetworkPolicy
-    metadata: {name: server, namespace: churn}
-    spec:
-      podSelector: {matchLabels: {app: server}}
-      ingress: [{from: [{podSelector: {matchLabels: {app: client}}}], ports: [{port: 7000}]}]
-    """
+    static let policy = clientOnly("server", selected: "server", port: 7000)
 
     func relabel(anotherClient: Bool) throws {
         var ifaces: [String: String] = [:], netns: [String: String] = [:]

@@ -12,7 +12,7 @@ final class IptablesRendererTests: XCTestCase {
             TableEntry(identity: 18, proto: 6, port: 1024, portBits: 6, decision: Decision(.allow, 23)),
         ]
         var ids = Set<UInt32>()
-        let rules = IptablesRenderer.rulesetChain(entries, ingress: true, identities: &ids)
+        let rules = IptablesRenderer.rulesetChain(entries, ingress: true, names: [17: "manx-id-17", 18: "manx-id-18"], identities: &ids)
         XCTAssertEqual(rules, [
             "-m set --match-set manx-id-17 src -p tcp --dport 80 -m comment --comment \"rule 22\" -j DROP",
             "-m set --match-set manx-id-18 src -p tcp --dport 1024:2047 -m comment --comment \"rule 23\" -j RETURN",
