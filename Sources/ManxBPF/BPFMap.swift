@@ -169,12 +169,43 @@ public final class BPFMap: Sendable {
         return result
     }
 
+    /// Every element. Plain hash maps are read in batches
+    /// (BPF_MAP_LOOKUP_BATCH: one syscall per chunk, not two per element);
+    /// other types key by key.
     public func entries<K: BitwiseCopyable, V: BitwiseCopyable>(as: (K, V).Type = (K, V).self) throws(BPFError) -> [(K, V)] {
-        var result: [(K, V)] = []
-        for key in try keys(as: K.self) {
-            if let value = try lookup(key, as: V.self) { result.append((key, value)) }
+        try checkSizes(K.self, V.self)
+        guard type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_LRU_HASH else {
+            var result: [(K, V)] = []
+            for key in try keys(as: K.self) {
+                if let value = try lookup(key, as: V.self) { result.append((key, value)) }
+            }
+            return result
         }
-        return result
+        var result: [(K, V)] = []
+        var chunk = min(max(maxEntries, 1), 4096)
+        var position: UInt32 = 0 // the kernel's cursor: a bucket index for hash maps
+        var first = true
+        while true {
+            var keys = [K](repeating: unsafe_zero(K.self), count: chunk)
+            var values = [V](repeating: unsafe_zero(V.self), count: chunk)
+            var count = UInt32(chunk)
+            var next: UInt32 = 0
+            var opts = bpf_map_batch_opts()
+            opts.sz = optsSize(\bpf_map_batch_opts.flags, UInt64.self)
+            let rc = keys.withUnsafeMutableBytes { k in
+                values.withUnsafeMutableBytes { v in
+                    first ? bpf_map_lookup_batch(fd.raw, nil, &next, k.baseAddress, v.baseAddress, &count, &opts)
+                          : bpf_map_lookup_batch(fd.raw, &position, &next, k.baseAddress, v.baseAddress, &count, &opts)
+                }
+            }
+            // A bucket holds more elements than fit: read it again with room.
+            if rc == -ENOSPC { chunk *= 2; continue }
+            if rc != 0 && rc != -ENOENT { try check(rc, "bpf_map_lookup_batch", name) }
+            for i in 0..<Int(count) { result.append((keys[i], values[i])) }
+            if rc == -ENOENT { return result } // the last batch
+            position = next
+            first = false
+        }
     }
 
     public func perCPUEntries<K: BitwiseCopyable, V: BitwiseCopyable>(as: (K, [V]).Type = (K, [V]).self) throws(BPFError) -> [(K, [V])] {

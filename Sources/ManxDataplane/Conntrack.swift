@@ -65,13 +65,19 @@ extension Dataplane {
     func revokeChangedPeers(of kept: [manx_endpoint], before: [CIDR: manx_ipcache_value],
                             after: [CIDR: manx_ipcache_value]) throws(BPFError) -> Int {
         var revoked = 0
+        var changed: [UInt32: Bool] = [:] // by peer address: many flows share a peer
         for ep in kept {
             guard let table = try maps.conntrack.inner(at: ep.id) else { continue }
             for (key, value) in try table.entries(as: (manx_ct_key, manx_ct_value).self) {
                 guard value.ruleset != MANX_RULESET_ALLOW_ALL, value.ruleset < MANX_RULESET_RESERVED else { continue }
                 let peer = key.addr_a == ep.addr ? key.addr_b : key.addr_a
-                let address = IPv4Address(UInt32(bigEndian: peer))
-                guard Self.identity(of: address, in: before) != Self.identity(of: address, in: after) else { continue }
+                let moved = changed[peer] ?? {
+                    let address = IPv4Address(UInt32(bigEndian: peer))
+                    let moved = Self.identity(of: address, in: before) != Self.identity(of: address, in: after)
+                    changed[peer] = moved
+                    return moved
+                }()
+                guard moved else { continue }
                 // Re-read, so the entry's latest counters and flags are kept; a
                 // flow deleted meanwhile needs nothing.
                 guard var fresh = try table.lookup(key, as: manx_ct_value.self) else { continue }

@@ -130,6 +130,8 @@ public final class Dataplane {
         public var flipped = false
         /// Time spent waiting for programs still running with the old generation.
         public var waitedForPrograms: Duration = .zero
+        /// Time spent finding and revoking approvals of peers that changed identity.
+        public var revoking: Duration = .zero
         public var attached: [String] = []
         /// Endpoints whose interface does not exist (yet): not programmed.
         public var missingInterfaces: [String] = []
@@ -281,7 +283,9 @@ public final class Dataplane {
                 report.rulesetsRemoved += 1
             }
             if report.flipped && ipcache[Int(active)] != ipcache[Int(idle)] {
+                let start = ContinuousClock.now
                 report.conntrackRevoked = try revokeChangedPeers(of: kept, before: ipcache[Int(active)], after: ipcache[Int(idle)])
+                report.revoking = ContinuousClock.now - start
             }
             allocations = try pruneAllocations(state.allocations, held: allocations)
         } catch {

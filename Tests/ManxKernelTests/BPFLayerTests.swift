@@ -62,6 +62,11 @@ final class BPFLayerTests: XCTestCase {
         // Batch update and iteration.
         try endpoints.updateBatch((100..<300).map { (UInt32($0), ep) })
         XCTAssertEqual(try endpoints.keys(as: UInt32.self).count, 201)
+        // Hash maps are read in batches: every element once, with its value.
+        let read = try endpoints.entries(as: (UInt32, manx_endpoint).self)
+        XCTAssertEqual(read.count, 201)
+        XCTAssertEqual(Set(read.map(\.0)), Set([42] + (100..<300).map(UInt32.init)))
+        XCTAssertTrue(read.allSatisfy { $0.1.id == 7 })
         XCTAssertTrue(try endpoints.delete(UInt32(42)))
         XCTAssertFalse(try endpoints.delete(UInt32(42)))
         // Wrong Swift types are refused before any syscall.

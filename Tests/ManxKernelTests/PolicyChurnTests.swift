@@ -200,7 +200,19 @@ final class PolicyChurnTests: PolicyChurnTestCase {
         while !churner.isFinished { usleep(10_000) }
         let retrans = try tcpExt(names["c"]!, "TCPSynRetrans") - retransBefore
         let log = (try? String(contentsOfFile: "\(logDir)/manxd.log", encoding: .utf8)) ?? ""
-        let applies = log.components(separatedBy: "] applied").count - 1
+        let applied = log.split(separator: "\n").filter { $0.hasSuffix("] applied") }
+        let applies = applied.count
+        // What each apply cost, as manxd logs it (durations as "S seconds").
+        func median(_ field: String) -> Double? {
+            let values = applied.compactMap { line -> Double? in
+                guard let r = line.range(of: "\(field)=") else { return nil }
+                return Double(line[r.upperBound...].prefix { "0123456789.e-".contains($0) })
+            }.sorted()
+            return values.isEmpty ? nil : values[values.count / 2]
+        }
+        let ms = { (field: String) in median(field).map { String(format: "%.1f ms", $0 * 1000) } ?? "-" }
+        print("churn applies (medians): \(ms("duration")) each, \(ms("waitedForPrograms")) waiting for programs, "
+              + "\(ms("revoking")) revoking \(Int(median("conntrackRevoked") ?? 0)) conntrack entries")
         print("churn \(daemonArguments.isEmpty ? "bpf" : daemonArguments.joined(separator: " ")): \(allowed) connections, "
               + "\(refused) refused, \(retrans) SYN retransmissions, \(strangers) stranger connections, "
               + "\(rewrites.value) policy rewrites (\(applies) applies) in \(Int(Date().timeIntervalSince(started))) s"
