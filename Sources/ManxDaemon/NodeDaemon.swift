@@ -82,10 +82,13 @@ public actor NodeDaemon: Service {
     private let compiler: PolicyCompiler
     private var metadata = NodeMetadata()
     private var lastDigest: String?
+    /// Decodes only the files that changed since the last pass.
+    private let reader: DirectoryReader
 
     public init(_ config: Configuration, logger: Logger) throws {
         self.config = config
         self.logger = logger
+        reader = DirectoryReader(DirectoryDatastore(directory: config.datastore))
         switch config.dataplane {
         case .bpf:
             let bpf = try Dataplane(paths: config.paths, conntrackBudget: config.conntrackBudget)
@@ -106,16 +109,16 @@ public actor NodeDaemon: Service {
     @discardableResult
     public func sync() -> Bool {
         let started = ContinuousClock.now
-        let snapshot: DirectoryDatastore.Snapshot
+        let snapshot: DirectoryReader.Read
         do {
-            snapshot = try DirectoryDatastore(directory: config.datastore).snapshot()
+            snapshot = try reader.read()
         } catch {
             logger.error("cannot read datastore", metadata: ["error": "\(error)"])
             return false
         }
         if snapshot.digest == lastDigest { return true }
         do {
-            let resources = try ResourceSet.decode(files: snapshot.files)
+            let resources = try ResourceSet.assemble(snapshot.files)
             let state = compiler.compile(resources, options: .init(nodeName: config.nodeName))
             // Routing is resolved before anything changes, so a batch that
             // cannot be routed here is rejected whole.
@@ -139,7 +142,8 @@ public actor NodeDaemon: Service {
             try? metadata.write(config.paths)
             logger.info("applied", metadata: fields.merging([
                 "generation": "\(generation)", "endpoints": "\(state.endpoints.count)",
-                "rulesets": "\(state.rulesets.count)", "duration": "\(ContinuousClock.now - started)",
+                "rulesets": "\(state.rulesets.count)", "filesDecoded": "\(snapshot.decodedFiles)",
+                "duration": "\(ContinuousClock.now - started)",
             ]) { a, _ in a })
             if !missing.isEmpty {
                 logger.warning("endpoints without interface, not enforced yet",

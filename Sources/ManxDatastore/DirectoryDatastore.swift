@@ -16,18 +16,24 @@ public struct DirectoryDatastore: Sendable {
     }
 
     public func snapshot() throws -> Snapshot {
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        var files: [(String, String)] = []
+        for name in try fileNames() { files.append((name, try read(name))) }
+        return Snapshot(files: files, digest: Self.digest(files.map { ($0.0, Self.fileDigest($0.1)) }))
+    }
+
+    /// The datastore's files: `*.yaml` and `*.yml`, not hidden, sorted.
+    func fileNames() throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: directory)
             .filter { !$0.hasPrefix(".") && ($0.hasSuffix(".yaml") || $0.hasSuffix(".yml")) }
             .sorted()
-        var files: [(String, String)] = []
-        for name in names {
-            let data = try Data(contentsOf: URL(fileURLWithPath: directory).appendingPathComponent(name))
-            guard let text = String(data: data, encoding: .utf8) else {
-                throw ValidationErrors([ValidationError(file: name, resource: "", field: "", reason: "not UTF-8 text")])
-            }
-            files.append((name, text))
+    }
+
+    func read(_ name: String) throws -> String {
+        let data = try Data(contentsOf: URL(fileURLWithPath: directory).appendingPathComponent(name))
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ValidationErrors([ValidationError(file: name, resource: "", field: "", reason: "not UTF-8 text")])
         }
-        return Snapshot(files: files, digest: Self.digest(files))
+        return text
     }
 
     /// Loads and validates everything: a batch is all or nothing.
@@ -36,15 +42,22 @@ public struct DirectoryDatastore: Sendable {
         return (try ResourceSet.decode(files: snap.files), snap.digest)
     }
 
-    /// FNV-1a over names and contents: cheap, stable across processes.
-    static func digest(_ files: [(String, String)]) -> String {
+    /// FNV-1a of a file's content: cheap, stable across processes.
+    static func fileDigest(_ text: String) -> UInt64 { fnv(text.utf8) }
+
+    /// The datastore's digest, from every file's name and content digest:
+    /// equal digests, equal input. A reader that keeps per-file digests
+    /// computes it without reading unchanged files again.
+    static func digest(_ files: [(name: String, digest: UInt64)]) -> String {
+        var bytes: [UInt8] = []
+        for (name, digest) in files { bytes += Array(name.utf8) + [0] + Array(String(digest, radix: 16).utf8) + [0] }
+        return String(fnv(bytes), radix: 16)
+    }
+
+    static func fnv(_ bytes: some Sequence<UInt8>) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for (name, text) in files {
-            for byte in name.utf8 + [0] + text.utf8 + [0] {
-                h = (h ^ UInt64(byte)) &* 0x100_0000_01b3
-            }
-        }
-        return String(h, radix: 16)
+        for byte in bytes { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return h
     }
 
     /// Writes a file atomically and durably: a temporary file of this

@@ -1,7 +1,7 @@
 import Glibc
 
-/// Waits for changes in a directory with inotify. Changes that arrive
-/// close together are coalesced into one wake-up.
+/// Waits for changes in a directory with inotify. Events already queued
+/// when it wakes are drained together; it does not wait for more.
 public final class DirectoryWatcher: @unchecked Sendable {
     private let fd: Int32
 
@@ -23,9 +23,11 @@ public final class DirectoryWatcher: @unchecked Sendable {
         public var description: String { reason }
     }
 
-    /// Blocks up to `timeoutMs` for a change; then drains events arriving
-    /// within `settleMs`. Returns whether anything changed.
-    public func wait(timeoutMs: Int32, settleMs: Int32 = 20) -> Bool {
+    /// Blocks up to `timeoutMs` for a change; then drains the events queued
+    /// and those arriving within `settleMs` (none by default: a reader that
+    /// decodes only changed files gains nothing by waiting). Returns whether
+    /// anything changed.
+    public func wait(timeoutMs: Int32, settleMs: Int32 = 0) -> Bool {
         var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         guard poll(&pfd, 1, timeoutMs) > 0 else { return false }
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)

@@ -33,27 +33,52 @@ public struct ResourceSet: Sendable, Equatable {
     /// are skipped unread; a file that is not valid YAML is reported only
     /// when its text mentions one of the kinds. nil: every kind.
     public static func decode(files: [(name: String, text: String)], kinds: Set<String>?) throws(ValidationErrors) -> ResourceSet {
+        try assemble(files.map { decodeFile(name: $0.name, text: $0.text, kinds: kinds) })
+    }
+
+    /// The documents of one file, decoded on their own: what a reader that
+    /// decodes only changed files keeps per file.
+    public struct DecodedFile: Sendable {
+        public let name: String
+        let resources: [Resource]
+        let errors: [ValidationError]
+        /// Documents decoded (for measurement).
+        public var count: Int { resources.count }
+    }
+
+    public static func decodeFile(name: String, text: String, kinds: Set<String>? = nil) -> DecodedFile {
+        let documents: [Node]
+        do {
+            documents = try parseDocuments(text)
+        } catch {
+            if let kinds, !kinds.contains(where: { text.contains($0) }) { return DecodedFile(name: name, resources: [], errors: []) }
+            return DecodedFile(name: name, resources: [], errors: [ValidationError(file: name, resource: "", field: "", reason: "invalid YAML: \(error)")])
+        }
+        var resources: [Resource] = []
+        var errors: [ValidationError] = []
+        for (index, doc) in documents.enumerated() {
+            if let kinds {
+                let kind = doc.mapping?.first(where: { $0.key.scalar?.string == "kind" })?.value.scalar?.string
+                guard let kind, kinds.contains(kind) else { continue }
+            }
+            let ctx = DecodeContext(file: name, resource: "document \(index + 1)")
+            let resource = ResourceDecoder.decode(YNode(node: doc, path: "", ctx: ctx), file: name)
+            errors += ctx.errors
+            if ctx.errors.isEmpty, let resource { resources.append(resource) }
+        }
+        return DecodedFile(name: name, resources: resources, errors: errors)
+    }
+
+    /// Puts decoded files together and checks what spans files (duplicate
+    /// names, tiers, networking). Any error anywhere rejects the whole
+    /// batch, with every error found.
+    public static func assemble(_ files: [DecodedFile]) throws(ValidationErrors) -> ResourceSet {
         var set = ResourceSet()
         var errors: [ValidationError] = []
         var seen: [String: ResourceRef] = [:]
         for file in files {
-            let documents: [Node]
-            do {
-                documents = try parseDocuments(file.text)
-            } catch {
-                if let kinds, !kinds.contains(where: { file.text.contains($0) }) { continue }
-                errors.append(ValidationError(file: file.name, resource: "", field: "", reason: "invalid YAML: \(error)"))
-                continue
-            }
-            for (index, doc) in documents.enumerated() {
-                if let kinds {
-                    let kind = doc.mapping?.first(where: { $0.key.scalar?.string == "kind" })?.value.scalar?.string
-                    guard let kind, kinds.contains(kind) else { continue }
-                }
-                let ctx = DecodeContext(file: file.name, resource: "document \(index + 1)")
-                let resource = ResourceDecoder.decode(YNode(node: doc, path: "", ctx: ctx), file: file.name)
-                errors += ctx.errors
-                guard ctx.errors.isEmpty, let resource else { continue }
+            errors += file.errors
+            for resource in file.resources {
                 let ref = resource.ref
                 // Policies by their Calico name, so a Kubernetes and a Calico
                 // NetworkPolicy of the same name can coexist, as in Calico.
@@ -112,7 +137,7 @@ public struct ResourceSet: Sendable, Equatable {
 }
 
 /// One decoded document.
-enum Resource {
+enum Resource: Sendable {
     case namespace(Namespace)
     case pod(Pod)
     case policy(Policy)
