@@ -15,6 +15,7 @@ final class CNITests: XCTestCase {
     var prefix = ""
     var dsDir = ""
     var cacheDir = ""
+    var logDir = ""
     var paths = NodePaths()
     var datastore: DirectoryDatastore { DirectoryDatastore(directory: dsDir) }
 
@@ -48,9 +49,9 @@ final class CNITests: XCTestCase {
         prefix = testPrefix("cni")
         lab = Lab(prefix: prefix)
         paths = NodePaths(node: prefix)
-        dsDir = "/tmp/\(prefix)-ds"
-        cacheDir = "/tmp/\(prefix)-cache"
-        try FileManager.default.createDirectory(atPath: dsDir, withIntermediateDirectories: true)
+        dsDir = try makeTemporaryDirectory("\(prefix)-ds")
+        cacheDir = try makeTemporaryDirectory("\(prefix)-cache")
+        logDir = try makeTemporaryDirectory("\(prefix)-log")
         // The node: forwarding on, and a default route out of a veth, so the
         // pods' veths answer ARP for 169.254.1.1 by proxy ARP.
         try lab.createNamespace(lab.node)
@@ -62,13 +63,13 @@ final class CNITests: XCTestCase {
         try sh("ip", "-n", lab.node, "route", "add", "default", "via", "10.98.0.254")
         try datastore.write("resources.yaml", Self.resources())
         _ = try lab.spawn(in: lab.node, [try binary("manxd"), "--datastore", dsDir, "--node", prefix, "--node-name", prefix],
-                          log: "/tmp/\(prefix)-manxd.log", needsPins: true)
+                          log: "\(logDir)/manxd.log", needsPins: true)
         try waitApplied()
     }
 
     override func tearDownWithError() throws {
         lab?.teardown()
-        for path in [dsDir, cacheDir, paths.pinRoot, paths.stateDirectory, "/tmp/\(prefix)-manxd.log"] where !path.isEmpty {
+        for path in [dsDir, cacheDir, logDir, paths.pinRoot, paths.stateDirectory] where !path.isEmpty {
             try? FileManager.default.removeItem(atPath: path)
         }
     }
@@ -93,7 +94,7 @@ final class CNITests: XCTestCase {
             if let m = try? NodeMetadata.read(paths), m.appliedDigest == digest || m.rejectedDigest == digest { return }
             usleep(20_000)
         }
-        let log = (try? String(contentsOfFile: "/tmp/\(prefix)-manxd.log", encoding: .utf8)) ?? ""
+        let log = (try? String(contentsOfFile: "\(logDir)/manxd.log", encoding: .utf8)) ?? ""
         XCTFail("manxd did not apply within 20s; log:\n\(log)")
         throw XCTSkip("failed above")
     }

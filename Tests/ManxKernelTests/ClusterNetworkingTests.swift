@@ -17,7 +17,9 @@ final class ClusterNetworkingTests: XCTestCase {
     /// underlay saw meanwhile (one line per packet).
     private func crossNodeTraffic(_ c: Cluster, from a: String, to b: String, capture filter: String) throws -> String {
         let src = c.pods[a]!, dst = c.pods[b]!
-        let captureFile = "/tmp/\(c.prefix)-capture.txt"
+        let scratch = try makeTemporaryDirectory("\(c.prefix)-traffic")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let captureFile = "\(scratch)/capture.txt"
         let tcpdump = Process()
         tcpdump.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         tcpdump.arguments = ["ip", "netns", "exec", c.underlay, "tcpdump", "-l", "-n", "-i", "br0", "-c", "4", filter]
@@ -30,8 +32,8 @@ final class ClusterNetworkingTests: XCTestCase {
         usleep(500_000) // tcpdump attaches
 
         XCTAssertTrue(try exec(src.netns, "ping", "-c", "2", "-W", "2", dst.ip).contains(" 0% packet loss"), "ping \(a) -> \(b)")
-        let server = try c.lab.spawn(in: dst.netns, [try productPath("manx-probe"), "serve", "--ports", "7000"], log: "/tmp/\(c.prefix)-serve.log")
-        defer { server.terminate(); try? FileManager.default.removeItem(atPath: "/tmp/\(c.prefix)-serve.log") }
+        let server = try c.lab.spawn(in: dst.netns, [try productPath("manx-probe"), "serve", "--ports", "7000"], log: "\(scratch)/serve.log")
+        defer { server.terminate() }
         usleep(300_000)
         let probe = try exec(src.netns, try productPath("manx-probe"), "probe", "--timeout-ms", "2000",
                              "tcp:\(dst.ip):7000", "udp:\(dst.ip):7000")

@@ -8,6 +8,7 @@ import XCTest
 final class DaemonTests: XCTestCase {
     var lab: Lab!
     var dsDir = ""
+    var logDir = ""
     var paths = NodePaths()
     var manxd: Process?
 
@@ -46,8 +47,8 @@ final class DaemonTests: XCTestCase {
         let prefix = testPrefix("d")
         lab = Lab(prefix: prefix)
         paths = NodePaths(node: prefix)
-        dsDir = "/tmp/\(prefix)-ds"
-        try FileManager.default.createDirectory(atPath: dsDir, withIntermediateDirectories: true)
+        dsDir = try makeTemporaryDirectory("\(prefix)-ds")
+        logDir = try makeTemporaryDirectory("\(prefix)-log")
         try lab.createNode()
         let (clientNetns, clientIface) = try lab.addPod("c", ip: "10.203.0.1")
         let (webNetns, webIface) = try lab.addPod("w", ip: "10.203.0.2")
@@ -55,7 +56,7 @@ final class DaemonTests: XCTestCase {
         web = webNetns
         try DirectoryDatastore(directory: dsDir).write("pods.yaml", Self.resources
             .replacingOccurrences(of: "IFACE_CLIENT", with: clientIface).replacingOccurrences(of: "IFACE_WEB", with: webIface))
-        _ = try lab.spawn(in: web, [try productPath("manx-probe"), "serve", "--ports", "80,81"], log: "/tmp/\(prefix)-serve.log")
+        _ = try lab.spawn(in: web, [try productPath("manx-probe"), "serve", "--ports", "80,81"], log: "\(logDir)/serve.log")
         try startDaemon()
     }
 
@@ -64,13 +65,12 @@ final class DaemonTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: dsDir)
         try? FileManager.default.removeItem(atPath: paths.pinRoot)
         try? FileManager.default.removeItem(atPath: paths.stateDirectory)
-        try? FileManager.default.removeItem(atPath: "/tmp/\(lab?.prefix ?? "none")-serve.log")
-        try? FileManager.default.removeItem(atPath: "/tmp/\(lab?.prefix ?? "none")-manxd.log")
+        if !logDir.isEmpty { try? FileManager.default.removeItem(atPath: logDir) }
     }
 
     func startDaemon() throws {
         manxd = try lab.spawn(in: lab.node, [try productPath("manxd"), "--datastore", dsDir, "--node", lab.prefix],
-                              log: "/tmp/\(lab.prefix)-manxd.log", needsPins: true)
+                              log: "\(logDir)/manxd.log", needsPins: true)
         try waitApplied()
     }
 
@@ -83,7 +83,7 @@ final class DaemonTests: XCTestCase {
             if let m = try? NodeMetadata.read(paths), m.appliedDigest == digest || m.rejectedDigest == digest { return m }
             usleep(20_000)
         }
-        let log = (try? String(contentsOfFile: "/tmp/\(lab.prefix)-manxd.log", encoding: .utf8)) ?? ""
+        let log = (try? String(contentsOfFile: "\(logDir)/manxd.log", encoding: .utf8)) ?? ""
         throw NSError(domain: "DaemonTests", code: 1, userInfo: [NSLocalizedDescriptionKey: "manxd did not apply within 20s; log:\n\(log)"])
     }
 
