@@ -178,8 +178,8 @@ public final class Dataplane {
                 try maps.ipcache.delete(manx_ipcache_key(cidr, generation: idle))
                 ipcache[Int(idle)][cidr] = nil
             }
-            var changed = ipcache[Int(idle)] != ipcache[Int(active)]
             report.ipcacheChanges = Set(ipcache[0].keys).union(ipcache[1].keys).filter { ipcache[0][$0] != ipcache[1][$0] }.count
+            var changed = report.ipcacheChanges > 0
             // 3b. Endpoints: their idle slots, new ones created and attached.
             var wantedEndpoints: [Int32: (interface: String, workload: String, value: manx_endpoint, policy: manx_ep_policy)] = [:]
             for ep in state.endpoints {
@@ -282,7 +282,7 @@ public final class Dataplane {
                 rulesets[id] = nil
                 report.rulesetsRemoved += 1
             }
-            if report.flipped && ipcache[Int(active)] != ipcache[Int(idle)] {
+            if report.flipped && report.ipcacheChanges > 0 {
                 let start = ContinuousClock.now
                 report.conntrackRevoked = try revokeChangedPeers(of: kept, before: ipcache[Int(active)], after: ipcache[Int(idle)])
                 report.revoking = ContinuousClock.now - start

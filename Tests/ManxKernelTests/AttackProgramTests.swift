@@ -91,6 +91,22 @@ final class AttackProgramTests: XCTestCase {
         XCTAssertEqual(try conntrackEntries(), 0)
     }
 
+    /// A state that binds an id handed out before to other content (what a
+    /// compiler that did not recover the allocations would produce) is
+    /// refused before anything is written: rule sets in force would
+    /// otherwise read that id with its old meaning.
+    func testAStateThatRebindsAnIdIsRefused() throws {
+        let generation = dataplane.generation
+        var state = PolicyCompiler(recovering: dataplane.allocations).compile(try ResourceSet.decode(files: [("all.yaml", Self.webEgressOpen)]))
+        state.allocations.ids[Allocations.Key(.rule, Digest.sha256("some other rule"))] = ReservedRule.first
+        XCTAssertThrowsError(try dataplane.apply(state)) { error in
+            XCTAssertEqual((error as? BPFError)?.errno, EINVAL)
+            XCTAssertTrue("\(error)".contains("rule id 16 was handed out before"), "\(error)")
+        }
+        XCTAssertEqual(dataplane.generation, generation, "nothing came into force")
+        XCTAssertNil(dataplane.allocations.ids[Allocations.Key(.rule, Digest.sha256("some other rule"))])
+    }
+
     /// The conntrack-poisoning sequence: the attacker forges one packet that
     /// makes the victim look like the originator of a flow to the attacker,
     /// then opens that flow, hoping to pass as the victim's reply.
