@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // libbpf, found with pkg-config. Only ManxBPF imports it.
@@ -60,6 +61,11 @@ let package = Package(
         .target(name: "ManxIptables", dependencies: ["ManxCompiler", "ManxCommand"]),
         // The directory-of-YAML datastore and its watcher.
         .target(name: "ManxDatastore", dependencies: ["ManxModel"]),
+        // etcd v3 through its JSON gateway, and the etcd datastore.
+        .target(
+            name: "ManxEtcd",
+            dependencies: ["ManxDatastore", "ManxModel", .product(name: "AsyncHTTPClient", package: "async-http-client")]
+        ),
         // IP address management: pools, node blocks, allocations in the datastore.
         .target(name: "ManxIPAM", dependencies: ["ManxModel", "ManxDatastore", "ManxSelectors"]),
         // Routes, encapsulation and MTU of a node, from pools, nodes and blocks.
@@ -78,12 +84,12 @@ let package = Package(
         ),
         .executableTarget(
             name: "manxd",
-            dependencies: ["ManxDaemon", "ManxIptables", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ManxDaemon", "ManxIptables", "ManxDatastore", "ManxEtcd", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "bpfctl",
             dependencies: [
-                "ManxDataplane", "ManxDatastore",
+                "ManxDataplane", "ManxDatastore", "ManxEtcd", "ManxModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -107,7 +113,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference", "ManxIptables", "ManxIPAM", "ManxRouting"]),
-        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables", "ManxIPAM", "ManxCNI", "ManxRouting"]),
+        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables", "ManxIPAM", "ManxCNI", "ManxRouting", "ManxEtcd", "ManxDaemon"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -46,13 +46,14 @@ extension IptablesDataplane: DataplaneBackend {
 
 /// The node agent: keeps the kernel in sync with the datastore.
 ///
-/// Each sync reads the whole directory, validates it as one batch, compiles
-/// and applies the difference. A rejected batch changes nothing: the last
+/// It follows the datastore (a directory or etcd) through a cache of its
+/// decoded content; after each change it validates everything as one
+/// batch, compiles and applies the difference. A rejected batch changes nothing: the last
 /// good state stays in force and the error is logged and published in the
 /// node metadata. Programs are loaded once; later changes are map updates.
 public actor NodeDaemon: Service {
     public struct Configuration: Sendable {
-        public var datastore: String
+        public var datastore: any Datastore
         public var paths: NodePaths
         public var nodeName: String?
         public var dataplane: DataplaneKind
@@ -61,7 +62,7 @@ public actor NodeDaemon: Service {
         public var vxlanDevice: String?
         /// Conntrack entries each endpoint may hold (BPF dataplane).
         public var conntrackBudget: Int
-        public init(datastore: String, paths: NodePaths, nodeName: String? = nil, dataplane: DataplaneKind = .bpf,
+        public init(datastore: any Datastore, paths: NodePaths, nodeName: String? = nil, dataplane: DataplaneKind = .bpf,
                     vxlanDevice: String? = nil, conntrackBudget: Int = Dataplane.defaultConntrackBudget) {
             self.datastore = datastore
             self.paths = paths
@@ -82,13 +83,21 @@ public actor NodeDaemon: Service {
     private let compiler: PolicyCompiler
     private var metadata = NodeMetadata()
     private var lastDigest: String?
-    /// Decodes only the files that changed since the last pass.
-    private let reader: DirectoryReader
+    /// The datastore's content, decoded; only changed keys are decoded again.
+    private let cache: ResourceCache
+    /// Keys decoded since the last pass (for the log).
+    private var decodedSinceSync = 0
+    /// Whether the cache holds a snapshot: before one, nothing is applied
+    /// (an empty cache is not an empty datastore).
+    private var listed = false
+    /// Whether the last pass put everything in force.
+    private var complete = false
 
     public init(_ config: Configuration, logger: Logger) throws {
         self.config = config
         self.logger = logger
-        reader = DirectoryReader(DirectoryDatastore(directory: config.datastore))
+        let datastore = config.datastore
+        cache = ResourceCache { key, file in datastore.check(key: key, file) }
         switch config.dataplane {
         case .bpf:
             let bpf = try Dataplane(paths: config.paths, conntrackBudget: config.conntrackBudget)
@@ -105,20 +114,37 @@ public actor NodeDaemon: Service {
         logger.info("dataplane loaded", metadata: ["pinRoot": "\(config.paths.pinRoot)", "datastore": "\(config.datastore)"])
     }
 
+    /// Takes in one update from the datastore.
+    func receive(_ update: DatastoreUpdate) {
+        if case .unreachable(let reason) = update {
+            if metadata.datastoreError == nil {
+                logger.warning("datastore unreachable; the last state stays in force, retrying",
+                               metadata: ["datastore": "\(config.datastore)", "error": "\(reason)"])
+            }
+            metadata.datastoreError = reason
+            try? metadata.write(config.paths)
+            return
+        }
+        if metadata.datastoreError != nil {
+            logger.info("datastore reachable again", metadata: ["datastore": "\(config.datastore)"])
+            metadata.datastoreError = nil
+            try? metadata.write(config.paths)
+        }
+        if case .snapshot = update { listed = true }
+        decodedSinceSync += cache.apply(update)
+    }
+
     /// One pass: returns whether the datastore content is now in force.
     @discardableResult
     public func sync() -> Bool {
+        guard listed else { return false }
         let started = ContinuousClock.now
-        let snapshot: DirectoryReader.Read
+        let digest = cache.digest
+        if digest == lastDigest { return true }
+        let decoded = decodedSinceSync
+        decodedSinceSync = 0
         do {
-            snapshot = try reader.read()
-        } catch {
-            logger.error("cannot read datastore", metadata: ["error": "\(error)"])
-            return false
-        }
-        if snapshot.digest == lastDigest { return true }
-        do {
-            let resources = try ResourceSet.assemble(snapshot.files)
+            let resources = try cache.assemble()
             let state = compiler.compile(resources, options: .init(nodeName: config.nodeName))
             // Routing is resolved before anything changes, so a batch that
             // cannot be routed here is rejected whole.
@@ -132,17 +158,18 @@ public actor NodeDaemon: Service {
             metadata.podMTU = routing?.prepared.podMTU
             metadata.underlay = routing?.prepared.underlay?.name
             metadata.generation = generation
-            metadata.appliedDigest = snapshot.digest
+            metadata.appliedDigest = digest
+            metadata.appliedRevision = cache.revision
             metadata.appliedAt = Date()
             metadata.missingInterfaces = missing
             metadata.resolveInterfaces()
             // Endpoints still waiting for their interface make the next
             // pass apply again even though the datastore did not change.
-            lastDigest = missing.isEmpty ? snapshot.digest : nil
+            lastDigest = missing.isEmpty ? digest : nil
             try? metadata.write(config.paths)
             logger.info("applied", metadata: fields.merging([
                 "generation": "\(generation)", "endpoints": "\(state.endpoints.count)",
-                "rulesets": "\(state.rulesets.count)", "filesDecoded": "\(snapshot.decodedFiles)",
+                "rulesets": "\(state.rulesets.count)", "keysDecoded": "\(decoded)", "revision": "\(cache.revision)",
                 "duration": "\(ContinuousClock.now - started)",
             ]) { a, _ in a })
             if !missing.isEmpty {
@@ -152,13 +179,13 @@ public actor NodeDaemon: Service {
             return missing.isEmpty
         } catch {
             // Nothing was applied (or it was rolled back): publish why.
-            let repeated = metadata.error == "\(error)" && metadata.rejectedDigest == snapshot.digest
+            let repeated = metadata.error == "\(error)" && metadata.rejectedDigest == digest
             metadata.error = "\(error)"
-            metadata.rejectedDigest = snapshot.digest
+            metadata.rejectedDigest = digest
             // Invalid resources stay invalid until the datastore changes;
             // anything else (an interface missing, a kernel error) is
             // retried on the next pass.
-            lastDigest = error is ValidationErrors ? snapshot.digest : nil
+            lastDigest = error is ValidationErrors ? digest : nil
             try? metadata.write(config.paths)
             // A retry that fails the same way is not logged again.
             if !repeated { logger.error("batch rejected, previous state stays in force", metadata: ["error": "\(error)"]) }
@@ -202,21 +229,54 @@ public actor NodeDaemon: Service {
                 "underlay": "\(r.prepared.underlay?.name ?? "-")"]
     }
 
-    /// Runs until shutdown: sync on every directory change, and every few
-    /// seconds anyway (interfaces that appear later, a missed event).
+    /// Runs until shutdown: takes in the datastore's updates and syncs after
+    /// them, coalescing those that arrive during a pass; retries a pass that
+    /// left something out every 250 ms; expires conntrack entries.
     public func run() async throws {
-        let watcher = try DirectoryWatcher(directory: config.datastore)
-        var complete = sync()
-        var lastExpiry = ContinuousClock.now
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            let changed = await Self.waitForChange(watcher, timeoutMs: complete ? 2000 : 250)
-            if changed || !complete { complete = sync() }
-            if ContinuousClock.now - lastExpiry >= Self.conntrackExpiryInterval {
-                expireConntrack()
-                lastExpiry = ContinuousClock.now
+        let (kicks, kick) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let updates = config.datastore.updates()
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await update in updates {
+                        await self.receive(update)
+                        kick.yield()
+                    }
+                }
+                group.addTask {
+                    for await _ in kicks { await self.syncAndRecord() }
+                }
+                group.addTask {
+                    var lastExpiry = ContinuousClock.now
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(250))
+                        if await !self.complete { kick.yield() }
+                        if ContinuousClock.now - lastExpiry >= Self.conntrackExpiryInterval {
+                            await self.expireConntrack()
+                            lastExpiry = ContinuousClock.now
+                        }
+                    }
+                }
+                await group.next()
+                group.cancelAll()
             }
         }
         logger.info("stopping; programs and maps stay pinned and enforcing")
+    }
+
+    private func syncAndRecord() { complete = sync() }
+
+    /// Applies the datastore's first snapshot once (`manxd --once`).
+    public func syncOnce() async -> Bool {
+        for await update in config.datastore.updates() {
+            if case .unreachable(let reason) = update {
+                logger.error("cannot read datastore", metadata: ["datastore": "\(config.datastore)", "error": "\(reason)"])
+                return false
+            }
+            receive(update)
+            return sync()
+        }
+        return false
     }
 
     /// How often idle conntrack entries are deleted: a small fraction of
@@ -229,13 +289,6 @@ public actor NodeDaemon: Service {
             if removed > 0 { logger.debug("conntrack entries expired", metadata: ["removed": "\(removed)"]) }
         } catch {
             logger.error("conntrack expiry failed", metadata: ["error": "\(error)"])
-        }
-    }
-
-    /// The inotify wait blocks, so it runs off the cooperative pool.
-    private static func waitForChange(_ watcher: DirectoryWatcher, timeoutMs: Int32) async -> Bool {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: watcher.wait(timeoutMs: timeoutMs)) }
         }
     }
 

@@ -26,6 +26,12 @@ public struct NodeMetadata: Codable, Sendable {
     public var generation: Int = 0
     /// Digest of the datastore content now in force.
     public var appliedDigest: String = ""
+    /// The datastore revision that content was read at (etcd's revision; a
+    /// count of changes for a directory).
+    public var appliedRevision: Int64?
+    /// Why the datastore cannot be read now, if it cannot (the last content
+    /// stays in force meanwhile).
+    public var datastoreError: String?
     public var appliedAt: Date?
     /// The last rejected batch, if it is still what the datastore holds.
     public var rejectedDigest: String?

@@ -1,13 +1,93 @@
 import Foundation
 import ManxModel
+import Synchronization
 
 /// The default datastore: a directory of YAML files (`*.yaml`, `*.yml`),
 /// each holding one or more documents. Hidden files and editor temporaries
 /// are ignored, so writers can stage a file and rename it into place.
-public struct DirectoryDatastore: Sendable {
+public struct DirectoryDatastore: Datastore {
     public let directory: String
 
     public init(directory: String) { self.directory = directory }
+
+    public var description: String { "directory \(directory)" }
+
+    /// Follows the directory on a thread of its own (inotify blocks): a
+    /// snapshot of every file, then the files that changed on each inotify
+    /// event, with a full scan every 2 s anyway (an overflowed event queue,
+    /// a directory replaced). The keys are file names.
+    public func updates() -> AsyncStream<DatastoreUpdate> {
+        let (stream, continuation) = AsyncStream<DatastoreUpdate>.makeStream()
+        let stopped = StopFlag()
+        continuation.onTermination = { _ in stopped.flag.store(true, ordering: .relaxed) }
+        let thread = Thread { [self] in follow(continuation, stopped) }
+        thread.name = "manx-directory-watch"
+        thread.start()
+        return stream
+    }
+
+    final class StopFlag: Sendable {
+        let flag = Atomic<Bool>(false)
+    }
+
+    private func follow(_ out: AsyncStream<DatastoreUpdate>.Continuation, _ stopped: StopFlag) {
+        var revision: Int64 = 0
+        var backoffMs: UInt32 = 100
+        while !stopped.flag.load(ordering: .relaxed) {
+            do {
+                let watcher = try DirectoryWatcher(directory: directory)
+                let scanner = DirectoryScanner(self)
+                revision += 1
+                out.yield(.snapshot(try scanner.scan().compactMapValues { $0 }, revision: revision))
+                backoffMs = 100
+                var lastScan = ContinuousClock.now
+                while !stopped.flag.load(ordering: .relaxed) {
+                    let changed = watcher.wait(timeoutMs: 250)
+                    guard changed || ContinuousClock.now - lastScan >= .seconds(2) else { continue }
+                    lastScan = ContinuousClock.now
+                    let changes = try scanner.scan()
+                    if changes.isEmpty { continue }
+                    revision += 1
+                    out.yield(.changes(changes, revision: revision))
+                }
+            } catch {
+                // Start over with a new snapshot once the directory reads again.
+                out.yield(.unreachable(reason: "\(error)"))
+                usleep(backoffMs * 1000)
+                backoffMs = min(backoffMs * 2, 5000)
+            }
+        }
+        out.finish()
+    }
+
+    public func put(_ key: String, _ text: String) async throws { try write(key, text) }
+
+    /// A directory keeps an applied file whole, as one file of the same name
+    /// written atomically: the daemon sees all of its documents or none.
+    /// A resource that another file already defines is refused (the daemon
+    /// would reject the duplicate), naming that file.
+    public func apply(_ documents: [ResourceDocument], file: String, text: String) async throws -> [String] {
+        var name = (file as NSString).lastPathComponent
+        if name == "-" || name.isEmpty, let first = documents.first {
+            name = "\(first.header.kind.lowercased())-\(first.header.namespace.map { "\($0)-" } ?? "")\(first.header.name).yaml"
+        }
+        guard !name.hasPrefix("."), name.hasSuffix(".yaml") || name.hasSuffix(".yml") else {
+            throw ValidationErrors([ValidationError(file: file, resource: "", field: "",
+                                                    reason: "a directory datastore reads only *.yaml and *.yml files that are not hidden")])
+        }
+        let wanted = Set(documents.map(\.header))
+        var errors: [ValidationError] = []
+        for other in try fileNames() where other != name {
+            for header in ResourceSet.decodeFile(name: other, text: try read(other)).headers where wanted.contains(header) {
+                errors.append(ValidationError(file: file, resource: header.description, field: "metadata.name",
+                                              reason: "already defined in \(other) of \(directory); change or remove that file"))
+            }
+        }
+        if !errors.isEmpty { throw ValidationErrors(errors) }
+        try write(name, text)
+        return [name]
+    }
+    public func delete(_ key: String) async throws { try remove(key) }
 
     public struct Snapshot: Sendable {
         public var files: [(name: String, text: String)]

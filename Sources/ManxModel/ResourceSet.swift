@@ -41,9 +41,24 @@ public struct ResourceSet: Sendable, Equatable {
     public struct DecodedFile: Sendable {
         public let name: String
         let resources: [Resource]
-        let errors: [ValidationError]
+        public let errors: [ValidationError]
+        /// What each decoded resource is, in order (a keyed datastore checks
+        /// them against the key that holds them).
+        public let headers: [ResourceHeader]
         /// Documents decoded (for measurement).
         public var count: Int { resources.count }
+
+        init(name: String, resources: [Resource], errors: [ValidationError], headers: [ResourceHeader] = []) {
+            self.name = name
+            self.resources = resources
+            self.errors = errors
+            self.headers = headers
+        }
+
+        /// The same documents with more errors (found by whoever holds the file).
+        public func adding(_ more: [ValidationError]) -> DecodedFile {
+            more.isEmpty ? self : DecodedFile(name: name, resources: resources, errors: errors + more, headers: headers)
+        }
     }
 
     public static func decodeFile(name: String, text: String, kinds: Set<String>? = nil) -> DecodedFile {
@@ -56,17 +71,23 @@ public struct ResourceSet: Sendable, Equatable {
         }
         var resources: [Resource] = []
         var errors: [ValidationError] = []
+        var headers: [ResourceHeader] = []
         for (index, doc) in documents.enumerated() {
+            func top(_ field: String) -> String? { doc.mapping?.first(where: { $0.key.scalar?.string == field })?.value.scalar?.string }
             if let kinds {
-                let kind = doc.mapping?.first(where: { $0.key.scalar?.string == "kind" })?.value.scalar?.string
-                guard let kind, kinds.contains(kind) else { continue }
+                guard let kind = top("kind"), kinds.contains(kind) else { continue }
             }
             let ctx = DecodeContext(file: name, resource: "document \(index + 1)")
             let resource = ResourceDecoder.decode(YNode(node: doc, path: "", ctx: ctx), file: name)
             errors += ctx.errors
-            if ctx.errors.isEmpty, let resource { resources.append(resource) }
+            if ctx.errors.isEmpty, let resource {
+                resources.append(resource)
+                let ref = resource.ref
+                headers.append(ResourceHeader(apiVersion: top("apiVersion") ?? "", kind: top("kind") ?? ref.kind,
+                                              namespace: ref.namespace, name: ref.name))
+            }
         }
-        return DecodedFile(name: name, resources: resources, errors: errors)
+        return DecodedFile(name: name, resources: resources, errors: errors, headers: headers)
     }
 
     /// Puts decoded files together and checks what spans files (duplicate
@@ -134,6 +155,15 @@ public struct ResourceSet: Sendable, Equatable {
         case .workloadEndpoint(let w): workloadEndpoints["\(w.namespace)/\(w.name)"] = w
         }
     }
+}
+
+/// What a decoded document is: its type and name (namespace defaulted).
+public struct ResourceHeader: Hashable, Sendable, CustomStringConvertible {
+    public var apiVersion: String
+    public var kind: String
+    public var namespace: String?
+    public var name: String
+    public var description: String { "\(kind) \(namespace.map { "\($0)/" } ?? "")\(name)" }
 }
 
 /// One decoded document.

@@ -4,18 +4,18 @@ import ManxDataplane
 import ManxSelectors
 
 @main
-struct BPFCtl: ParsableCommand {
+struct BPFCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bpfctl",
-        abstract: "Inspect a Manx node's BPF dataplane.",
-        subcommands: [Dump.self, Events.self, SelectorCommand.self])
+        abstract: "Inspect a Manx node's BPF dataplane, and write resources into its datastore.",
+        subcommands: [Apply.self, Dump.self, Events.self, SelectorCommand.self])
 }
 
 enum OutputFormat: String, ExpressibleByArgument { case text, json }
 
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 

@@ -3,6 +3,8 @@ import Foundation
 import Logging
 import ManxDaemon
 import ManxDataplane
+import ManxDatastore
+import ManxEtcd
 import ManxIptables
 import ServiceLifecycle
 
@@ -12,8 +14,11 @@ struct Manxd: AsyncParsableCommand {
         commandName: "manxd",
         abstract: "Manx node daemon: enforces the datastore's policy with BPF.")
 
-    @Option(help: "Directory of YAML resources (the datastore).")
+    @Option(help: "Directory of YAML resources (the datastore), unless --etcd-endpoints is given.")
     var datastore: String = "/etc/manx/resources"
+
+    @Option(help: "etcd client URLs, comma-separated (e.g. http://10.0.0.1:2379,http://10.0.0.2:2379): the cluster datastore, instead of a directory.")
+    var etcdEndpoints: String?
 
     @Option(help: "Node name: pins live in /sys/fs/bpf/manx/NODE, state in /run/manx/NODE (empty: the machine's own).")
     var node: String = ""
@@ -58,7 +63,13 @@ struct Manxd: AsyncParsableCommand {
         default: throw ValidationError("--dataplane must be bpf or iptables")
         }
         guard (1...(1 << 24)).contains(conntrackBudget) else { throw ValidationError("--conntrack-budget must be 1...16777216") }
-        let daemon = try NodeDaemon(.init(datastore: datastore, paths: NodePaths(node: node), nodeName: nodeName, dataplane: kind,
+        let store: any Datastore
+        if let etcdEndpoints {
+            store = EtcdDatastore(client: try EtcdClient(endpoints: etcdEndpoints.split(separator: ",").map(String.init)))
+        } else {
+            store = DirectoryDatastore(directory: datastore)
+        }
+        let daemon = try NodeDaemon(.init(datastore: store, paths: NodePaths(node: node), nodeName: nodeName, dataplane: kind,
                                             vxlanDevice: vxlanDevice, conntrackBudget: conntrackBudget),
                                     logger: logger)
         if uninstall {
@@ -66,7 +77,7 @@ struct Manxd: AsyncParsableCommand {
             return
         }
         if once {
-            if await !daemon.sync() { throw ExitCode(1) }
+            if await !daemon.syncOnce() { throw ExitCode(1) }
             return
         }
         let group = ServiceGroup(services: [daemon], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

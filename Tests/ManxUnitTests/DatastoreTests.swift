@@ -39,33 +39,79 @@ final class DatastoreTests: XCTestCase {
         XCTAssertNotEqual(before, try ds.snapshot().digest)
     }
 
-    func testReaderDecodesOnlyChangedFiles() throws {
+    func testCacheDecodesOnlyChangedFiles() async throws {
         let ds = DirectoryDatastore(directory: dir)
         for name in ["a", "b", "c"] {
             try ds.write("\(name).yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: \(name)}\n")
         }
-        let reader = DirectoryReader(ds)
-        var read = try reader.read()
-        XCTAssertEqual(read.decodedFiles, 3)
-        XCTAssertEqual(read.digest, try ds.snapshot().digest)
-        XCTAssertEqual(try reader.read().decodedFiles, 0, "nothing changed: nothing decoded")
+        let cache = ResourceCache()
+        var updates = ds.updates().makeAsyncIterator()
+        func next() async throws -> Int {
+            let update = await updates.next()
+            return cache.apply(try XCTUnwrap(update))
+        }
+        var decoded = try await next()
+        XCTAssertEqual(decoded, 3, "the snapshot decodes every file")
+        XCTAssertEqual(cache.digest, try ds.snapshot().digest)
 
         try ds.write("b.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: bee}\n")
-        read = try reader.read()
-        XCTAssertEqual(read.decodedFiles, 1)
-        XCTAssertEqual(read.digest, try ds.snapshot().digest)
-        XCTAssertEqual(Set(try ResourceSet.assemble(read.files).namespaces.keys), ["a", "bee", "c"])
+        decoded = try await next()
+        XCTAssertEqual(decoded, 1, "one file changed: one decoded")
+        XCTAssertEqual(cache.digest, try ds.snapshot().digest)
+        XCTAssertEqual(Set(try cache.assemble().namespaces.keys), ["a", "bee", "c"])
 
         try ds.remove("a.yaml")
-        read = try reader.read()
-        XCTAssertEqual(read.decodedFiles, 0)
-        XCTAssertEqual(read.digest, try ds.snapshot().digest)
-        XCTAssertEqual(Set(try ResourceSet.assemble(read.files).namespaces.keys), ["bee", "c"])
+        decoded = try await next()
+        XCTAssertEqual(decoded, 0)
+        XCTAssertEqual(cache.digest, try ds.snapshot().digest)
+        XCTAssertEqual(Set(try cache.assemble().namespaces.keys), ["bee", "c"])
 
         // A duplicate across files is found when the files are put together.
         try ds.write("d.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: c}\n")
-        XCTAssertThrowsError(try ResourceSet.assemble(try reader.read().files)) { error in
+        _ = try await next()
+        XCTAssertThrowsError(try cache.assemble()) { error in
             XCTAssertTrue("\(error)".contains("duplicate: already defined in c.yaml"), "\(error)")
         }
+    }
+
+    func testKeyedCacheRefusesAResourceUnderAnotherKey() throws {
+        let cache = ResourceCache { key, file in ResourceKeys.check(key: key, file) }
+        let ns = #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}}"#
+        cache.apply(.snapshot(["/calico/resources/v3/core/namespaces/a": ns], revision: 5))
+        XCTAssertEqual(Set(try cache.assemble().namespaces.keys), ["a"])
+        // The same resource written under a second key would shadow the first.
+        cache.apply(.changes(["/calico/resources/v3/core/namespaces/b": ns], revision: 6))
+        XCTAssertThrowsError(try cache.assemble()) { error in
+            XCTAssertTrue("\(error)".contains("stored under the wrong key: this resource belongs under /calico/resources/v3/core/namespaces/a"), "\(error)")
+        }
+        cache.apply(.changes(["/calico/resources/v3/core/namespaces/b": nil], revision: 7))
+        XCTAssertEqual(cache.revision, 7)
+        XCTAssertNoThrow(try cache.assemble())
+    }
+
+    func testDocumentsBecomeJSONThatDecodesTheSame() throws {
+        let yaml = """
+        apiVersion: projectcalico.org/v3
+        kind: NetworkPolicy
+        metadata: {name: web, labels: {quoted: "true", plain: "80"}}
+        spec:
+          selector: app == 'web'
+          ingress:
+          - action: Allow
+            protocol: TCP
+            destination: {ports: [80, "http", "8000:8080"]}
+        ---
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: prod}
+        """
+        let documents = try ResourceSet.documents(file: "p.yaml", text: yaml)
+        XCTAssertEqual(documents.map(\.header.description), ["NetworkPolicy default/web", "Namespace prod"])
+        XCTAssertEqual(documents.compactMap { ResourceKeys.key($0.header) },
+                       ["/calico/resources/v3/projectcalico.org/networkpolicies/default/web", "/calico/resources/v3/core/namespaces/prod"])
+        let fromYAML = try ResourceSet.decode(files: [("p.yaml", yaml)])
+        let fromJSON = try ResourceSet.decode(files: documents.map { ("p.yaml", $0.json) })
+        XCTAssertEqual(fromYAML, fromJSON)
+        XCTAssertThrowsError(try ResourceSet.documents(file: "bad.yaml", text: "apiVersion: v1\nkind: Namespace\nmetadata: {name: Bad_Name}\n"))
     }
 }

@@ -1,0 +1,53 @@
+import Foundation
+
+/// Scans a directory datastore again and again and reports the files whose
+/// content changed since the last scan (told by inode, size and
+/// modification and change times), so only those are read. Writers replace
+/// files by renaming, so a changed file always shows a new inode or time.
+final class DirectoryScanner {
+    let datastore: DirectoryDatastore
+    private var stamps: [String: Stamp] = [:]
+
+    struct Stamp: Equatable {
+        var inode: UInt64
+        var size: Int64
+        var modified: timespec
+        var changed: timespec
+
+        static func == (a: Stamp, b: Stamp) -> Bool {
+            a.inode == b.inode && a.size == b.size && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
+                && a.changed.tv_sec == b.changed.tv_sec && a.changed.tv_nsec == b.changed.tv_nsec
+        }
+    }
+
+    init(_ datastore: DirectoryDatastore) { self.datastore = datastore }
+
+    /// Files changed since the last scan: their text, or nil if removed.
+    /// The first scan reports every file.
+    func scan() throws -> [String: String?] {
+        var changes: [String: String?] = [:]
+        var next: [String: Stamp] = [:]
+        for name in try datastore.fileNames() {
+            guard var stamp = stamp(name) else { continue } // removed meanwhile
+            if stamps[name] != stamp {
+                // Read until the file holds still across the read.
+                var text = try datastore.read(name)
+                while let again = self.stamp(name), again != stamp {
+                    stamp = again
+                    text = try datastore.read(name)
+                }
+                changes[name] = .some(text)
+            }
+            next[name] = stamp
+        }
+        for name in stamps.keys where next[name] == nil { changes[name] = .some(nil) }
+        stamps = next
+        return changes
+    }
+
+    private func stamp(_ name: String) -> Stamp? {
+        var st = stat()
+        guard stat("\(datastore.directory)/\(name)", &st) == 0 else { return nil }
+        return Stamp(inode: UInt64(st.st_ino), size: Int64(st.st_size), modified: st.st_mtim, changed: st.st_ctim)
+    }
+}

@@ -1,0 +1,304 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Synchronization
+
+/// A client of etcd's v3 API through its JSON gateway (`/v3/kv/...`,
+/// `/v3/watch`), served by every etcd 3.4 member on its client URL.
+///
+/// Chosen over gRPC with generated protobuf code: the gateway is the same
+/// API (keys and values in base64, 64-bit numbers as strings), it needs no
+/// generated code and no HTTP/2 stack, and a watch is one streamed POST.
+///
+/// Requests go to one endpoint; when it cannot be reached the next one is
+/// tried, so losing a member of a cluster loses no request.
+public final class EtcdClient: Sendable {
+    public let endpoints: [String]
+    private let current = Atomic<Int>(0)
+    /// Operations etcd accepts in one transaction by default (--max-txn-ops).
+    public static let maxOperations = 128
+
+    /// How long a request (not a watch) may take in all.
+    public let timeout: TimeAmount
+
+    public init(endpoints: [String], timeout: TimeAmount = .seconds(3)) throws(EtcdError) {
+        let cleaned = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }.filter { !$0.isEmpty }
+        guard !cleaned.isEmpty else { throw EtcdError(message: "no etcd endpoint given") }
+        for e in cleaned where !(e.hasPrefix("http://") || e.hasPrefix("https://")) || URL(string: e)?.host == nil {
+            throw EtcdError(message: "etcd endpoint '\(e)' is not a URL like http://127.0.0.1:2379")
+        }
+        self.endpoints = cleaned
+        self.timeout = timeout
+    }
+
+    public struct KeyValue: Sendable, Equatable {
+        public var key: String
+        public var value: String
+        public var modRevision: Int64
+        public var createRevision: Int64
+    }
+
+    // MARK: Key-value
+
+    /// Every key under a prefix, read in pages at one revision, so the
+    /// result is one consistent snapshot however large.
+    public func list(prefix: String, pageSize: Int = 2000) async throws -> (kvs: [KeyValue], revision: Int64) {
+        var kvs: [KeyValue] = []
+        var start = prefix
+        var revision: Int64 = 0
+        while true {
+            var body: [String: Any] = ["key": b64(start), "range_end": b64(Self.prefixEnd(prefix)), "limit": "\(pageSize)"]
+            if revision > 0 { body["revision"] = "\(revision)" }
+            let r = try await call("/v3/kv/range", body)
+            if revision == 0 { revision = Self.int(Self.object(r["header"])["revision"]) }
+            let page = try (r["kvs"] as? [Any] ?? []).map(Self.keyValue)
+            kvs += page
+            guard r["more"] as? Bool == true, let last = page.last else { return (kvs, revision) }
+            start = last.key + "\u{0}"
+        }
+    }
+
+    public func get(_ key: String) async throws -> KeyValue? {
+        let r = try await call("/v3/kv/range", ["key": b64(key)])
+        return try (r["kvs"] as? [Any])?.first.map(Self.keyValue)
+    }
+
+    /// Returns the revision of the write.
+    @discardableResult
+    public func put(_ key: String, _ value: String) async throws -> Int64 {
+        Self.int(Self.object(try await call("/v3/kv/put", ["key": b64(key), "value": b64(value)])["header"])["revision"])
+    }
+
+    /// Returns how many keys were deleted.
+    @discardableResult
+    public func delete(_ key: String, prefix: Bool = false) async throws -> Int {
+        var body = ["key": b64(key)]
+        if prefix { body["range_end"] = b64(Self.prefixEnd(key)) }
+        return Int(Self.int(try await call("/v3/kv/deleterange", body)["deleted"]))
+    }
+
+    /// What a transaction compares: a key's mod revision (0: the key does
+    /// not exist).
+    public struct Compare: Sendable {
+        public var key: String
+        public var modRevision: Int64
+        public init(key: String, modRevision: Int64) {
+            self.key = key
+            self.modRevision = modRevision
+        }
+    }
+
+    public enum Operation: Sendable {
+        case put(String, String)
+        case delete(String)
+    }
+
+    /// Applies `operations` only if every comparison holds (compare-and-swap
+    /// on mod revisions). Returns whether it did, and the revision.
+    public func transaction(if compares: [Compare], then operations: [Operation]) async throws -> (succeeded: Bool, revision: Int64) {
+        let body: [String: Any] = [
+            "compare": compares.map { ["target": "MOD", "key": b64($0.key), "mod_revision": "\($0.modRevision)", "result": "EQUAL"] },
+            "success": operations.map { op -> [String: Any] in
+                switch op {
+                case .put(let k, let v): return ["request_put": ["key": b64(k), "value": b64(v)]]
+                case .delete(let k): return ["request_delete_range": ["key": b64(k)]]
+                }
+            },
+        ]
+        let r = try await call("/v3/kv/txn", body)
+        return (r["succeeded"] as? Bool ?? false, Self.int(Self.object(r["header"])["revision"]))
+    }
+
+    /// Discards the history before `revision`.
+    public func compact(_ revision: Int64) async throws {
+        _ = try await call("/v3/kv/compaction", ["revision": "\(revision)", "physical": true])
+    }
+
+    // MARK: Watch
+
+    public struct Event: Sendable, Equatable {
+        public var key: String
+        /// nil: deleted.
+        public var value: String?
+        public var modRevision: Int64
+    }
+
+    /// The events under a prefix from `revision` on, in batches, each with
+    /// the revision the member had reached. Throws `EtcdError.compacted`
+    /// when the revision is no longer available. The stream ends only with
+    /// an error or when the consumer stops.
+    public func watch(prefix: String, from revision: Int64) -> AsyncThrowingStream<(events: [Event], revision: Int64), Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    let body: [String: Any] = ["create_request": [
+                        "key": b64(prefix), "range_end": b64(Self.prefixEnd(prefix)), "start_revision": "\(revision)",
+                    ]]
+                    let endpoint = endpoints[current.load(ordering: .relaxed) % endpoints.count]
+                    let response = try await Self.send(endpoint + "/v3/watch", body, deadline: .distantFuture)
+                    guard response.status == .ok else {
+                        throw try Self.error(try await response.body.collect(upTo: 1 << 20), endpoint)
+                    }
+                    var pending = ByteBuffer()
+                    for try await chunk in response.body {
+                        pending.writeImmutableBuffer(chunk)
+                        while let line = Self.takeLine(&pending) {
+                            guard let message = try? JSONSerialization.jsonObject(with: line) as? [String: Any] else {
+                                throw EtcdError(message: "unreadable watch response from \(endpoint)")
+                            }
+                            if message["error"] != nil { throw try Self.error(ByteBuffer(bytes: line), endpoint) }
+                            let result = Self.object(message["result"])
+                            let compacted = Self.int(result["compact_revision"])
+                            if compacted > 0 { throw EtcdError.compacted(compacted) }
+                            if result["canceled"] as? Bool == true {
+                                throw EtcdError(message: "watch canceled by \(endpoint): \(result["cancel_reason"] ?? "no reason")")
+                            }
+                            let events = try (result["events"] as? [Any] ?? []).map { raw -> Event in
+                                let e = Self.object(raw)
+                                let kv = try Self.keyValue(e["kv"] as Any)
+                                return Event(key: kv.key, value: e["type"] as? String == "DELETE" ? nil : kv.value, modRevision: kv.modRevision)
+                            }
+                            let at = Self.int(Self.object(result["header"])["revision"])
+                            if !events.isEmpty { continuation.yield((events, at)) }
+                        }
+                    }
+                    throw EtcdError(message: "watch stream from \(endpoint) ended")
+                } catch {
+                    if Task.isCancelled { continuation.finish() } else {
+                        rotate()
+                        continuation.finish(throwing: error)
+                    }
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    // MARK: Transport
+
+    /// One request, to the current endpoint or, if it cannot be reached,
+    /// to each of the others in turn.
+    private func call(_ path: String, _ body: [String: Any]) async throws -> [String: Any] {
+        var lastError: Error = EtcdError(message: "no endpoint")
+        for _ in endpoints.indices {
+            let endpoint = endpoints[current.load(ordering: .relaxed) % endpoints.count]
+            let buffer: ByteBuffer
+            let ok: Bool
+            do {
+                let response = try await Self.send(endpoint + path, body, deadline: .now() + timeout)
+                ok = response.status == .ok
+                buffer = try await response.body.collect(upTo: 256 << 20)
+            } catch {
+                // Unreachable or too slow: the next member.
+                lastError = EtcdError(message: "\(endpoint): \(error)", unreachable: true)
+                rotate()
+                continue
+            }
+            if ok, let object = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any] {
+                return object
+            }
+            let error = try Self.error(buffer, endpoint)
+            // A member without a leader, or stopping: another may answer.
+            if error.code == 14 || error.code == 4 {
+                lastError = error
+                rotate()
+                continue
+            }
+            throw error
+        }
+        throw lastError
+    }
+
+    private func rotate() { current.add(1, ordering: .relaxed) }
+
+    private static func send(_ url: String, _ body: [String: Any], deadline: NIODeadline) async throws -> HTTPClientResponse {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+        return try await httpClient.execute(request, deadline: deadline)
+    }
+
+    private static func error(_ buffer: ByteBuffer, _ endpoint: String) throws -> EtcdError {
+        let object = (try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView))) as? [String: Any]
+        let message = object?["message"] as? String ?? object?["error"] as? String ?? String(buffer: buffer)
+        let code = object?["code"].map { Int(int($0)) }
+        if message.contains("required revision has been compacted") { return .compacted(0) }
+        return EtcdError(message: "\(endpoint): \(message)", code: code)
+    }
+
+    private static func takeLine(_ buffer: inout ByteBuffer) -> Data? {
+        guard let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
+        let length = newline - buffer.readerIndex
+        let line = Data(buffer.readBytes(length: length) ?? [])
+        buffer.moveReaderIndex(forwardBy: 1)
+        return line.isEmpty ? takeLine(&buffer) : line
+    }
+
+    // MARK: Encoding
+
+    private func b64(_ s: String) -> String { Data(s.utf8).base64EncodedString() }
+
+    /// The end of a prefix's range: the prefix with its last byte incremented.
+    static func prefixEnd(_ prefix: String) -> String {
+        var bytes = Array(prefix.utf8)
+        while let last = bytes.last {
+            if last < 0xff {
+                bytes[bytes.count - 1] = last + 1
+                return String(decoding: bytes, as: UTF8.self)
+            }
+            bytes.removeLast()
+        }
+        return "\u{0}"
+    }
+
+    private static func object(_ any: Any?) -> [String: Any] { any as? [String: Any] ?? [:] }
+
+    /// etcd's gateway writes 64-bit numbers as strings, and leaves out zeros.
+    private static func int(_ any: Any?) -> Int64 {
+        if let s = any as? String { return Int64(s) ?? 0 }
+        if let n = any as? NSNumber { return n.int64Value }
+        return 0
+    }
+
+    private static func keyValue(_ any: Any) throws -> KeyValue {
+        let kv = object(any)
+        guard let key = (kv["key"] as? String).flatMap({ Data(base64Encoded: $0) }).map({ String(decoding: $0, as: UTF8.self) }) else {
+            throw EtcdError(message: "a key-value without a key")
+        }
+        let value = (kv["value"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        return KeyValue(key: key, value: value, modRevision: int(kv["mod_revision"]), createRevision: int(kv["create_revision"]))
+    }
+}
+
+/// One HTTP client for the process; it lives as long as the process.
+private let httpClient: HTTPClient = {
+    var configuration = HTTPClient.Configuration()
+    // A member that does not answer a connect within a second is treated
+    // as down, and the next one is tried.
+    configuration.timeout = .init(connect: .seconds(1))
+    return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+}()
+
+public struct EtcdError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var code: Int?
+    /// No member could be reached.
+    public var unreachable = false
+    /// The revision asked for was compacted away (the compaction's revision, if known).
+    public var compactedAt: Int64?
+
+    public init(message: String, code: Int? = nil, unreachable: Bool = false) {
+        self.message = message
+        self.code = code
+        self.unreachable = unreachable
+    }
+
+    public static func compacted(_ revision: Int64) -> EtcdError {
+        var e = EtcdError(message: "the revision was compacted" + (revision > 0 ? " (compacted at \(revision))" : ""), code: 11)
+        e.compactedAt = revision
+        return e
+    }
+
+    public var description: String { "etcd: \(message)" }
+}

@@ -1,0 +1,149 @@
+import Foundation
+import ManxConformance
+import ManxDatastore
+import ManxEtcd
+import XCTest
+
+/// etcd is installed by tools/install-deps; a test needing it skips only
+/// outside CI, saying why.
+func requireEtcd() throws {
+    guard !EtcdMember.installed else { return }
+    if ProcessInfo.processInfo.environment["CI"] == "true" {
+        XCTFail("etcd test cannot run under CI=true: /usr/bin/etcd is missing (tools/install-deps installs etcd-server)")
+        throw XCTSkip("failed above")
+    }
+    print("SKIP etcd test: /usr/bin/etcd is missing (tools/install-deps installs etcd-server)")
+    throw XCTSkip("etcd missing")
+}
+
+/// A loopback TCP port nothing listens on now.
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+    }
+    guard ok else { throw NSError(domain: "port", code: Int(errno)) }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// The etcd client and datastore against a real etcd on loopback.
+final class EtcdTests: XCTestCase {
+    var work = ""
+    var member: EtcdMember!
+    var client: EtcdClient!
+
+    override func setUpWithError() throws {
+        try requireEtcd()
+        work = try makeTemporaryDirectory(testPrefix("etcd"))
+        member = EtcdMember(name: "m1", host: "127.0.0.1", netns: nil, clientPort: try freeLoopbackPort(),
+                            peerPort: try freeLoopbackPort(), dataDirectory: work + "/data")
+        try member.start(cluster: [member], token: "manx-test-\(getpid())", log: work + "/etcd.log")
+        try member.waitReady()
+        client = try EtcdClient(endpoints: [member.clientURL])
+    }
+
+    override func tearDownWithError() throws {
+        member?.stop()
+        if !work.isEmpty { try? FileManager.default.removeItem(atPath: work) }
+    }
+
+    func testReadsWritesAndSwaps() async throws {
+        for i in 0..<7 { try await client.put("/t/k\(i)", "v\(i)") }
+        try await client.put("/u/other", "x")
+        // Pages of 3 give one snapshot at one revision.
+        let (kvs, revision) = try await client.list(prefix: "/t/", pageSize: 3)
+        XCTAssertEqual(kvs.map(\.key), (0..<7).map { "/t/k\($0)" })
+        XCTAssertEqual(kvs.map(\.value), (0..<7).map { "v\($0)" })
+        XCTAssertEqual(revision, try member.revision())
+
+        // Compare-and-swap on the mod revision: one writer wins.
+        let k0get = try await client.get("/t/k0")
+        let k0 = try XCTUnwrap(k0get)
+        let first = try await client.transaction(if: [.init(key: "/t/k0", modRevision: k0.modRevision)], then: [.put("/t/k0", "a")])
+        let second = try await client.transaction(if: [.init(key: "/t/k0", modRevision: k0.modRevision)], then: [.put("/t/k0", "b")])
+        XCTAssertTrue(first.succeeded)
+        XCTAssertFalse(second.succeeded)
+        let k0now = try await client.get("/t/k0")
+        XCTAssertEqual(k0now?.value, "a")
+        // Revision 0: create only if absent.
+        let create = try await client.transaction(if: [.init(key: "/t/new", modRevision: 0)], then: [.put("/t/new", "n")])
+        let again = try await client.transaction(if: [.init(key: "/t/new", modRevision: 0)], then: [.put("/t/new", "m")])
+        XCTAssertTrue(create.succeeded)
+        XCTAssertFalse(again.succeeded)
+
+        let deleted = try await client.delete("/t/", prefix: true)
+        XCTAssertEqual(deleted, 8)
+        let k1 = try await client.get("/t/k1")
+        XCTAssertNil(k1)
+        let other = try await client.get("/u/other")
+        XCTAssertEqual(other?.value, "x")
+
+        // A member that does not exist is skipped for the next.
+        let unused = try freeLoopbackPort()
+        let twoEndpoints = try EtcdClient(endpoints: ["http://127.0.0.1:\(unused)", member.clientURL])
+        let viaSecond = try await twoEndpoints.get("/u/other")
+        XCTAssertEqual(viaSecond?.value, "x")
+        XCTAssertThrowsError(try EtcdClient(endpoints: ["127.0.0.1:2379"])) { error in
+            XCTAssertTrue("\(error)".contains("is not a URL like http://127.0.0.1:2379"), "\(error)")
+        }
+    }
+
+    func testWatchFollowsAndReportsCompaction() async throws {
+        let start = try await client.put("/w/a", "1")
+        try await client.put("/w/b", "2")
+        try await client.delete("/w/a")
+        var events: [EtcdClient.Event] = []
+        for try await batch in client.watch(prefix: "/w/", from: start) {
+            events += batch.events
+            if events.count >= 3 { break }
+        }
+        XCTAssertEqual(events.map(\.key), ["/w/a", "/w/b", "/w/a"])
+        XCTAssertEqual(events.map(\.value), ["1", "2", String?.none])
+
+        let now = try await client.put("/w/c", "3")
+        try await client.compact(now)
+        do {
+            for try await _ in client.watch(prefix: "/w/", from: start) { XCTFail("events from a compacted revision") }
+            XCTFail("the watch ended without an error")
+        } catch let error as EtcdError {
+            XCTAssertEqual(error.compactedAt, now, "\(error)")
+        }
+    }
+
+    /// The datastore lists, watches, says when etcd is gone, and carries on
+    /// from where it stopped when etcd is back.
+    func testDatastoreFollowsAndReconnects() async throws {
+        try await client.put(ResourceKeys.prefix + "core/namespaces/a", "{}")
+        let datastore = EtcdDatastore(client: client)
+        var updates = datastore.updates().makeAsyncIterator()
+        guard case .snapshot(let all, let listedAt)? = await updates.next() else { return XCTFail("no snapshot first") }
+        XCTAssertEqual(Array(all.keys), [ResourceKeys.prefix + "core/namespaces/a"])
+
+        let written = try await client.put(ResourceKeys.prefix + "core/namespaces/b", "{}")
+        try await client.put("/elsewhere", "not ours")
+        guard case .changes(let changes, let revision)? = await updates.next() else { return XCTFail("no change") }
+        XCTAssertEqual(changes, [ResourceKeys.prefix + "core/namespaces/b": "{}"])
+        // The revision through which the watch has delivered everything.
+        XCTAssertGreaterThanOrEqual(revision, written)
+        XCTAssertGreaterThan(written, listedAt)
+
+        member.stop()
+        guard case .unreachable? = await updates.next() else { return XCTFail("etcd stopped: not reported") }
+        try member.start(cluster: [member], token: "manx-test-\(getpid())", log: work + "/etcd2.log")
+        try member.waitReady()
+        try await client.delete(ResourceKeys.prefix + "core/namespaces/a")
+        // Back: the watch resumes where it stopped (no new snapshot).
+        while let update = await updates.next() {
+            if case .unreachable = update { continue }
+            guard case .changes(let changes, _) = update else { return XCTFail("\(update) after reconnecting") }
+            XCTAssertEqual(changes, [ResourceKeys.prefix + "core/namespaces/a": String?.none])
+            break
+        }
+    }
+}
