@@ -130,8 +130,16 @@ public actor NodeDaemon: Service {
             metadata.datastoreError = nil
             try? metadata.write(config.paths)
         }
-        if case .snapshot = update { listed = true }
-        decodedSinceSync += cache.apply(update)
+        let decoded = cache.apply(update)
+        decodedSinceSync += decoded
+        if case .snapshot(let all, let revision) = update {
+            // A snapshot after the first: the changes in between were
+            // compacted away. Only the keys that differ were decoded.
+            if listed {
+                logger.info("datastore listed again", metadata: ["revision": "\(revision)", "keys": "\(all.count)", "keysDecoded": "\(decoded)"])
+            }
+            listed = true
+        }
     }
 
     /// One pass: returns whether the datastore content is now in force.
