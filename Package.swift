@@ -67,11 +67,11 @@ let package = Package(
             dependencies: ["ManxDatastore", "ManxModel", .product(name: "AsyncHTTPClient", package: "async-http-client")]
         ),
         // IP address management: pools, node blocks, allocations in the datastore.
-        .target(name: "ManxIPAM", dependencies: ["ManxModel", "ManxDatastore", "ManxSelectors"]),
+        .target(name: "ManxIPAM", dependencies: ["ManxModel", "ManxDatastore", "ManxSelectors", "ManxEtcd"]),
         // Routes, encapsulation and MTU of a node, from pools, nodes and blocks.
         .target(name: "ManxRouting", dependencies: ["ManxModel"]),
         // The CNI plugin (spec 1.0): veth, address, routes, endpoint registration.
-        .target(name: "ManxCNI", dependencies: ["ManxModel", "ManxDatastore", "ManxIPAM", "ManxDataplane", "ManxCommand"]),
+        .target(name: "ManxCNI", dependencies: ["ManxModel", "ManxDatastore", "ManxIPAM", "ManxDataplane", "ManxCommand", "ManxEtcd"]),
         .executableTarget(name: "manx-cni", dependencies: ["ManxCNI"]),
         // The node daemon's logic.
         .target(

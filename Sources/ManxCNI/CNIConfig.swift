@@ -1,4 +1,5 @@
 import Foundation
+import ManxEtcd
 import ManxModel
 
 /// The CNI versions manx-cni speaks.
@@ -15,11 +16,26 @@ public enum CNIVersion {
 
 /// The network configuration manx-cni reads on stdin.
 public struct NetConf: Sendable, Equatable {
+    public enum Datastore: Sendable, Equatable {
+        /// `datastore`: a directory of YAML (the default).
+        case directory(String)
+        /// `datastore_type: etcdv3` with `etcd_endpoints` (comma-separated URLs), as in Calico's CNI configuration.
+        case etcd(EtcdClient)
+
+        public static func == (a: Datastore, b: Datastore) -> Bool {
+            switch (a, b) {
+            case (.directory(let x), .directory(let y)): return x == y
+            case (.etcd(let x), .etcd(let y)): return x.endpoints == y.endpoints
+            default: return false
+            }
+        }
+    }
+
     public var cniVersion: String
     public var name: String
     public var type: String
-    /// The directory datastore.
-    public var datastore: String
+    /// Where resources and IPAM live.
+    public var datastore: Datastore
     /// The node's name: the WorkloadEndpoint's spec.node, the IPAM affinity
     /// and the daemon's state directory (/run/manx/<nodename>).
     public var nodename: String
@@ -61,7 +77,20 @@ public struct NetConf: Sendable, Equatable {
         }
         let name = try optionalString("name") ?? ""
         let type = try optionalString("type") ?? ""
-        let datastore = try requiredString("datastore")
+        let datastore: Datastore
+        switch try optionalString("datastore_type") ?? "directory" {
+        case "directory":
+            datastore = .directory(try requiredString("datastore"))
+        case "etcdv3":
+            let endpoints = try requiredString("etcd_endpoints").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            do {
+                datastore = .etcd(try EtcdClient(endpoints: endpoints))
+            } catch {
+                throw CNIError(.invalidNetworkConfig, "etcd_endpoints: \(error.message)")
+            }
+        case let other:
+            throw CNIError(.invalidNetworkConfig, "datastore_type '\(other)' is not one of directory, etcdv3")
+        }
         let nodename = try requiredString("nodename")
         var conf = NetConf(cniVersion: version, name: name, type: type, datastore: datastore, nodename: nodename,
                            mtu: nil, timeoutSeconds: defaultTimeout, prevResult: nil)

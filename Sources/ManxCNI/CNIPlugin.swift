@@ -51,16 +51,20 @@ public struct CNIPlugin: Sendable {
         }
     }
 
-    var datastore: DirectoryDatastore { DirectoryDatastore(directory: conf.datastore) }
-    var ipam: IPAM { IPAM(datastore: datastore) }
-    var endpointFiles: EndpointFiles { EndpointFiles(datastore: datastore) }
+    var store: any CNIStore {
+        switch conf.datastore {
+        case .directory(let directory): return DirectoryCNIStore(datastore: DirectoryDatastore(directory: directory))
+        case .etcd(let client): return EtcdCNIStore(client: client, stateDirectory: paths.stateDirectory)
+        }
+    }
+    var ipam: any IPAMStore { store.ipam }
+    var endpoints: EndpointStore { EndpointStore(store: store) }
     var paths: NodePaths { NodePaths(node: conf.nodename) }
 
-    func checkDatastore() throws(CNIError) {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: conf.datastore, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw CNIError(.invalidNetworkConfig, "datastore \(conf.datastore) is not a directory")
-        }
+    func checkDatastore() throws(CNIError) { try store.check() }
+
+    func endpointUnit(namespace: String, pod: String) -> String {
+        store.endpointUnit(namespace: namespace, pod: pod, node: conf.nodename, ifname: environment.ifname)
     }
 
     func checkNetns() throws(CNIError) {
@@ -92,13 +96,7 @@ public struct CNIPlugin: Sendable {
         try checkDatastore()
         let (namespace, pod) = try podIdentity()
         try checkNetns()
-        let snapshot: DirectoryDatastore.Snapshot
-        do {
-            snapshot = try datastore.snapshot()
-        } catch {
-            throw CNIError(.datastore, "cannot read the datastore \(conf.datastore): \(error)")
-        }
-        let request = try PodRequest.read(snapshot, namespace: namespace, pod: pod)
+        let request = try PodRequest.read(try store.podUnits(namespace: namespace, pod: pod), namespace: namespace, pod: pod)
         let workload = "\(namespace)/\(pod)"
         let assignment: IPAMAssignment
         do {
@@ -108,7 +106,7 @@ public struct CNIPlugin: Sendable {
             throw Self.cniError(error, workload: workload)
         }
         let host = PodInterface.hostName(namespace: namespace, pod: pod)
-        let wepFile = EndpointFiles.fileName(namespace: namespace, pod: pod)
+        let wepUnit = endpointUnit(namespace: namespace, pod: pod)
         do throws(CNIError) {
             // A retried ADD finds the interface of the earlier attempt.
             try Links.delete(host)
@@ -119,9 +117,9 @@ public struct CNIPlugin: Sendable {
             let wep = WorkloadEndpoint(namespace: namespace, name: name, pod: pod, node: conf.nodename, endpoint: environment.ifname,
                                        containerID: environment.containerID, interfaceName: host,
                                        address: assignment.address, mac: links.pod.mac,
-                                       ref: ResourceRef(kind: "WorkloadEndpoint", namespace: namespace, name: name, file: wepFile))
-            try endpointFiles.write(wep)
-            try waitProgrammed(workload: workload, interface: links.host, address: assignment.address)
+                                       ref: ResourceRef(kind: "WorkloadEndpoint", namespace: namespace, name: name, file: wepUnit))
+            let revision = try store.write(wepUnit, wep)
+            try waitProgrammed(workload: workload, interface: links.host, address: assignment.address, revision: revision)
             try Links.activate(host: host, address: assignment.address)
             return CNIResult(cniVersion: conf.cniVersion, host: links.host, pod: links.pod, sandbox: environment.netns,
                              address: assignment.address)
@@ -129,7 +127,7 @@ public struct CNIPlugin: Sendable {
             // Nothing half-applied: the endpoint first (manxd stops using the
             // interface), then the interface, then the address, which another
             // pod may get only once no endpoint claims it.
-            if endpointFiles.belongs(wepFile, to: environment.containerID) { try? endpointFiles.remove(wepFile) }
+            if endpoints.belongs(wepUnit, to: environment.containerID) { try? store.remove(wepUnit) }
             try? Links.delete(host)
             _ = try? ipam.release(handle: environment.containerID)
             throw error
@@ -149,7 +147,7 @@ public struct CNIPlugin: Sendable {
     /// Polls the daemon's published state until it lists the endpoint on
     /// this very interface (its index, not only its name: an earlier state
     /// lists the pod's previous veth under the same name).
-    func waitProgrammed(workload: String, interface link: LinkInfo, address: IPv4Address) throws(CNIError) {
+    func waitProgrammed(workload: String, interface link: LinkInfo, address: IPv4Address, revision: Int64?) throws(CNIError) {
         let interface = link.name
         let deadline = Date().addingTimeInterval(conf.timeoutSeconds)
         var last = "no daemon state at \(paths.metadataFile) (is manxd running with --node \(conf.nodename)?)"
@@ -160,7 +158,7 @@ public struct CNIPlugin: Sendable {
                 if let listed, listed.interface == interface, listed.ifindex == link.ifindex, listed.ip == address.description, !missing {
                     return
                 }
-                if let rejected = meta.rejectedDigest, let current = try? datastore.snapshot().digest, rejected == current {
+                if store.rejected(meta, since: revision) {
                     throw CNIError(.policyRejected, "manxd on node \(conf.nodename) rejected the datastore, so the policy of \(workload) cannot be applied",
                                    details: meta.error ?? "no reason given")
                 }
@@ -193,18 +191,18 @@ public struct CNIPlugin: Sendable {
         var files: [String] = []
         var hosts: [String] = []
         if let namespace = environment.podNamespace, let pod = environment.podName {
-            files = [EndpointFiles.fileName(namespace: namespace, pod: pod)].filter { endpointFiles.belongs($0, to: environment.containerID) }
+            files = [endpointUnit(namespace: namespace, pod: pod)].filter { endpoints.belongs($0, to: environment.containerID) }
             hosts = [PodInterface.hostName(namespace: namespace, pod: pod)]
         } else {
-            files = endpointFiles.files(of: environment.containerID)
+            files = endpoints.units(of: environment.containerID)
         }
         for file in files {
-            if let wep = endpointFiles.read(file)?.endpoint { hosts.append(wep.interfaceName) }
+            if let wep = endpoints.read(file)?.endpoint { hosts.append(wep.interfaceName) }
         }
         for case .object(let i) in conf.prevResult?["interfaces"]?.arrayValue ?? [] where i["sandbox"] == nil {
             if let name = i["name"]?.stringValue { hosts.append(name) }
         }
-        for file in files { try endpointFiles.remove(file) }
+        for file in files { try store.remove(file) }
         for host in Set(hosts).sorted() {
             guard let link = try Links.show(host), link.alias == environment.containerID else { continue }
             try Links.delete(host)
@@ -265,13 +263,13 @@ public struct CNIPlugin: Sendable {
         var workload: String?
         let file: String?
         if let namespace = environment.podNamespace, let pod = environment.podName {
-            file = EndpointFiles.fileName(namespace: namespace, pod: pod)
+            file = endpointUnit(namespace: namespace, pod: pod)
             host = PodInterface.hostName(namespace: namespace, pod: pod)
             workload = "\(namespace)/\(pod)"
         } else {
-            file = endpointFiles.files(of: environment.containerID).first
+            file = endpoints.units(of: environment.containerID).first
         }
-        if let file, let wep = endpointFiles.read(file)?.endpoint {
+        if let file, let wep = endpoints.read(file)?.endpoint {
             if wep.containerID != environment.containerID {
                 problems.append("WorkloadEndpoint \(file) belongs to container \(wep.containerID), not \(environment.containerID)")
             }
@@ -281,7 +279,7 @@ public struct CNIPlugin: Sendable {
             host = host ?? wep.interfaceName
             workload = workload ?? wep.podKey
         } else {
-            problems.append("no WorkloadEndpoint for container \(environment.containerID) in \(conf.datastore)\(file.map { " (\($0))" } ?? "")")
+            problems.append("no WorkloadEndpoint for container \(environment.containerID) in \(store.description)\(file.map { " (\($0))" } ?? "")")
         }
 
         // The pod side.

@@ -190,6 +190,7 @@ public actor NodeDaemon: Service {
             let repeated = metadata.error == "\(error)" && metadata.rejectedDigest == digest
             metadata.error = "\(error)"
             metadata.rejectedDigest = digest
+            metadata.rejectedRevision = cache.revision
             // Invalid resources stay invalid until the datastore changes;
             // anything else (an interface missing, a kernel error) is
             // retried on the next pass.

@@ -35,6 +35,8 @@ public struct NodeMetadata: Codable, Sendable {
     public var appliedAt: Date?
     /// The last rejected batch, if it is still what the datastore holds.
     public var rejectedDigest: String?
+    /// The revision of that rejected batch.
+    public var rejectedRevision: Int64?
     public var error: String?
     public var endpoints: [Endpoint] = []
     public var missingInterfaces: [String] = []

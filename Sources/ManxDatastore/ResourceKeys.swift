@@ -9,11 +9,28 @@ import ManxModel
 ///     /calico/resources/v3/core/namespaces/<name>
 ///     /calico/resources/v3/core/pods/<namespace>/<name>
 ///     /calico/resources/v3/networking.k8s.io/networkpolicies/<namespace>/<name>
-///     /calico/resources/v3/manx.io/ipamblocks/<name>
+///
+/// IPAM uses Calico's IPAM keys: a block under
+/// `/calico/ipam/v2/assignment/ipv4/block/<address>-<prefix length>`, a
+/// node's claim on it under `/calico/ipam/v2/host/<node>/ipv4/block/...`
+/// and each handle under `/calico/ipam/v2/handle/<handle>`. The block's
+/// value is Manx's IPAMBlock resource (manx.io/v1), not Calico's
+/// AllocationBlock encoding.
 ///
 /// Each key holds one resource as JSON (what `bpfctl apply` writes), or YAML.
 public enum ResourceKeys {
     public static let prefix = "/calico/resources/v3/"
+    public static let blockPrefix = "/calico/ipam/v2/assignment/ipv4/block/"
+    /// What a node follows: every resource, and the IPAM blocks (routes).
+    public static let watchPrefix = "/calico/"
+
+    public static func isFollowed(_ key: String) -> Bool { key.hasPrefix(prefix) || key.hasPrefix(blockPrefix) }
+
+    public static func blockKey(_ cidr: CIDR) -> String { blockPrefix + blockName(cidr) }
+    public static func affinityKey(node: String, _ cidr: CIDR) -> String { "/calico/ipam/v2/host/\(node)/ipv4/block/\(blockName(cidr))" }
+    public static func handleKey(_ handle: String) -> String { "/calico/ipam/v2/handle/\(handle)" }
+    /// Calico's name for a block: its CIDR with '-' for '/'.
+    static func blockName(_ cidr: CIDR) -> String { "\(cidr.address)-\(cidr.prefixLength)" }
 
     struct Kind {
         var group: String
@@ -36,11 +53,16 @@ public enum ResourceKeys {
         "projectcalico.org/v3 Node": Kind(group: "projectcalico.org", plural: "nodes", namespaced: false),
         "projectcalico.org/v3 FelixConfiguration": Kind(group: "projectcalico.org", plural: "felixconfigurations", namespaced: false),
         "projectcalico.org/v3 WorkloadEndpoint": Kind(group: "projectcalico.org", plural: "workloadendpoints", namespaced: true),
-        "manx.io/v1 IPAMBlock": Kind(group: "manx.io", plural: "ipamblocks", namespaced: false),
     ]
 
     /// The key a resource is stored under.
     public static func key(_ h: ResourceHeader) -> String? {
+        if h.apiVersion == "manx.io/v1" && h.kind == "IPAMBlock" {
+            // IPAMBlock.resourceName: the CIDR's numbers joined by '-'.
+            let parts = h.name.split(separator: "-")
+            guard parts.count == 5 else { return nil }
+            return blockPrefix + parts[0..<4].joined(separator: ".") + "-" + parts[4]
+        }
         guard let kind = kinds["\(h.apiVersion) \(h.kind)"] else { return nil }
         let ns = kind.namespaced ? "\(h.namespace ?? "default")/" : ""
         return "\(prefix)\(kind.group)/\(kind.plural)/\(ns)\(h.name)"

@@ -2,7 +2,8 @@ import ManxDatastore
 import ManxModel
 import Synchronization
 
-/// The cluster datastore: resources under `ResourceKeys.prefix` in etcd.
+/// The cluster datastore: resources under `ResourceKeys.prefix` in etcd,
+/// and the IPAM blocks (a node routes other nodes' blocks).
 ///
 /// `updates()` lists every key at one revision, then watches from the
 /// revision after it. When the watch breaks it watches again from where it
@@ -12,14 +13,19 @@ import Synchronization
 /// consumer keeps the last content in force.
 public struct EtcdDatastore: Datastore {
     public let client: EtcdClient
+    /// Watched as one range, so the list and the watch share one revision;
+    /// keys `follows` rejects (IPAM handles and claims) are left out.
     public let prefix: String
+    public let follows: @Sendable (String) -> Bool
     /// How often the watch's member is asked for a sign of life: a member
     /// cut off by the network leaves a watch silent, not broken.
     public var probeInterval: Duration = .seconds(1)
 
-    public init(client: EtcdClient, prefix: String = ResourceKeys.prefix) {
+    public init(client: EtcdClient, prefix: String = ResourceKeys.watchPrefix,
+                follows: @escaping @Sendable (String) -> Bool = ResourceKeys.isFollowed) {
         self.client = client
         self.prefix = prefix
+        self.follows = follows
     }
 
     public var description: String { "etcd \(client.endpoints.joined(separator: ","))" }
@@ -44,7 +50,8 @@ public struct EtcdDatastore: Datastore {
             do {
                 if cursor.next.withLock({ $0 }) == nil {
                     let (kvs, revision) = try await client.list(prefix: prefix)
-                    out.yield(.snapshot(Dictionary(kvs.map { ($0.key, $0.value) }, uniquingKeysWith: { _, b in b }), revision: revision))
+                    let followed = kvs.filter { follows($0.key) }.map { ($0.key, $0.value) }
+                    out.yield(.snapshot(Dictionary(followed, uniquingKeysWith: { _, b in b }), revision: revision))
                     cursor.next.withLock { $0 = revision + 1 }
                     failures = 0
                 }
@@ -54,8 +61,8 @@ public struct EtcdDatastore: Datastore {
                     group.addTask {
                         for try await batch in client.watch(prefix: prefix, from: start) {
                             var changes: [String: String?] = [:]
-                            for event in batch.events { changes[event.key] = .some(event.value) }
-                            out.yield(.changes(changes, revision: batch.revision))
+                            for event in batch.events where follows(event.key) { changes[event.key] = .some(event.value) }
+                            if !changes.isEmpty { out.yield(.changes(changes, revision: batch.revision)) }
                             cursor.next.withLock { $0 = batch.revision + 1 }
                         }
                     }

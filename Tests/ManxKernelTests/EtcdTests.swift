@@ -2,6 +2,9 @@ import Foundation
 import ManxConformance
 import ManxDatastore
 import ManxEtcd
+import ManxIPAM
+import ManxModel
+import Synchronization
 import XCTest
 
 /// etcd is installed by tools/install-deps; a test needing it skips only
@@ -145,5 +148,69 @@ final class EtcdTests: XCTestCase {
             XCTAssertEqual(changes, [ResourceKeys.prefix + "core/namespaces/a": String?.none])
             break
         }
+    }
+
+    /// Three nodes, fifty concurrent assignments each: 150 distinct
+    /// addresses, each node's from its own blocks; releasing frees all.
+    func testIPAMHandsOutDistinctAddressesUnderContention() async throws {
+        let pool = """
+        apiVersion: projectcalico.org/v3
+        kind: IPPool
+        metadata: {name: pods}
+        spec: {cidr: 10.60.0.0/16, blockSize: 28}
+        """
+        _ = try await EtcdDatastore(client: client).apply(try ResourceSet.documents(file: "pool.yaml", text: pool), file: "pool.yaml", text: pool)
+        let results = Mutex<[String: IPAMAssignment]>([:])
+        let failures = Mutex<[String]>([])
+        var threads: [Thread] = []
+        let done = DispatchGroup()
+        for node in ["n1", "n2", "n3"] {
+            for i in 0..<50 {
+                done.enter()
+                // Each node's invocations share a node-local lock, as manx-cni's do.
+                let ipam = EtcdIPAM(client: client, lockPath: "\(work)/\(node).lock")
+                let thread = Thread {
+                    let handle = "\(node)-c\(i)"
+                    do {
+                        let a = try ipam.assign(IPAMRequest(handle: handle, node: node, workload: "ns/\(handle)"))
+                        results.withLock { $0[handle] = a }
+                    } catch {
+                        failures.withLock { $0.append("\(handle): \(error)") }
+                    }
+                    done.leave()
+                }
+                threads.append(thread)
+            }
+        }
+        threads.forEach { $0.start() }
+        done.wait()
+        XCTAssertEqual(failures.withLock { $0 }, [])
+        let all = results.withLock { $0 }
+        XCTAssertEqual(all.count, 150)
+        XCTAssertEqual(Set(all.values.map(\.address)).count, 150, "every address distinct")
+        let blocks = try await client.list(prefix: ResourceKeys.blockPrefix).kvs
+        let set = try ResourceSet.decode(files: blocks.map { ($0.key, $0.value) }, kinds: IPAM.kinds)
+        for (handle, a) in all {
+            let block = try XCTUnwrap(set.ipamBlocks[a.block])
+            XCTAssertEqual(block.node, String(handle.prefix(2)), "\(a) comes from a block of its own node")
+            XCTAssertTrue(block.allocations.contains { $0.address == a.address && $0.handle == handle })
+        }
+        // Calico's keys: a claim per block, a handle per assignment.
+        let affinities = try await client.list(prefix: "/calico/ipam/v2/host/").kvs
+        XCTAssertEqual(affinities.count, set.ipamBlocks.count)
+        let handles = try await client.list(prefix: "/calico/ipam/v2/handle/").kvs
+        XCTAssertEqual(handles.count, 150)
+        // The same handle again: the same address, nothing written.
+        let ipam = EtcdIPAM(client: client, lockPath: nil)
+        let before = try member.revision()
+        XCTAssertEqual(try ipam.assign(IPAMRequest(handle: "n1-c7", node: "n1", workload: "ns/n1-c7")), all["n1-c7"])
+        XCTAssertEqual(try member.revision(), before)
+
+        for handle in all.keys { XCTAssertEqual(try ipam.release(handle: handle), [all[handle]!.address]) }
+        let after = try await client.list(prefix: ResourceKeys.blockPrefix).kvs
+        let emptied = try ResourceSet.decode(files: after.map { ($0.key, $0.value) }, kinds: IPAM.kinds)
+        XCTAssertTrue(emptied.ipamBlocks.values.allSatisfy { $0.allocations.isEmpty }, "releasing frees every address")
+        let handlesLeft = try await client.list(prefix: "/calico/ipam/v2/handle/").kvs
+        XCTAssertEqual(handlesLeft.count, 0)
     }
 }

@@ -1,0 +1,188 @@
+import Foundation
+import ManxDataplane
+import ManxDatastore
+import ManxEtcd
+import ManxIPAM
+import ManxModel
+
+/// The datastore as the plugin uses it, a unit (directory file or etcd key)
+/// at a time: the directory of the network configuration's `datastore`, or
+/// etcd when `datastore_type` is `etcdv3` (Calico's setting).
+protocol CNIStore: Sendable {
+    var description: String { get }
+    var ipam: any IPAMStore { get }
+    /// Fails when the datastore cannot be used at all.
+    func check() throws(CNIError)
+    /// Units that may hold the pod and its namespace.
+    func podUnits(namespace: String, pod: String) throws(CNIError) -> [(name: String, text: String)]
+    /// Where the pod's WorkloadEndpoint lives.
+    func endpointUnit(namespace: String, pod: String, node: String, ifname: String) -> String
+    /// Every unit that may hold a WorkloadEndpoint (DEL without pod arguments).
+    func endpointUnits() -> [String]
+    func read(_ unit: String) -> String?
+    /// Writes the endpoint; returns the datastore's revision of the write, if it has one.
+    func write(_ unit: String, _ endpoint: WorkloadEndpoint) throws(CNIError) -> Int64?
+    func remove(_ unit: String) throws(CNIError)
+    /// Whether manxd's last word is a rejection of a datastore that holds
+    /// the endpoint written at `revision` (then waiting is pointless).
+    func rejected(_ meta: NodeMetadata, since revision: Int64?) -> Bool
+}
+
+struct DirectoryCNIStore: CNIStore {
+    let datastore: DirectoryDatastore
+    var description: String { datastore.directory }
+    var ipam: any IPAMStore { IPAM(datastore: datastore) }
+
+    func check() throws(CNIError) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: datastore.directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw CNIError(.invalidNetworkConfig, "datastore \(datastore.directory) is not a directory")
+        }
+    }
+
+    func podUnits(namespace: String, pod: String) throws(CNIError) -> [(name: String, text: String)] {
+        do {
+            // Cheap filter first: a file that does not mention the name cannot hold the resource.
+            return try datastore.snapshot().files.filter { $0.text.contains(pod) || $0.text.contains(namespace) }
+        } catch {
+            throw CNIError(.datastore, "cannot read the datastore \(datastore.directory): \(error)")
+        }
+    }
+
+    /// `wep-<namespace>.<pod>.yaml` (a namespace name has no dot, so no two pods share a file).
+    func endpointUnit(namespace: String, pod: String, node: String, ifname: String) -> String { "wep-\(namespace).\(pod).yaml" }
+
+    func endpointUnits() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: datastore.directory)) ?? [])
+            .filter { $0.hasPrefix("wep-") && $0.hasSuffix(".yaml") }.sorted()
+    }
+
+    func read(_ unit: String) -> String? {
+        FileManager.default.contents(atPath: URL(fileURLWithPath: datastore.directory).appendingPathComponent(unit).path)
+            .map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    func write(_ unit: String, _ endpoint: WorkloadEndpoint) throws(CNIError) -> Int64? {
+        do {
+            try datastore.write(unit, endpoint.yaml)
+        } catch {
+            throw CNIError(.datastore, "cannot write \(unit) in \(datastore.directory): \(error.localizedDescription)")
+        }
+        return nil
+    }
+
+    func remove(_ unit: String) throws(CNIError) {
+        do {
+            try datastore.remove(unit)
+        } catch {
+            throw CNIError(.datastore, "cannot remove \(unit) from \(datastore.directory): \(error.localizedDescription)")
+        }
+    }
+
+    /// The rejected content is still what the directory holds.
+    func rejected(_ meta: NodeMetadata, since revision: Int64?) -> Bool {
+        guard let rejected = meta.rejectedDigest, let current = try? datastore.snapshot().digest else { return false }
+        return rejected == current
+    }
+}
+
+struct EtcdCNIStore: CNIStore {
+    let client: EtcdClient
+    /// The node's state directory, which holds the node-local IPAM lock.
+    let stateDirectory: String
+    var description: String { "etcd \(client.endpoints.joined(separator: ","))" }
+    var ipam: any IPAMStore { EtcdIPAM(client: client, lockPath: stateDirectory + "/ipam.lock") }
+
+    func check() throws(CNIError) {
+        do {
+            try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw CNIError(.datastore, "cannot create \(stateDirectory) for the IPAM lock: \(error.localizedDescription)")
+        }
+    }
+
+    private func blocking<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) throws(CNIError) -> T {
+        do {
+            return try runBlocking(body)
+        } catch {
+            throw CNIError(.datastore, "\(what) in \(description): \(error)")
+        }
+    }
+
+    func podUnits(namespace: String, pod: String) throws(CNIError) -> [(name: String, text: String)] {
+        let keys = [ResourceKeys.prefix + "core/pods/\(namespace)/\(pod)", ResourceKeys.prefix + "core/namespaces/\(namespace)"]
+        let client = client
+        return try blocking("cannot read pod \(namespace)/\(pod)") {
+            var units: [(name: String, text: String)] = []
+            for key in keys {
+                if let kv = try await client.get(key) { units.append((key, kv.value)) }
+            }
+            return units
+        }
+    }
+
+    func endpointUnit(namespace: String, pod: String, node: String, ifname: String) -> String {
+        let name = WorkloadEndpoint.resourceName(node: node, pod: pod, endpoint: ifname)
+        return ResourceKeys.prefix + "projectcalico.org/workloadendpoints/\(namespace)/\(name)"
+    }
+
+    func endpointUnits() -> [String] {
+        let client = client
+        return (try? blocking("cannot list endpoints") {
+            try await client.list(prefix: ResourceKeys.prefix + "projectcalico.org/workloadendpoints/").kvs.map(\.key)
+        }) ?? []
+    }
+
+    func read(_ unit: String) -> String? {
+        let client = client
+        return try? blocking("cannot read \(unit)") { try await client.get(unit)?.value }
+    }
+
+    func write(_ unit: String, _ endpoint: WorkloadEndpoint) throws(CNIError) -> Int64? {
+        let json: String
+        do {
+            guard let document = try ResourceSet.documents(file: unit, text: endpoint.yaml).first else { throw CNIError(.datastore, "no document") }
+            json = document.json
+        } catch {
+            throw CNIError(.datastore, "WorkloadEndpoint \(endpoint.namespace)/\(endpoint.name) does not encode: \(error)")
+        }
+        let client = client
+        return try blocking("cannot write \(unit)") { try await client.put(unit, json) }
+    }
+
+    func remove(_ unit: String) throws(CNIError) {
+        let client = client
+        _ = try blocking("cannot delete \(unit)") { try await client.delete(unit) }
+    }
+
+    /// manxd rejected a revision that holds the endpoint, and has applied nothing since.
+    func rejected(_ meta: NodeMetadata, since revision: Int64?) -> Bool {
+        guard let revision, meta.rejectedDigest != nil, let rejectedAt = meta.rejectedRevision else { return false }
+        return rejectedAt >= revision && rejectedAt > (meta.appliedRevision ?? 0)
+    }
+}
+
+/// The plugin's WorkloadEndpoints, in either store.
+struct EndpointStore {
+    let store: any CNIStore
+
+    /// The endpoint in a unit, if the unit exists and holds one.
+    func read(_ unit: String) -> (endpoint: WorkloadEndpoint?, text: String)? {
+        guard let text = store.read(unit) else { return nil }
+        let set = try? ResourceSet.decode(files: [(unit, text)], kinds: ["WorkloadEndpoint"])
+        return (set?.workloadEndpoints.values.first, text)
+    }
+
+    /// Whether the unit belongs to the container. One that no longer
+    /// decodes counts as the container's if it names it.
+    func belongs(_ unit: String, to containerID: String) -> Bool {
+        guard let (endpoint, text) = read(unit) else { return false }
+        if let endpoint { return endpoint.containerID == containerID }
+        return text.contains(containerID)
+    }
+
+    /// Every endpoint unit of the container (DEL without pod arguments).
+    func units(of containerID: String) -> [String] {
+        store.endpointUnits().filter { belongs($0, to: containerID) }
+    }
+}
