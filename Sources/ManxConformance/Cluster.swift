@@ -25,6 +25,9 @@ public final class Cluster: @unchecked Sendable {
         public var podMTU: Int?
         /// VXLAN through a collect_md device instead of BPF-built headers.
         public var vxlanDevice = false
+        /// etcd members (each in a namespace of its own on the underlay)
+        /// as the datastore; 0: a directory.
+        public var etcdMembers = 0
         public var binDirectory: String
         public init(binDirectory: String) { self.binDirectory = binDirectory }
     }
@@ -40,7 +43,7 @@ public final class Cluster: @unchecked Sendable {
     public let prefix: String
     public let options: Options
     public let lab: Lab
-    public let datastore: DirectoryDatastore
+    public let datastore: ClusterDatastore
     public var underlay: String { "\(prefix)-ul" }
     public private(set) var pods: [String: Pod] = [:]
     private var logs: String { "/tmp/\(prefix)-logs" }
@@ -49,8 +52,15 @@ public final class Cluster: @unchecked Sendable {
         self.prefix = prefix
         self.options = options
         lab = Lab(prefix: prefix)
-        datastore = DirectoryDatastore(directory: "/tmp/\(prefix)-datastore")
+        let members = (0..<options.etcdMembers).map { i in
+            EtcdMember(name: "etcd\(i + 1)", host: Self.etcdAddress(i + 1), netns: "\(prefix)-etcd\(i + 1)",
+                       dataDirectory: "/tmp/\(prefix)-logs/etcd\(i + 1)")
+        }
+        datastore = ClusterDatastore(directory: "/tmp/\(prefix)-datastore", members: members, binDirectory: options.binDirectory)
     }
+
+    /// etcd member i (1-based) on the underlay, beside the nodes of subnet 0.
+    public static func etcdAddress(_ i: Int) -> String { "10.99.0.\(200 + i)" }
 
     public var nodeNames: [String] { (1...options.nodes).map { "\(prefix)-n\($0)" } }
 
@@ -76,6 +86,7 @@ public final class Cluster: @unchecked Sendable {
         for s in 0..<options.subnets {
             try Shell.run(["ip", "-n", underlay, "addr", "add", "\(Self.gateway(subnet: s))/24", "dev", "br0"])
         }
+        try startEtcd()
         var resources: [String] = []
         for (index, node) in nodeNames.enumerated() {
             let (address, subnet) = nodeAddress(index + 1)
@@ -118,12 +129,31 @@ public final class Cluster: @unchecked Sendable {
         try datastore.write("cluster.yaml", resources.joined(separator: "\n---\n") + "\n")
 
         for node in nodeNames {
-            var args = [bin("manxd"), "--datastore", datastore.directory, "--node", node, "--node-name", node,
-                        "--log-level", "info"]
+            var args = [bin("manxd")] + datastore.daemonArguments + ["--node", node, "--node-name", node, "--log-level", "info"]
             if options.vxlanDevice { args += ["--vxlan-device", "manx.vxlan"] }
             _ = try lab.spawn(in: node, args, log: "\(logs)/\(node).log", needsPins: true)
         }
         try waitApplied()
+    }
+
+    /// The etcd members, each in a namespace on the underlay bridge, as
+    /// one cluster.
+    private func startEtcd() throws {
+        for (i, member) in datastore.members.enumerated() {
+            let netns = member.netns!
+            try lab.createNamespace(netns)
+            for cmd in [
+                ["ip", "link", "add", "e\(i + 1)", "netns", underlay, "type", "veth", "peer", "name", "eth0", "netns", netns],
+                ["ip", "-n", underlay, "link", "set", "e\(i + 1)", "master", "br0", "up"],
+                ["ip", "-n", netns, "addr", "add", "\(member.host)/24", "dev", "eth0"],
+                ["ip", "-n", netns, "link", "set", "eth0", "up"],
+                ["ip", "-n", netns, "route", "add", "default", "via", Self.gateway(subnet: 0)],
+            ] { try Shell.run(cmd) }
+        }
+        for (i, member) in datastore.members.enumerated() {
+            try member.start(cluster: datastore.members, token: prefix, log: "\(logs)/etcd\(i + 1).log")
+        }
+        for member in datastore.members { try member.waitReady() }
     }
 
     private func bin(_ name: String) -> String { options.binDirectory + "/" + name }
@@ -132,14 +162,17 @@ public final class Cluster: @unchecked Sendable {
     /// returns the error of a node that rejected it.
     @discardableResult
     public func waitApplied(timeout: Double = 30) throws -> String? {
-        let digest = try datastore.snapshot().digest
+        let target = try datastore.target()
         var rejected: String?
         try Self.waitFor("every manxd to apply the datastore (logs: \(logs))", timeout: timeout) {
             var done = true
             for node in nodeNames {
                 guard let meta = try? NodeMetadata.read(NodePaths(node: node)) else { return false }
-                if meta.rejectedDigest == digest { rejected = meta.error ?? "rejected"; return true }
-                if meta.appliedDigest != digest || !meta.missingInterfaces.isEmpty { done = false }
+                switch ClusterDatastore.outcome(meta, target) {
+                case .rejected(let error)?: rejected = error; return true
+                case .applied?: break
+                case nil: done = false
+                }
             }
             return done
         }
@@ -159,7 +192,7 @@ public final class Cluster: @unchecked Sendable {
     /// The network configuration manx-cni gets on a node.
     public func networkConfig(node: String) -> String {
         """
-        {"cniVersion": "1.0.0", "name": "manx", "type": "manx-cni", "datastore": "\(datastore.directory)", "nodename": "\(node)"}
+        {"cniVersion": "1.0.0", "name": "manx", "type": "manx-cni", \(datastore.cniFields), "nodename": "\(node)"}
         """
     }
 
@@ -200,6 +233,8 @@ public final class Cluster: @unchecked Sendable {
     // MARK: Teardown
 
     public func teardown() {
+        // The members first, while they can still reach each other.
+        for member in datastore.members { member.stop() }
         lab.teardown()
         Self.teardown(prefix: prefix)
     }

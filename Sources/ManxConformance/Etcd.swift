@@ -41,10 +41,13 @@ public final class EtcdMember: @unchecked Sendable {
         process = try Shell.start((netns.map { ["ip", "netns", "exec", $0] } ?? []) + args, log: log)
     }
 
-    /// Stops the member (SIGTERM) and waits for it.
+    /// Stops the member: SIGTERM, then SIGKILL if it is still shutting down
+    /// after 5 s (a leader whose peers are gone can wait on them).
     public func stop() {
         guard let p = process else { return }
         if p.isRunning { p.terminate() }
+        for _ in 0..<50 where p.isRunning { usleep(100_000) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
         p.waitUntilExit()
         process = nil
     }

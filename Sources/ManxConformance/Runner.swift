@@ -17,6 +17,8 @@ public final class ConformanceRunner {
         /// through manx-cni), nil: one node.
         public var nodes: Int?
         public var encapsulation: Encapsulation = .none
+        /// etcd members as the cluster's datastore (with `nodes`); 0: a directory.
+        public var etcdMembers = 0
         public init(binDirectory: String) { self.binDirectory = binDirectory }
     }
 
@@ -50,7 +52,7 @@ public final class ConformanceRunner {
 
     struct Node {
         let lab: Lab
-        let datastore: DirectoryDatastore
+        let datastore: ClusterDatastore
         /// Every node's daemon state (one for a single node).
         let paths: [NodePaths]
         /// "ns/pod" -> pod network namespace.
@@ -69,6 +71,7 @@ public final class ConformanceRunner {
         var clusterOptions = Cluster.Options(binDirectory: options.binDirectory)
         clusterOptions.nodes = options.nodes ?? 1
         clusterOptions.encapsulation = options.encapsulation
+        clusterOptions.etcdMembers = options.etcdMembers
         let cluster = Cluster(prefix: prefix, options: clusterOptions)
         SignalCleanup.install(cluster.teardown)
         defer { cluster.teardown(); SignalCleanup.clear() }
@@ -115,7 +118,7 @@ public final class ConformanceRunner {
             podNetns[key] = netns
             interfaces[key] = iface
         }
-        let datastore = DirectoryDatastore(directory: dsDir)
+        let datastore = ClusterDatastore(directory: dsDir, binDirectory: options.binDirectory)
         let render = { (o: Expectation.ModelOverrides?) in ModelYAML.render(model, interfaces: interfaces, overrides: o) }
         try datastore.write("model.yaml", render(nil))
         _ = try lab.spawn(in: lab.node, [bin("manxd"), "--datastore", dsDir, "--node", prefix, "--log-level", "notice"] + dataplaneArguments,
@@ -153,14 +156,17 @@ public final class ConformanceRunner {
     /// Waits until the daemon has put the datastore's current content in
     /// force, or has rejected it.
     private func waitApplied(_ node: Node) throws -> ApplyOutcome {
-        let digest = try node.datastore.snapshot().digest
+        let target = try node.datastore.target()
         var outcome: ApplyOutcome?
         try waitFor("manxd to apply the datastore (logs: /tmp/\(node.lab.prefix)-logs)") {
             var applied = 0
             for paths in node.paths {
                 guard let meta = try? NodeMetadata.read(paths) else { return false }
-                if meta.rejectedDigest == digest { outcome = .rejected(meta.error ?? "rejected"); return true }
-                if meta.appliedDigest == digest && meta.missingInterfaces.isEmpty { applied += 1 }
+                switch ClusterDatastore.outcome(meta, target) {
+                case .rejected(let error)?: outcome = .rejected(error); return true
+                case .applied?: applied += 1
+                case nil: break
+                }
             }
             if applied == node.paths.count { outcome = .applied }
             return outcome != nil

@@ -148,7 +148,19 @@ public actor NodeDaemon: Service {
         guard listed else { return false }
         let started = ContinuousClock.now
         let digest = cache.digest
-        if digest == lastDigest { return true }
+        if digest == lastDigest {
+            // Nothing to apply, but the datastore moved on: say this node
+            // has seen that revision (its content still applied, or still
+            // rejected).
+            if metadata.rejectedDigest != nil, cache.revision > metadata.rejectedRevision ?? 0 {
+                metadata.rejectedRevision = cache.revision
+                try? metadata.write(config.paths)
+            } else if metadata.rejectedDigest == nil, let applied = metadata.appliedRevision, cache.revision > applied {
+                metadata.appliedRevision = cache.revision
+                try? metadata.write(config.paths)
+            }
+            return true
+        }
         let decoded = decodedSinceSync
         decodedSinceSync = 0
         do {

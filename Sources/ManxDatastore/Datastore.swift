@@ -21,6 +21,9 @@ public protocol Datastore: Sendable, CustomStringConvertible {
     /// none; returns the keys written.
     func apply(_ documents: [ResourceDocument], file: String, text: String) async throws -> [String]
 
+    /// Removes the resources a file names (`bpfctl delete`); returns the keys removed.
+    func remove(_ documents: [ResourceDocument], file: String) async throws -> [String]
+
     /// Errors in a key's decoded documents that only the datastore can
     /// see (etcd: a key holds one resource, under its own key).
     func check(key: String, _ file: ResourceSet.DecodedFile) -> [ValidationError]

@@ -62,6 +62,28 @@ public struct DirectoryDatastore: Datastore {
 
     public func put(_ key: String, _ text: String) async throws { try write(key, text) }
 
+    /// A directory removes whole files: each file that defines one of the
+    /// resources must define nothing else, or nothing is removed.
+    public func remove(_ documents: [ResourceDocument], file: String) async throws -> [String] {
+        let wanted = Set(documents.map(\.header))
+        var files: [String] = []
+        var errors: [ValidationError] = []
+        for name in try fileNames() {
+            let headers = ResourceSet.decodeFile(name: name, text: try read(name)).headers
+            guard headers.contains(where: wanted.contains) else { continue }
+            let others = headers.filter { !wanted.contains($0) }
+            if others.isEmpty {
+                files.append(name)
+            } else {
+                errors.append(ValidationError(file: file, resource: others[0].description, field: "",
+                                              reason: "\(name) of \(directory) also defines \(others.map(\.description).joined(separator: ", ")); edit that file"))
+            }
+        }
+        if !errors.isEmpty { throw ValidationErrors(errors) }
+        for name in files { try remove(name) }
+        return files
+    }
+
     /// A directory keeps an applied file whole, as one file of the same name
     /// written atomically: the daemon sees all of its documents or none.
     /// A resource that another file already defines is refused (the daemon

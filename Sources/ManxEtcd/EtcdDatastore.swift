@@ -62,7 +62,9 @@ public struct EtcdDatastore: Datastore {
                         for try await batch in client.watch(prefix: prefix, from: start) {
                             var changes: [String: String?] = [:]
                             for event in batch.events where follows(event.key) { changes[event.key] = .some(event.value) }
-                            if !changes.isEmpty { out.yield(.changes(changes, revision: batch.revision)) }
+                            // Even a batch of keys not followed moves the revision
+                            // on: a node then says it has seen that revision.
+                            out.yield(.changes(changes, revision: batch.revision))
                             cursor.next.withLock { $0 = batch.revision + 1 }
                         }
                     }
@@ -114,6 +116,20 @@ public struct EtcdDatastore: Datastore {
             _ = try await client.transaction(if: [], then: chunk.map { .put($0.0, $0.1) })
         }
         return keyed.map(\.0)
+    }
+
+    public func remove(_ documents: [ResourceDocument], file: String) async throws -> [String] {
+        let keys = try documents.map { document -> String in
+            guard let key = ResourceKeys.key(document.header) else {
+                throw ValidationErrors([ValidationError(file: file, resource: document.header.description, field: "kind",
+                                                        reason: "has no place in the etcd layout")])
+            }
+            return key
+        }
+        for start in stride(from: 0, to: keys.count, by: EtcdClient.maxOperations) {
+            _ = try await client.transaction(if: [], then: keys[start..<min(start + EtcdClient.maxOperations, keys.count)].map { .delete($0) })
+        }
+        return keys
     }
 
     public func put(_ key: String, _ text: String) async throws { try await client.put(key, text) }

@@ -18,29 +18,16 @@ struct DatastoreOptions: ParsableArguments {
     }
 }
 
-struct Apply: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Validate resources and write them into the datastore: every document of a file, or none.")
+/// The files a command was given, each validated whole before anything is
+/// written: one bad document anywhere and nothing changes.
+struct ResourceFiles {
+    let command: String
+    var files: [(name: String, text: String, documents: [ResourceDocument])] = []
 
-    @Option(name: .shortAndLong, help: "A YAML file of resources ('-': standard input). Repeat for several files.")
-    var filename: [String]
-
-    @OptionGroup var store: DatastoreOptions
-
-    @Option(name: .shortAndLong, help: "Output format: text or json.")
-    var output: OutputFormat = .text
-
-    struct Applied: Encodable {
-        var file: String
-        var resources: [String]
-        var keys: [String]
-    }
-
-    func run() async throws {
-        // Every file is validated before anything is written.
-        var files: [(name: String, text: String, documents: [ResourceDocument])] = []
+    init(_ names: [String], command: String) {
+        self.command = command
         var errors: [ManxModel.ValidationError] = []
-        for name in filename {
+        for name in names {
             let data = name == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: name)
             guard let data, let text = String(data: data, encoding: .utf8) else {
                 errors.append(ManxModel.ValidationError(file: name, resource: "", field: "", reason: "cannot read the file as UTF-8 text"))
@@ -53,24 +40,71 @@ struct Apply: AsyncParsableCommand {
             }
         }
         if !errors.isEmpty { fail(ValidationErrors(errors)) }
-        let datastore = try store.open()
-        var applied: [Applied] = []
+    }
+
+    struct Done: Encodable {
+        var file: String
+        var resources: [String]
+        var keys: [String]
+    }
+
+    /// Makes the change for every file, in order, and reports it.
+    func each(output: OutputFormat, _ change: (_ file: String, _ text: String, [ResourceDocument]) async throws -> [String]) async throws {
+        var done: [Done] = []
         for file in files {
             do {
-                let keys = try await datastore.apply(file.documents, file: file.name, text: file.text)
-                applied.append(Applied(file: file.name, resources: file.documents.map(\.header.description), keys: keys))
+                let keys = try await change(file.name, file.text, file.documents)
+                done.append(Done(file: file.name, resources: file.documents.map { $0.header.description }, keys: keys))
             } catch {
                 fail(error)
             }
         }
-        if output == .json { return try printJSON(applied) }
-        for a in applied {
-            for resource in a.resources { print("applied \(resource)") }
+        if output == .json { return try printJSON(done) }
+        for d in done {
+            for resource in d.resources { print("\(command == "apply" ? "applied" : "deleted") \(resource)") }
         }
     }
 
-    private func fail(_ error: Error) -> Never {
-        FileHandle.standardError.write(Data("bpfctl apply: \(error)\n".utf8))
+    func fail(_ error: Error) -> Never {
+        FileHandle.standardError.write(Data("bpfctl \(command): \(error)\n".utf8))
         Foundation.exit(2)
+    }
+}
+
+struct Apply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate resources and write them into the datastore: every document of a file, or none.")
+
+    @Option(name: .shortAndLong, help: "A YAML file of resources ('-': standard input). Repeat for several files.")
+    var filename: [String]
+
+    @OptionGroup var store: DatastoreOptions
+
+    @Option(name: .shortAndLong, help: "Output format: text or json.")
+    var output: OutputFormat = .text
+
+    func run() async throws {
+        let files = ResourceFiles(filename, command: "apply")
+        let datastore = try store.open()
+        try await files.each(output: output) { try await datastore.apply($2, file: $0, text: $1) }
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove the resources a file names from the datastore.")
+
+    @Option(name: .shortAndLong, help: "A YAML file of resources ('-': standard input). Repeat for several files.")
+    var filename: [String]
+
+    @OptionGroup var store: DatastoreOptions
+
+    @Option(name: .shortAndLong, help: "Output format: text or json.")
+    var output: OutputFormat = .text
+
+    func run() async throws {
+        let files = ResourceFiles(filename, command: "delete")
+        let datastore = try store.open()
+        try await files.each(output: output) { file, _, documents in try await datastore.remove(documents, file: file) }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import ManxConformance
 import ManxDataplane
+import ManxDatastore
 import ManxModel
 import XCTest
 
@@ -150,7 +151,7 @@ final class ClusterNetworkingTests: XCTestCase {
             let cluster = try String(contentsOfFile: "\(c.datastore.directory)/cluster.yaml", encoding: .utf8)
             try c.datastore.write("cluster.yaml", cluster.replacingOccurrences(of: "ipv4Address: 10.99.0.1/24", with: "ipv4Address: 10.99.0.77/24"))
             try c.datastore.write("policy.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: net}\nspec: {podSelector: {}}\n")
-            let digest = try c.datastore.snapshot().digest
+            let digest = try DirectoryDatastore(directory: c.datastore.directory).snapshot().digest
             func metadata(until done: (NodeMetadata) -> Bool) throws -> NodeMetadata {
                 for _ in 0..<100 { if let m = try? NodeMetadata.read(paths), done(m) { return m }; usleep(100_000) }
                 return try XCTUnwrap(NodeMetadata.read(paths))

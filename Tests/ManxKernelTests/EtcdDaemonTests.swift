@@ -52,8 +52,8 @@ final class EtcdDaemonTests: XCTestCase {
     }
 
     override func tearDownWithError() throws {
-        lab?.teardown()
         member?.stop()
+        lab?.teardown()
         if lab != nil { removeTestPins(paths) }
         try? FileManager.default.removeItem(atPath: paths.stateDirectory)
         if !work.isEmpty { try? FileManager.default.removeItem(atPath: work) }
