@@ -124,7 +124,8 @@ public final class EtcdClient: Sendable {
     }
 
     /// The events under a prefix from `revision` on, in batches, each with
-    /// the revision the member had reached. Throws `EtcdError.compacted`
+    /// the revision the member had reached; first an empty batch once the
+    /// watch is established. Throws `EtcdError.compacted`
     /// when the revision is no longer available. The stream ends only with
     /// an error or when the consumer stops.
     public func watch(prefix: String, from revision: Int64) -> AsyncThrowingStream<(events: [Event], revision: Int64), Error> {
@@ -157,6 +158,12 @@ public final class EtcdClient: Sendable {
                                 let e = Self.object(raw)
                                 let kv = try Self.keyValue(e["kv"] as Any)
                                 return Event(key: kv.key, value: e["type"] as? String == "DELETE" ? nil : kv.value, modRevision: kv.modRevision)
+                            }
+                            if result["created"] as? Bool == true {
+                                // Established: an empty batch at the revision before
+                                // `from` (the header's is ahead of events still to come).
+                                continuation.yield(([], revision - 1))
+                                continue
                             }
                             let at = Self.int(Self.object(result["header"])["revision"])
                             if !events.isEmpty { continuation.yield((events, at)) }
