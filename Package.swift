@@ -108,7 +108,7 @@ let package = Package(
         .executableTarget(
             name: "manx-bench",
             dependencies: [
-                "ManxBPF", "ManxBPFObjects", "ManxCompiler", "ManxConformance", "ManxDataplane", "ManxMapLayout", "ManxModel",
+                "ManxBPF", "ManxBPFObjects", "ManxCommand", "ManxCompiler", "ManxConformance", "ManxDataplane", "ManxDatastore", "ManxMapLayout", "ManxModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -291,7 +291,7 @@ public final class ConformanceRunner {
 
 public struct RunnerError: Error, CustomStringConvertible {
     public let description: String
-    init(_ d: String) { description = d }
+    public init(_ d: String) { description = d }
 }
 
 /// Tears the lab down on SIGINT/SIGTERM too, not only on normal exit.

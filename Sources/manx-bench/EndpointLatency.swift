@@ -2,12 +2,17 @@ import ArgumentParser
 import Foundation
 import Glibc
 import ManxBPF
+import ManxCommand
 import ManxConformance
+import ManxDatastore
+import ManxModel
 
 /// Time from a pod appearing in the datastore to its first correctly
 /// policed packet, with manxd running as a daemon: the new pod's policy
 /// admits the client on port 80 only, so the moment port 81 stops
-/// connecting (while 80 still does) is when enforcement began.
+/// connecting (while 80 still does) is when enforcement began. The clock
+/// starts when the write is done: the file renamed into the directory, or
+/// etcd's answer to the put (whose own latency is reported beside).
 struct EndpointLatency: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "endpoint-latency",
                                                     abstract: "Datastore write to first policed packet, p50/p99.")
@@ -15,12 +20,21 @@ struct EndpointLatency: ParsableCommand {
     @Option(help: "Endpoints to create.")
     var count: Int = 30
 
+    @Option(help: "Datastore: directory or etcd (one member in the node's namespace).")
+    var datastore: String = "directory"
+
+    @Option(help: "Policies loaded beforehand (over 100 other endpoints' labels, as control-plane's).")
+    var backgroundPolicies: Int = 0
+
     func run() throws {
+        guard ["directory", "etcd"].contains(datastore) else { throw ValidationError("--datastore must be directory or etcd") }
         let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         let prefix = "mxel\(getpid() % 1000)"
         let lab = Lab(prefix: prefix)
         let ds = "/tmp/\(prefix)-ds"
+        let etcd = datastore == "etcd" ? EtcdMember(name: "m1", host: "127.0.0.1", netns: lab.node, dataDirectory: "\(ds)/etcd") : nil
         defer {
+            etcd?.stop()
             lab.teardown()
             try? FileManager.default.removeItem(atPath: ds)
             try? FileManager.default.removeItem(atPath: "/sys/fs/bpf/manx/\(prefix)")
@@ -28,8 +42,12 @@ struct EndpointLatency: ParsableCommand {
         }
         try FileManager.default.createDirectory(atPath: ds, withIntermediateDirectories: true)
         try lab.createNode()
+        if let etcd {
+            try etcd.start(cluster: [etcd], token: prefix, log: "/tmp/\(prefix)-etcd.log")
+            try etcd.waitReady()
+        }
         let (clientNs, clientIf) = try lab.addPod("c", ip: "10.61.0.1")
-        try """
+        var base = """
         apiVersion: v1
         kind: Namespace
         metadata: {name: lat}
@@ -45,10 +63,27 @@ struct EndpointLatency: ParsableCommand {
         spec:
           podSelector: {matchLabels: {app: web}}
           ingress: [{from: [{podSelector: {matchLabels: {app: client}}}], ports: [{port: 80}]}]
-        """.write(toFile: "\(ds)/base.yaml", atomically: true, encoding: .utf8)
-        _ = try lab.spawn(in: lab.node, [bin + "/manxd", "--datastore", ds, "--node", prefix, "--log-level", "warning"],
+        """
+        if backgroundPolicies > 0 {
+            base += "\n---\n" + ControlPlane.resources(policies: backgroundPolicies, endpoints: 100)
+                .replacingOccurrences(of: "apiVersion: v1\nkind: Namespace\nmetadata: {name: load}\n", with: "apiVersion: v1\nkind: Namespace\nmetadata: {name: load}")
+        }
+        try base.write(toFile: "\(ds)/base.yaml", atomically: true, encoding: .utf8)
+        if etcd != nil {
+            // Into etcd, and out of the directory (which is then only scratch).
+            _ = try Command.checked(["ip", "netns", "exec", lab.node, bin + "/bpfctl", "apply", "-f", "\(ds)/base.yaml", "--etcd-endpoints", "http://127.0.0.1:2379"])
+            try FileManager.default.removeItem(atPath: "\(ds)/base.yaml")
+        }
+        let store = etcd == nil ? ["--datastore", ds] : ["--etcd-endpoints", "http://127.0.0.1:2379"]
+        _ = try lab.spawn(in: lab.node, [bin + "/manxd"] + store + ["--node", prefix, "--log-level", "warning"],
                           log: "/tmp/\(prefix)-manxd.log", needsPins: true)
-        usleep(1_000_000)
+        // Until the base is in force: the client's endpoint is programmed.
+        for _ in 0..<600 {
+            if let meta = try? String(contentsOfFile: "/run/manx/\(prefix)/metadata.json", encoding: .utf8), meta.contains("lat/client") { break }
+            usleep(50_000)
+        }
+        usleep(500_000)
+        var commits: [Double] = []
 
         var samples: [Double] = []
         for k in 0..<count {
@@ -60,10 +95,20 @@ struct EndpointLatency: ParsableCommand {
             try? FileManager.default.removeItem(atPath: ready)
             let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: web\(k), namespace: lat, labels: {app: web}, annotations: {manx.io/interface: \(iface)}}\nstatus: {podIP: \(ip)}\n"
             let target = inet_addr(ip)
-            let t0 = Self.now()
-            // Atomic write: the daemon sees the whole pod at once.
-            try yaml.write(toFile: "\(ds)/.web\(k).tmp", atomically: false, encoding: .utf8)
-            rename("\(ds)/.web\(k).tmp", "\(ds)/web\(k).yaml")
+            let t0: Double
+            if etcd != nil {
+                let document = try ResourceSet.documents(file: "web\(k)", text: yaml)[0]
+                let (sent, acknowledged) = try NetworkNamespace.run(lab.node) {
+                    try Self.etcdPut(ResourceKeys.key(document.header)!, document.json)
+                }
+                commits.append((acknowledged - sent) * 1000)
+                t0 = acknowledged
+            } else {
+                t0 = Self.now()
+                // Atomic write: the daemon sees the whole pod at once.
+                try yaml.write(toFile: "\(ds)/.web\(k).tmp", atomically: false, encoding: .utf8)
+                rename("\(ds)/.web\(k).tmp", "\(ds)/web\(k).yaml")
+            }
             let elapsed = try NetworkNamespace.run(clientNs) { () -> Double in
                 while Self.now() - t0 < 10 {
                     let attempt = Self.now()
@@ -75,10 +120,41 @@ struct EndpointLatency: ParsableCommand {
             }
             samples.append(elapsed * 1000)
         }
-        samples.sort()
-        func pct(_ p: Double) -> Double { samples[min(samples.count - 1, Int(Double(samples.count) * p))] }
-        print(Markdown.table(["endpoints", "p50 ms", "p99 ms", "max ms"],
-                             [["\(count)", String(format: "%.1f", pct(0.5)), String(format: "%.1f", pct(0.99)), String(format: "%.1f", samples.last!)]]))
+        func pct(_ values: [Double], _ p: Double) -> String {
+            let sorted = values.sorted()
+            return sorted.isEmpty ? "-" : String(format: "%.1f", sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))])
+        }
+        print(Markdown.table(["datastore", "policies loaded", "endpoints", "p50 ms", "p99 ms", "max ms", "etcd put p50 ms", "etcd put p99 ms"],
+                             [[datastore, "\(backgroundPolicies)", "\(count)", pct(samples, 0.5), pct(samples, 0.99), pct(samples, 1),
+                               pct(commits, 0.5), pct(commits, 0.99)]]))
+    }
+
+    /// One etcd put through the JSON gateway on 127.0.0.1:2379 of the
+    /// calling thread's namespace, over a plain socket: returns when the
+    /// request was sent and when etcd's answer arrived.
+    static func etcdPut(_ key: String, _ value: String) throws -> (sent: Double, acknowledged: Double) {
+        let body = #"{"key":"\#(Data(key.utf8).base64EncodedString())","value":"\#(Data(value.utf8).base64EncodedString())"}"#
+        let request = "POST /v3/kv/put HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: UInt16(2379).bigEndian, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0 else { throw RunnerError("cannot connect to etcd: errno \(errno)") }
+        let sent = now()
+        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var response = [UInt8]()
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            response += buffer[0..<n]
+            if String(decoding: response, as: UTF8.self).contains("\"revision\"") { break }
+        }
+        let acknowledged = now()
+        guard String(decoding: response, as: UTF8.self).hasPrefix("HTTP/1.1 200") else {
+            throw RunnerError("etcd put failed: \(String(decoding: response, as: UTF8.self))")
+        }
+        return (sent, acknowledged)
     }
 
     static func now() -> Double {

@@ -19,18 +19,21 @@ struct ManxCluster: ParsableCommand {
         @Option(help: "Encapsulate Always or CrossSubnet (nodes alternate between two subnets with CrossSubnet).") var mode = "Always"
         @Option(help: "Pods per node (namespace demo, labelled app=pod-N).") var podsPerNode = 2
         @Flag(help: "SNAT pod traffic leaving the pool to the node address.") var natOutgoing = false
+        @Option(help: "Datastore: directory, or etcd (three members, each in a namespace on the underlay).") var datastore = "directory"
 
         func run() throws {
             guard let encapsulation = Encapsulation(rawValue: encap) else { throw ValidationError("--encap must be none, ipip or vxlan") }
             guard let encapMode = EncapMode(rawValue: mode), encapMode != .never else { throw ValidationError("--mode must be Always or CrossSubnet") }
             guard (1...9).contains(nodes) else { throw ValidationError("--nodes must be 1-9") }
             guard podsPerNode >= 0 else { throw ValidationError("--pods-per-node must not be negative") }
+            guard ["directory", "etcd"].contains(datastore) else { throw ValidationError("--datastore must be directory or etcd") }
             var options = Cluster.Options(binDirectory: binDirectory())
             options.nodes = nodes
             options.encapsulation = encapsulation
             options.encapMode = encapMode
             options.subnets = encapMode == .crossSubnet ? 2 : 1
             options.natOutgoing = natOutgoing
+            options.etcdMembers = datastore == "etcd" ? 3 : 0
             let cluster = Cluster(prefix: prefix, options: options)
             Cluster.teardown(prefix: prefix)
             do {
@@ -55,7 +58,7 @@ struct ManxCluster: ParsableCommand {
             }
             print("""
 
-            Datastore: \(cluster.datastore.directory)   logs: /tmp/\(prefix)-logs
+            Datastore: \(cluster.datastore.description)   files written: \(cluster.datastore.directory)   logs: /tmp/\(prefix)-logs
             Pod namespaces: ip netns exec \(prefix)-demo-pod-1 ping <address>
             Node maps:      nsenter --net=/run/netns/\(prefix)-n1 bpfctl dump --node \(prefix)-n1
             Tear down:      tools/cluster down --prefix \(prefix)
