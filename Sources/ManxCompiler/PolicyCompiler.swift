@@ -100,7 +100,16 @@ public final class PolicyCompiler {
         let networkSets = resources.networkSets.map {
             NetworkSetPeer(set: $0, namespaceLabels: $0.namespace.map { Workload.namespaceLabels($0, resources.namespaces[$0]) } ?? [:])
         }
-        let policiesByTier = Dictionary(grouping: resources.policies, by: \.tier)
+        // Each tier's policies in evaluation order, per direction, sorted
+        // once (not per endpoint), as indices into resources.policies.
+        let policies = resources.policies
+        var policiesByTier: [String: [Policy.Direction: [Int]]] = [:]
+        let orderKeys = policies.map { ($0.order ?? .infinity, $0.qualifiedName) }
+        for i in policies.indices.sorted(by: { orderKeys[$0] < orderKeys[$1] }) {
+            for direction in Policy.Direction.allCases where policies[i].types.contains(direction) {
+                policiesByTier[policies[i].tier, default: [:]][direction, default: []].append(i)
+            }
+        }
         func tierOrder(_ name: String) -> (Double, String) { (resources.tiers[name]?.order ?? .infinity, name) }
         let tierNames = policiesByTier.keys.sorted { tierOrder($0) < tierOrder($1) }
         var programs: [(Workload, RuleProgram?, RuleProgram?)] = []
@@ -109,12 +118,11 @@ public final class PolicyCompiler {
             for direction in Policy.Direction.allCases {
                 var tiers: [TierProgram] = []
                 for tierName in tierNames {
-                    let applying = policiesByTier[tierName]!
-                        .filter { $0.types.contains(direction) && $0.appliesTo.matches(w) }
-                        .sorted { ($0.order ?? .infinity, $0.qualifiedName) < ($1.order ?? .infinity, $1.qualifiedName) }
+                    let applying = (policiesByTier[tierName]![direction] ?? []).filter { policies[$0].appliesTo.matches(w) }
                     if applying.isEmpty { continue }
                     var rules: [ProgramRule] = []
-                    for policy in applying {
+                    for i in applying {
+                        let policy = policies[i]
                         for rule in policy.rules(direction) {
                             if let r = programRule(rule, owner: policy.qualifiedName, tier: policy.tier, direction: direction,
                                                    local: w, networkSets: networkSets, matcher: matcher) {

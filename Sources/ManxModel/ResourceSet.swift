@@ -130,7 +130,11 @@ public struct ResourceSet: Sendable, Equatable {
     /// Parses a multi-document stream completely before anything is used:
     /// a syntax error in a later document must reject the whole file.
     static func parseDocuments(_ text: String) throws -> [Node] {
-        let parser = try Parser(yaml: text)
+        // No implicit tag resolution: the decoder reads every scalar's text
+        // and style itself, and resolving (regular expressions per scalar,
+        // again for each mapping key's duplicate check) was most of the
+        // decoding time.
+        let parser = try Parser(yaml: text, resolver: .basic)
         var nodes: [Node] = []
         while let node = try parser.nextRoot() {
             // An empty document (`---` alone, or only comments) is skipped.
