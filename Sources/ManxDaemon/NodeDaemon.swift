@@ -48,9 +48,9 @@ extension IptablesDataplane: DataplaneBackend {
 ///
 /// It follows the datastore (a directory or etcd) through a cache of its
 /// decoded content; after each change it validates everything as one
-/// batch, compiles and applies the difference. A rejected batch changes nothing: the last
-/// good state stays in force and the error is logged and published in the
-/// node metadata. Programs are loaded once; later changes are map updates.
+/// batch, compiles and applies the difference. A rejected batch changes
+/// nothing: the last good state stays in force and the error is logged and
+/// published in the node metadata. Programs are loaded once; later changes are map updates.
 public actor NodeDaemon: Service {
     public struct Configuration: Sendable {
         public var datastore: any Datastore
@@ -121,8 +121,10 @@ public actor NodeDaemon: Service {
                 logger.warning("datastore unreachable; the last state stays in force, retrying",
                                metadata: ["datastore": "\(config.datastore)", "error": "\(reason)"])
             }
-            metadata.datastoreError = reason
-            try? metadata.write(config.paths)
+            if metadata.datastoreError != reason {
+                metadata.datastoreError = reason
+                try? metadata.write(config.paths)
+            }
             return
         }
         if metadata.datastoreError != nil {
