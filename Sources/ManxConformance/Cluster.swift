@@ -90,15 +90,8 @@ public final class Cluster: @unchecked Sendable {
         var resources: [String] = []
         for (index, node) in nodeNames.enumerated() {
             let (address, subnet) = nodeAddress(index + 1)
-            try lab.createNamespace(node)
-            for cmd in [
-                ["ip", "link", "add", "n\(index + 1)", "netns", underlay, "type", "veth", "peer", "name", "eth0", "netns", node],
-                ["ip", "-n", underlay, "link", "set", "n\(index + 1)", "master", "br0", "up"],
-                ["ip", "-n", node, "addr", "add", "\(address)/24", "dev", "eth0"],
-                ["ip", "-n", node, "link", "set", "eth0", "up"],
-                ["ip", "-n", node, "route", "add", "default", "via", Self.gateway(subnet: subnet)],
-                ["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-            ] { try Shell.run(cmd) }
+            try attachToUnderlay(node, port: "n\(index + 1)", address: address, subnet: subnet)
+            try Shell.run(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
             resources.append("""
             apiVersion: projectcalico.org/v3
             kind: Node
@@ -140,20 +133,25 @@ public final class Cluster: @unchecked Sendable {
     /// one cluster.
     private func startEtcd() throws {
         for (i, member) in datastore.members.enumerated() {
-            let netns = member.netns!
-            try lab.createNamespace(netns)
-            for cmd in [
-                ["ip", "link", "add", "e\(i + 1)", "netns", underlay, "type", "veth", "peer", "name", "eth0", "netns", netns],
-                ["ip", "-n", underlay, "link", "set", "e\(i + 1)", "master", "br0", "up"],
-                ["ip", "-n", netns, "addr", "add", "\(member.host)/24", "dev", "eth0"],
-                ["ip", "-n", netns, "link", "set", "eth0", "up"],
-                ["ip", "-n", netns, "route", "add", "default", "via", Self.gateway(subnet: 0)],
-            ] { try Shell.run(cmd) }
+            try attachToUnderlay(member.netns!, port: "e\(i + 1)", address: member.host, subnet: 0)
         }
         for (i, member) in datastore.members.enumerated() {
             try member.start(cluster: datastore.members, token: prefix, log: "\(logs)/etcd\(i + 1).log")
         }
         for member in datastore.members { try member.waitReady() }
+    }
+
+    /// A new namespace on the underlay bridge: its eth0 at `address`/24 on
+    /// port `port` of br0, default route via the subnet's gateway.
+    private func attachToUnderlay(_ netns: String, port: String, address: String, subnet: Int) throws {
+        try lab.createNamespace(netns)
+        for cmd in [
+            ["ip", "link", "add", port, "netns", underlay, "type", "veth", "peer", "name", "eth0", "netns", netns],
+            ["ip", "-n", underlay, "link", "set", port, "master", "br0", "up"],
+            ["ip", "-n", netns, "addr", "add", "\(address)/24", "dev", "eth0"],
+            ["ip", "-n", netns, "link", "set", "eth0", "up"],
+            ["ip", "-n", netns, "route", "add", "default", "via", Self.gateway(subnet: subnet)],
+        ] { try Shell.run(cmd) }
     }
 
     private func bin(_ name: String) -> String { options.binDirectory + "/" + name }

@@ -60,8 +60,10 @@ public final class ClusterDatastore: @unchecked Sendable {
         try bpfctl("delete", scratch)
     }
 
+    /// The member commands go through: a running one, if any.
+    private var via: EtcdMember { members.first { $0.isRunning } ?? members[0] }
+
     private func bpfctl(_ command: String, _ file: String) throws {
-        let via = members.first { $0.isRunning } ?? members[0]
         try Shell.run((via.netns.map { ["ip", "netns", "exec", $0] } ?? []) + [bpfctl, command, "-f", file, "--etcd-endpoints", endpoints])
     }
 
@@ -73,7 +75,6 @@ public final class ClusterDatastore: @unchecked Sendable {
 
     public func target() throws -> Target {
         guard isEtcd else { return .digest(try local.snapshot().digest) }
-        let via = members.first { $0.isRunning } ?? members[0]
         return .revision(try via.revision())
     }
 

@@ -13,10 +13,6 @@ public protocol Datastore: Sendable, CustomStringConvertible {
     /// the changes it missed are gone, after a compaction).
     func updates() -> AsyncStream<DatastoreUpdate>
 
-    /// Writes one unit of content (a directory file, an etcd key).
-    func put(_ key: String, _ text: String) async throws
-    func delete(_ key: String) async throws
-
     /// Stores the validated documents of one file (`bpfctl apply`), all or
     /// none; returns the keys written.
     func apply(_ documents: [ResourceDocument], file: String, text: String) async throws -> [String]

@@ -60,16 +60,13 @@ public struct DirectoryDatastore: Datastore {
         out.finish()
     }
 
-    public func put(_ key: String, _ text: String) async throws { try write(key, text) }
-
     /// A directory removes whole files: each file that defines one of the
     /// resources must define nothing else, or nothing is removed.
     public func remove(_ documents: [ResourceDocument], file: String) async throws -> [String] {
         let wanted = Set(documents.map(\.header))
         var files: [String] = []
         var errors: [ValidationError] = []
-        for name in try fileNames() {
-            let headers = ResourceSet.decodeFile(name: name, text: try read(name)).headers
+        for (name, headers) in try definitions() {
             guard headers.contains(where: wanted.contains) else { continue }
             let others = headers.filter { !wanted.contains($0) }
             if others.isEmpty {
@@ -99,8 +96,8 @@ public struct DirectoryDatastore: Datastore {
         }
         let wanted = Set(documents.map(\.header))
         var errors: [ValidationError] = []
-        for other in try fileNames() where other != name {
-            for header in ResourceSet.decodeFile(name: other, text: try read(other)).headers where wanted.contains(header) {
+        for (other, headers) in try definitions() where other != name {
+            for header in headers where wanted.contains(header) {
                 errors.append(ValidationError(file: file, resource: header.description, field: "metadata.name",
                                               reason: "already defined in \(other) of \(directory); change or remove that file"))
             }
@@ -109,7 +106,11 @@ public struct DirectoryDatastore: Datastore {
         try write(name, text)
         return [name]
     }
-    public func delete(_ key: String) async throws { try remove(key) }
+
+    /// What each file defines.
+    private func definitions() throws -> [(name: String, headers: [ResourceHeader])] {
+        try fileNames().map { ($0, ResourceSet.decodeFile(name: $0, text: try read($0)).headers) }
+    }
 
     public struct Snapshot: Sendable {
         public var files: [(name: String, text: String)]

@@ -103,35 +103,32 @@ public struct EtcdDatastore: Datastore {
     /// `EtcdClient.maxOperations` resources (etcd's default limit per
     /// transaction): a file of up to that many is applied all or none.
     public func apply(_ documents: [ResourceDocument], file: String, text: String) async throws -> [String] {
-        var keyed: [(String, String)] = []
-        for document in documents {
-            guard let key = ResourceKeys.key(document.header) else {
-                throw ValidationErrors([ValidationError(file: file, resource: document.header.description, field: "kind",
-                                                        reason: "has no place in the etcd layout")])
-            }
-            keyed.append((key, document.json))
-        }
-        for start in stride(from: 0, to: keyed.count, by: EtcdClient.maxOperations) {
-            let chunk = keyed[start..<min(start + EtcdClient.maxOperations, keyed.count)]
-            _ = try await client.transaction(if: [], then: chunk.map { .put($0.0, $0.1) })
-        }
-        return keyed.map(\.0)
+        let keys = try Self.keys(documents, file: file)
+        try await transact(zip(keys, documents).map { .put($0, $1.json) })
+        return keys
     }
 
     public func remove(_ documents: [ResourceDocument], file: String) async throws -> [String] {
-        let keys = try documents.map { document -> String in
+        let keys = try Self.keys(documents, file: file)
+        try await transact(keys.map { .delete($0) })
+        return keys
+    }
+
+    static func keys(_ documents: [ResourceDocument], file: String) throws -> [String] {
+        try documents.map { document in
             guard let key = ResourceKeys.key(document.header) else {
                 throw ValidationErrors([ValidationError(file: file, resource: document.header.description, field: "kind",
                                                         reason: "has no place in the etcd layout")])
             }
             return key
         }
-        for start in stride(from: 0, to: keys.count, by: EtcdClient.maxOperations) {
-            _ = try await client.transaction(if: [], then: keys[start..<min(start + EtcdClient.maxOperations, keys.count)].map { .delete($0) })
-        }
-        return keys
     }
 
-    public func put(_ key: String, _ text: String) async throws { try await client.put(key, text) }
-    public func delete(_ key: String) async throws { try await client.delete(key) }
+    /// One transaction per `EtcdClient.maxOperations` operations.
+    private func transact(_ operations: [EtcdClient.Operation]) async throws {
+        for start in stride(from: 0, to: operations.count, by: EtcdClient.maxOperations) {
+            _ = try await client.transaction(if: [], then: Array(operations[start..<min(start + EtcdClient.maxOperations, operations.count)]))
+        }
+    }
+
 }

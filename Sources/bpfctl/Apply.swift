@@ -71,10 +71,8 @@ struct ResourceFiles {
     }
 }
 
-struct Apply: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Validate resources and write them into the datastore: every document of a file, or none.")
-
+/// What apply and delete share: the files, the datastore, the output.
+struct ResourceCommandOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: "A YAML file of resources ('-': standard input). Repeat for several files.")
     var filename: [String]
 
@@ -83,10 +81,22 @@ struct Apply: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Output format: text or json.")
     var output: OutputFormat = .text
 
-    func run() async throws {
-        let files = ResourceFiles(filename, command: "apply")
+    /// Validates every file, then makes the change for each.
+    func run(_ command: String, _ change: (any Datastore, _ file: String, _ text: String, [ResourceDocument]) async throws -> [String]) async throws {
+        let files = ResourceFiles(filename, command: command)
         let datastore = try store.open()
-        try await files.each(output: output) { try await datastore.apply($2, file: $0, text: $1) }
+        try await files.each(output: output) { try await change(datastore, $0, $1, $2) }
+    }
+}
+
+struct Apply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate resources and write them into the datastore: every document of a file, or none.")
+
+    @OptionGroup var options: ResourceCommandOptions
+
+    func run() async throws {
+        try await options.run("apply") { datastore, file, text, documents in try await datastore.apply(documents, file: file, text: text) }
     }
 }
 
@@ -94,17 +104,9 @@ struct Delete: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove the resources a file names from the datastore.")
 
-    @Option(name: .shortAndLong, help: "A YAML file of resources ('-': standard input). Repeat for several files.")
-    var filename: [String]
-
-    @OptionGroup var store: DatastoreOptions
-
-    @Option(name: .shortAndLong, help: "Output format: text or json.")
-    var output: OutputFormat = .text
+    @OptionGroup var options: ResourceCommandOptions
 
     func run() async throws {
-        let files = ResourceFiles(filename, command: "delete")
-        let datastore = try store.open()
-        try await files.each(output: output) { file, _, documents in try await datastore.remove(documents, file: file) }
+        try await options.run("delete") { datastore, file, _, documents in try await datastore.remove(documents, file: file) }
     }
 }
