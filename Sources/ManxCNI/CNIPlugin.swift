@@ -127,9 +127,12 @@ public struct CNIPlugin: Sendable {
             // Nothing half-applied: the endpoint first (manxd stops using the
             // interface), then the interface, then the address, which another
             // pod may get only once no endpoint claims it.
-            if endpoints.belongs(wepUnit, to: environment.containerID) { try? store.remove(wepUnit) }
+            // An endpoint that may still be there keeps its address: the
+            // runtime's DEL after the failed ADD frees both.
+            let owned = (try? endpoints.belongs(wepUnit, to: environment.containerID)) ?? true
+            let gone = !owned || (try? store.remove(wepUnit)) != nil
             try? Links.delete(host)
-            _ = try? ipam.release(handle: environment.containerID)
+            if gone { _ = try? ipam.release(handle: environment.containerID) }
             throw error
         }
     }
@@ -191,13 +194,14 @@ public struct CNIPlugin: Sendable {
         var files: [String] = []
         var hosts: [String] = []
         if let namespace = environment.podNamespace, let pod = environment.podName {
-            files = [endpointUnit(namespace: namespace, pod: pod)].filter { endpoints.belongs($0, to: environment.containerID) }
+            let unit = endpointUnit(namespace: namespace, pod: pod)
+            files = try endpoints.belongs(unit, to: environment.containerID) ? [unit] : []
             hosts = [PodInterface.hostName(namespace: namespace, pod: pod)]
         } else {
-            files = endpoints.units(of: environment.containerID)
+            files = try endpoints.units(of: environment.containerID)
         }
         for file in files {
-            if let wep = endpoints.read(file)?.endpoint { hosts.append(wep.interfaceName) }
+            if let wep = try endpoints.read(file)?.endpoint { hosts.append(wep.interfaceName) }
         }
         for case .object(let i) in conf.prevResult?["interfaces"]?.arrayValue ?? [] where i["sandbox"] == nil {
             if let name = i["name"]?.stringValue { hosts.append(name) }
@@ -267,9 +271,9 @@ public struct CNIPlugin: Sendable {
             host = PodInterface.hostName(namespace: namespace, pod: pod)
             workload = "\(namespace)/\(pod)"
         } else {
-            file = endpoints.units(of: environment.containerID).first
+            file = try endpoints.units(of: environment.containerID).first
         }
-        if let file, let wep = endpoints.read(file)?.endpoint {
+        if let file, let wep = try endpoints.read(file)?.endpoint {
             if wep.containerID != environment.containerID {
                 problems.append("WorkloadEndpoint \(file) belongs to container \(wep.containerID), not \(environment.containerID)")
             }

@@ -18,8 +18,11 @@ protocol CNIStore: Sendable {
     /// Where the pod's WorkloadEndpoint lives.
     func endpointUnit(namespace: String, pod: String, node: String, ifname: String) -> String
     /// Every unit that may hold a WorkloadEndpoint (DEL without pod arguments).
-    func endpointUnits() -> [String]
-    func read(_ unit: String) -> String?
+    func endpointUnits() throws(CNIError) -> [String]
+    /// A unit's text; nil: it does not exist. A datastore that cannot be
+    /// read is an error, never "absent": DEL must not release an address
+    /// an endpoint it could not see may still claim.
+    func read(_ unit: String) throws(CNIError) -> String?
     /// Writes the endpoint; returns the datastore's revision of the write, if it has one.
     func write(_ unit: String, _ endpoint: WorkloadEndpoint) throws(CNIError) -> Int64?
     func remove(_ unit: String) throws(CNIError)
@@ -52,14 +55,19 @@ struct DirectoryCNIStore: CNIStore {
     /// `wep-<namespace>.<pod>.yaml` (a namespace name has no dot, so no two pods share a file).
     func endpointUnit(namespace: String, pod: String, node: String, ifname: String) -> String { "wep-\(namespace).\(pod).yaml" }
 
-    func endpointUnits() -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: datastore.directory)) ?? [])
-            .filter { $0.hasPrefix("wep-") && $0.hasSuffix(".yaml") }.sorted()
+    func endpointUnits() throws(CNIError) -> [String] {
+        do {
+            return try datastore.fileNames().filter { $0.hasPrefix("wep-") }
+        } catch {
+            throw CNIError(.datastore, "cannot list \(datastore.directory): \(error.localizedDescription)")
+        }
     }
 
-    func read(_ unit: String) -> String? {
-        FileManager.default.contents(atPath: URL(fileURLWithPath: datastore.directory).appendingPathComponent(unit).path)
-            .map { String(decoding: $0, as: UTF8.self) }
+    func read(_ unit: String) throws(CNIError) -> String? {
+        let path = URL(fileURLWithPath: datastore.directory).appendingPathComponent(unit).path
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else { throw CNIError(.datastore, "cannot read \(path)") }
+        return String(decoding: data, as: UTF8.self)
     }
 
     func write(_ unit: String, _ endpoint: WorkloadEndpoint) throws(CNIError) -> Int64? {
@@ -126,16 +134,16 @@ struct EtcdCNIStore: CNIStore {
         return ResourceKeys.prefix + "projectcalico.org/workloadendpoints/\(namespace)/\(name)"
     }
 
-    func endpointUnits() -> [String] {
+    func endpointUnits() throws(CNIError) -> [String] {
         let client = client
-        return (try? blocking("cannot list endpoints") {
+        return try blocking("cannot list endpoints") {
             try await client.list(prefix: ResourceKeys.prefix + "projectcalico.org/workloadendpoints/").kvs.map(\.key)
-        }) ?? []
+        }
     }
 
-    func read(_ unit: String) -> String? {
+    func read(_ unit: String) throws(CNIError) -> String? {
         let client = client
-        return try? blocking("cannot read \(unit)") { try await client.get(unit)?.value }
+        return try blocking("cannot read \(unit)") { try await client.get(unit)?.value }
     }
 
     func write(_ unit: String, _ endpoint: WorkloadEndpoint) throws(CNIError) -> Int64? {
@@ -167,22 +175,24 @@ struct EndpointStore {
     let store: any CNIStore
 
     /// The endpoint in a unit, if the unit exists and holds one.
-    func read(_ unit: String) -> (endpoint: WorkloadEndpoint?, text: String)? {
-        guard let text = store.read(unit) else { return nil }
+    func read(_ unit: String) throws(CNIError) -> (endpoint: WorkloadEndpoint?, text: String)? {
+        guard let text = try store.read(unit) else { return nil }
         let set = try? ResourceSet.decode(files: [(unit, text)], kinds: ["WorkloadEndpoint"])
         return (set?.workloadEndpoints.values.first, text)
     }
 
     /// Whether the unit belongs to the container. One that no longer
     /// decodes counts as the container's if it names it.
-    func belongs(_ unit: String, to containerID: String) -> Bool {
-        guard let (endpoint, text) = read(unit) else { return false }
+    func belongs(_ unit: String, to containerID: String) throws(CNIError) -> Bool {
+        guard let (endpoint, text) = try read(unit) else { return false }
         if let endpoint { return endpoint.containerID == containerID }
         return text.contains(containerID)
     }
 
     /// Every endpoint unit of the container (DEL without pod arguments).
-    func units(of containerID: String) -> [String] {
-        store.endpointUnits().filter { belongs($0, to: containerID) }
+    func units(of containerID: String) throws(CNIError) -> [String] {
+        var mine: [String] = []
+        for unit in try store.endpointUnits() where try belongs(unit, to: containerID) { mine.append(unit) }
+        return mine
     }
 }

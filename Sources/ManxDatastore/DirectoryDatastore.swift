@@ -125,7 +125,7 @@ public struct DirectoryDatastore: Datastore {
     }
 
     /// The datastore's files: `*.yaml` and `*.yml`, not hidden, sorted.
-    func fileNames() throws -> [String] {
+    public func fileNames() throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: directory)
             .filter { !$0.hasPrefix(".") && ($0.hasSuffix(".yaml") || $0.hasSuffix(".yml")) }
             .sorted()
