@@ -30,13 +30,119 @@ public final class PolicyCompiler {
     /// The compile in progress: what it uses, and what it hands out.
     private var live = Allocations()
     private var identityIDs: [IdentityKey: Allocated] = [:]
-    private var ruleIDs: [RuleInfo: Allocated] = [:]
-    private var liveRules: [RuleInfo: Allocated] = [:]
     private var rulesetIDs: [[TableEntry]: Allocated] = [:]
+    /// What every rule id handed out stands for (an id is bound to one
+    /// content for good, so an entry never goes stale).
+    private var ruleInfos: [UInt32: (info: RuleInfo, digest: Digest)] = [:]
+    /// Rule ids by content; an entry is used only while its id is live.
+    private var ruleIDOf: [RuleInfo: Allocated] = [:]
 
     struct Allocated {
         var id: UInt32
         var digest: Digest
+    }
+
+    // Between compiles, the compiler keeps what it derived, each piece
+    // with what it was derived from, so a compile after a small change
+    // recomputes only what that change touches: the endpoints whose
+    // policies changed, the identities of changed regions, the tables of
+    // changed programs. Everything else is reused as it was.
+
+    /// What every cache depends on; when it changes, all are dropped.
+    private struct Environment: Equatable {
+        var namespaces: [String: Namespace]
+        var profiles: [String: Profile]
+        var tiers: [String: Tier]
+        var networkSets: [NetworkSet]
+        var nodeName: String?
+    }
+    private var environment: Environment?
+    /// Counts compiles: what a compile used carries its number.
+    private var stamp = 0
+    private var versions = 0
+    private var workloadCache: [String: Workload] = [:]
+    /// Policy order per tier and direction, with what it was sorted from.
+    private var order: (keys: [OrderKey], byTier: [String: [Policy.Direction: [Int]]], tiers: [String], version: Int)?
+    private var policyCache: [String: PolicyEntry] = [:]
+    /// The endpoints' selector-relevant content, numbered.
+    private var subjectNumbers: [Subject: Int] = [:]
+    private var subjects: [Workload] = []
+    private var endpointCache: [String: EndpointEntry] = [:]
+    private var programs: [RuleProgram: ProgramEntry] = [:]
+    private var regions: RegionCache?
+    private var identityKeys: (keys: [UInt32: IdentityKey], version: Int) = ([:], 0)
+
+    struct OrderKey: Equatable {
+        var order: Double
+        var name: String
+        var types: Set<Policy.Direction>
+        var tier: String
+    }
+
+    /// What `EndpointMatch.matches` reads of a workload.
+    struct Subject: Hashable {
+        var namespace: String
+        var namespaceLabels: [String: String]
+        var serviceAccount: String
+        var labels: [String: String]
+        init(_ w: Workload) {
+            namespace = w.namespace
+            namespaceLabels = w.namespaceLabels
+            serviceAccount = w.pod.serviceAccount
+            labels = w.labels
+        }
+    }
+
+    final class PolicyEntry {
+        let policy: Policy
+        let version: Int
+        /// Whether it applies to each subject, by subject number.
+        var applies: [Bool] = []
+        /// Its rules per direction, when they do not depend on the endpoint.
+        var rules: [Policy.Direction: [ProgramRule]] = [:]
+        var seen = 0
+        var used = 0
+        init(_ policy: Policy, version: Int) {
+            self.policy = policy
+            self.version = version
+        }
+    }
+
+    struct EndpointEntry {
+        var workload: Workload
+        /// Per direction: the order version, then per tier its index and the
+        /// versions of the policies that apply.
+        var inputs: [[Int]]
+        var programs: [ProgramEntry?]
+    }
+
+    final class ProgramEntry {
+        let program: RuleProgram
+        let ruleIDs: [UInt32]
+        let matchers: Set<Int>
+        var table: (keysVersion: Int, entries: [TableEntry])?
+        var used = 0
+        init(_ program: RuleProgram) {
+            self.program = program
+            ruleIDs = program.tiers.flatMap { [$0.defaultRuleID] + $0.rules.map(\.id) }
+            matchers = program.matchers
+        }
+    }
+
+    /// Regions' identity keys, valid for one set of matchers and network sets.
+    struct RegionCache {
+        var matchers: [Int]
+        /// Regions that are not a workload's address: network set and matcher nets, and 0.0.0.0/0.
+        var fixed: [CIDR]
+        var keys: [CIDR: (workload: Workload?, key: IdentityKey)] = [:]
+        var index: MatcherIndex?
+    }
+
+    struct MatcherIndex {
+        var byNet: [CIDR: [Int]] = [:]
+        var everywhere: [Int] = []    // no nets: may match any region
+        var workloadOnly: [Int] = []  // no nets, need a workload
+        var setsByNet: [CIDR: [NetworkSetPeer]] = [:]
     }
 
     /// `recovering`: the allocations of the state the dataplane holds.
@@ -66,148 +172,279 @@ public final class PolicyCompiler {
         return Allocated(id: id, digest: digest)
     }
 
+    /// Whether an id remembered from an earlier compile is still bound: in
+    /// force after the last compile, or used by this one.
+    private func isLive(_ a: Allocated, _ kind: Allocations.Kind) -> Bool {
+        let key = Allocations.Key(kind, a.digest)
+        return (live.ids[key] ?? allocated.ids[key]) == a.id
+    }
+
     private func remember(_ a: Allocated, _ kind: Allocations.Kind) -> UInt32 {
         live.ids[Allocations.Key(kind, a.digest)] = a.id
         return a.id
     }
 
+    private func matcher(_ e: EntityRule) -> Int? {
+        let peer = e.peerPart
+        if peer.isEmpty { return nil }
+        if let n = matcherNumbers[peer] { return n }
+        let number = matcherList.count
+        matcherNumbers[peer] = number
+        matcherList.append(peer)
+        matcherTexts.append(CanonicalText.matcher(peer))
+        return number
+    }
+
     public func compile(_ resources: ResourceSet, options: Options = Options()) -> CompiledState {
-        let workloads = Workload.all(in: resources)
+        stamp += 1
+        let env = Environment(namespaces: resources.namespaces, profiles: resources.profiles, tiers: resources.tiers,
+                              networkSets: resources.networkSets, nodeName: options.nodeName)
+        if env != environment {
+            environment = env
+            workloadCache = [:]
+            order = nil
+            policyCache = [:]
+            subjectNumbers = [:]
+            subjects = []
+            endpointCache = [:]
+            programs = [:]
+            regions = nil
+        }
+        var nextWorkloads: [String: Workload] = [:]
+        let workloads = resources.pods.values.sorted { $0.key < $1.key }.map { pod in
+            let w = workloadCache[pod.key].flatMap { $0.pod == pod ? $0 : nil }
+                ?? Workload(pod: pod, namespace: resources.namespaces[pod.namespace], profiles: resources.profiles)
+            nextWorkloads[pod.key] = w
+            return w
+        }
+        workloadCache = nextWorkloads
         let local = workloads.filter { w in
             w.pod.interface != nil && w.ip != nil && (options.nodeName == nil || w.pod.nodeName == nil || w.pod.nodeName == options.nodeName)
         }
         var state = CompiledState()
         live = Allocations(next: allocated.next)
-        liveRules = [:]
 
-        // 1. Rule programs per local endpoint and direction.
-        var usedMatchers = Set<Int>()
-        func matcher(_ e: EntityRule) -> Int? {
-            let peer = e.peerPart
-            if peer.isEmpty { return nil }
-            let number: Int
-            if let n = matcherNumbers[peer] {
-                number = n
-            } else {
-                number = matcherList.count
-                matcherNumbers[peer] = number
-                matcherList.append(peer)
-                matcherTexts.append(CanonicalText.matcher(peer))
-            }
-            usedMatchers.insert(number)
-            return number
-        }
         let networkSets = resources.networkSets.map {
             NetworkSetPeer(set: $0, namespaceLabels: $0.namespace.map { Workload.namespaceLabels($0, resources.namespaces[$0]) } ?? [:])
         }
         // Each tier's policies in evaluation order, per direction, sorted
         // once (not per endpoint), as indices into resources.policies.
         let policies = resources.policies
-        var policiesByTier: [String: [Policy.Direction: [Int]]] = [:]
-        let orderKeys = policies.map { ($0.order ?? .infinity, $0.qualifiedName) }
-        for i in policies.indices.sorted(by: { orderKeys[$0] < orderKeys[$1] }) {
-            for direction in Policy.Direction.allCases where policies[i].types.contains(direction) {
-                policiesByTier[policies[i].tier, default: [:]][direction, default: []].append(i)
+        let orderKeys = policies.map { OrderKey(order: $0.order ?? .infinity, name: $0.qualifiedName, types: $0.types, tier: $0.tier) }
+        if order?.keys != orderKeys {
+            var byTier: [String: [Policy.Direction: [Int]]] = [:]
+            for i in policies.indices.sorted(by: { (orderKeys[$0].order, orderKeys[$0].name) < (orderKeys[$1].order, orderKeys[$1].name) }) {
+                for direction in Policy.Direction.allCases where policies[i].types.contains(direction) {
+                    byTier[policies[i].tier, default: [:]][direction, default: []].append(i)
+                }
             }
+            func tierOrder(_ name: String) -> (Double, String) { (resources.tiers[name]?.order ?? .infinity, name) }
+            versions += 1
+            order = (orderKeys, byTier, byTier.keys.sorted { tierOrder($0) < tierOrder($1) }, versions)
         }
-        func tierOrder(_ name: String) -> (Double, String) { (resources.tiers[name]?.order ?? .infinity, name) }
-        let tierNames = policiesByTier.keys.sorted { tierOrder($0) < tierOrder($1) }
-        var programs: [(Workload, RuleProgram?, RuleProgram?)] = []
+        let (_, policiesByTier, tierNames, orderVersion) = order!
+
+        // Policies: a changed one is a new entry (a new version).
+        var entries: [PolicyEntry] = []
+        entries.reserveCapacity(policies.count)
+        for (i, policy) in policies.enumerated() {
+            let name = orderKeys[i].name
+            let entry: PolicyEntry
+            if let cached = policyCache[name], cached.policy == policy {
+                entry = cached
+            } else {
+                versions += 1
+                entry = PolicyEntry(policy, version: versions)
+                policyCache[name] = entry
+            }
+            entry.seen = stamp
+            entries.append(entry)
+        }
+        if policyCache.count != entries.count { policyCache = policyCache.filter { $0.value.seen == stamp } }
+
+        // Which policies apply to each local endpoint: evaluated once per
+        // policy and subject (the labels and namespace selectors read).
+        var subjectOf: [Int] = []
         for w in local {
-            var perDirection: [Policy.Direction: RuleProgram] = [:]
-            for direction in Policy.Direction.allCases {
-                var tiers: [TierProgram] = []
-                for tierName in tierNames {
-                    let applying = (policiesByTier[tierName]![direction] ?? []).filter { policies[$0].appliesTo.matches(w) }
-                    if applying.isEmpty { continue }
-                    var rules: [ProgramRule] = []
-                    for i in applying {
-                        let policy = policies[i]
-                        for rule in policy.rules(direction) {
-                            if let r = programRule(rule, owner: policy.qualifiedName, tier: policy.tier, direction: direction,
-                                                   local: w, networkSets: networkSets, matcher: matcher) {
-                                rules.append(r)
-                            }
-                        }
-                    }
-                    let defaultID = ruleID(RuleInfo(policy: "tier \(tierName)", tier: tierName, direction: direction.rawValue,
-                                                    index: nil, action: resources.tiers[tierName]?.defaultPass == true ? "Pass" : "Deny",
-                                                    summary: "end of tier: no rule matched"))
-                    let defaultPass = resources.tiers[tierName]?.defaultPass ?? false
-                    tiers.append(TierProgram(name: tierName, defaultPass: defaultPass, defaultRuleID: defaultID, rules: rules))
-                }
-                // Profiles decide what no tier did, as one last tier that denies
-                // when none of their rules match.
-                var profileRules: [ProgramRule] = []
-                var builtInOnly = true
-                for name in w.profileNames {
-                    if let profile = resources.profiles[name] {
-                        builtInOnly = false
-                        for rule in profile.rules(direction) {
-                            if let r = programRule(rule, owner: "profile \(name)", tier: "profiles", direction: direction,
-                                                   local: w, networkSets: networkSets, matcher: matcher) {
-                                profileRules.append(r)
-                            }
-                        }
-                    } else if name.hasPrefix("kns.") {
-                        let id = ruleID(RuleInfo(policy: "profile \(name)", tier: "profiles", direction: direction.rawValue,
-                                                 index: nil, action: "Allow", summary: "namespace profile: allow"))
-                        profileRules.append(ProgramRule(id: id, action: .allow))
-                    }
-                }
-                // Nothing but the built-in allow: the endpoint is not isolated.
-                if tiers.isEmpty && builtInOnly { continue }
-                let profileDefault = ruleID(RuleInfo(policy: "profiles", tier: "profiles", direction: direction.rawValue, index: nil,
-                                                     action: "Deny", summary: "no profile rule matched"))
-                tiers.append(TierProgram(name: "profiles", defaultPass: false, defaultRuleID: profileDefault, rules: profileRules))
-                perDirection[direction] = RuleProgram(tiers: tiers)
+            let subject = Subject(w)
+            if let n = subjectNumbers[subject] {
+                subjectOf.append(n)
+            } else {
+                subjectNumbers[subject] = subjects.count
+                subjectOf.append(subjects.count)
+                subjects.append(w)
             }
-            programs.append((w, perDirection[.ingress], perDirection[.egress]))
         }
+        func applies(_ entry: PolicyEntry, _ subject: Int) -> Bool {
+            while entry.applies.count <= subject { entry.applies.append(entry.policy.appliesTo.matches(subjects[entry.applies.count])) }
+            return entry.applies[subject]
+        }
+        var applyingBySubject: [Int: [Policy.Direction: [(tier: Int, policies: [Int])]]] = [:]
+        for subject in Set(subjectOf) {
+            var perDirection: [Policy.Direction: [(tier: Int, policies: [Int])]] = [:]
+            for direction in Policy.Direction.allCases {
+                for (t, tierName) in tierNames.enumerated() {
+                    let applying = (policiesByTier[tierName]![direction] ?? []).filter { applies(entries[$0], subject) }
+                    if !applying.isEmpty { perDirection[direction, default: []].append((t, applying)) }
+                }
+            }
+            applyingBySubject[subject] = perDirection
+            // Their cached rules stay: some program in force holds their ids.
+            for list in perDirection.values { for (_, indices) in list { for i in indices { entries[i].used = stamp } } }
+        }
+
+        // 1. Rule programs per local endpoint and direction, rebuilt only
+        // for endpoints whose inputs changed.
+        var nextEndpoints: [String: EndpointEntry] = [:]
+        var endpointPrograms: [(Workload, [ProgramEntry?])] = []
+        for (w, subject) in zip(local, subjectOf) {
+            let applying = applyingBySubject[subject]!
+            let inputs = Policy.Direction.allCases.map { direction in
+                [orderVersion] + (applying[direction] ?? []).flatMap { [-1 - $0.tier] + $0.policies.map { entries[$0].version } }
+            }
+            var entry: EndpointEntry
+            if let cached = endpointCache[w.pod.key], cached.inputs == inputs, cached.workload == w {
+                entry = cached
+            } else {
+                let built = Policy.Direction.allCases.map { direction in
+                    program(for: w, direction: direction, applying: applying[direction] ?? [], tierNames: tierNames,
+                            entries: entries, resources: resources, networkSets: networkSets)
+                }
+                entry = EndpointEntry(workload: w, inputs: inputs, programs: built.map { $0.map(intern) })
+            }
+            for p in entry.programs { p?.used = stamp }
+            nextEndpoints[w.pod.key] = entry
+            endpointPrograms.append((w, entry.programs))
+        }
+        endpointCache = nextEndpoints
+        let usedPrograms = programs.values.filter { $0.used == stamp }
+        for entry in entries where entry.used != stamp { entry.rules = [:] } // their ids are released below
+        if programs.count > 2 * usedPrograms.count + 16 { programs = programs.filter { $0.value.used == stamp } }
+        for p in usedPrograms {
+            for id in p.ruleIDs where state.rules[id] == nil {
+                let r = ruleInfos[id]!
+                state.rules[id] = r.info
+                live.ids[Allocations.Key(.rule, r.digest)] = id
+            }
+        }
+        if ruleInfos.count > 2 * state.rules.count + 64 { ruleInfos = ruleInfos.filter { state.rules[$0.key] != nil } }
+        if ruleIDOf.count > 2 * state.rules.count + 64 { ruleIDOf = ruleIDOf.filter { state.rules[$0.value.id] != nil } }
 
         // 2. Regions of address space and their identities.
+        let usedMatchers = usedPrograms.reduce(into: Set<Int>()) { $0.formUnion($1.matchers) }.sorted()
         let identities = assignIdentities(workloads: workloads, networkSets: networkSets,
-                                          matchers: usedMatchers.sorted(), local: Set(local.map(\.pod.key)), state: &state)
+                                          matchers: usedMatchers, local: Set(local.map(\.pod.key)), state: &state)
+        if identities != identityKeys.keys {
+            versions += 1
+            identityKeys = (identities, versions)
+        }
         let identityOf = Dictionary(state.ipcache.map { ($0.cidr, $0.identity) }, uniquingKeysWith: { a, _ in a })
 
-        // 3. Rule sets, shared by content.
-        var tableOfProgram: [RuleProgram: [TableEntry]] = [:]
+        // 3. Rule sets, shared by content; a program's table is kept while
+        // the identities are.
         var liveRulesets: [[TableEntry]: Allocated] = [:]
-        func rulesetID(_ program: RuleProgram?) -> UInt32 {
+        func rulesetID(_ program: ProgramEntry?) -> UInt32 {
             guard let program else { return ReservedRuleset.allowAll }
-            let table = tableOfProgram[program] ?? table(for: program, identities: identities)
-            tableOfProgram[program] = table
+            if program.table?.keysVersion != identityKeys.version {
+                program.table = (identityKeys.version, table(for: program.program, identities: identities))
+            }
+            let table = program.table!.entries
             if let known = liveRulesets[table] { return known.id }
-            let a = rulesetIDs[table] ?? allocate(.ruleset, Digest.sha256(CanonicalText.ruleset(table)))
+            let a = rulesetIDs[table].flatMap { isLive($0, .ruleset) ? $0 : nil }
+                ?? allocate(.ruleset, Digest.sha256(CanonicalText.ruleset(table)))
             state.rulesets[a.id] = table
             liveRulesets[table] = a
             return remember(a, .ruleset)
         }
-        for (w, ingress, egress) in programs {
+        for (w, programs) in endpointPrograms {
             state.endpoints.append(CompiledEndpoint(
                 workload: w.pod.key, interface: w.pod.interface!, ip: w.ip!,
                 identity: identityOf[CIDR(w.ip!, 32)]!,
-                ingressRuleset: rulesetID(ingress), egressRuleset: rulesetID(egress)))
+                ingressRuleset: rulesetID(programs[0]), egressRuleset: rulesetID(programs[1])))
         }
         rulesetIDs = liveRulesets
-        ruleIDs = liveRules
-        state.rules = Dictionary(uniqueKeysWithValues: liveRules.map { ($0.value.id, $0.key) })
         allocated = live
         state.allocations = live
         return state
     }
 
+    /// An endpoint's program in one direction; nil when nothing but the
+    /// built-in allow applies (not isolated).
+    private func program(for w: Workload, direction: Policy.Direction, applying: [(tier: Int, policies: [Int])], tierNames: [String],
+                         entries: [PolicyEntry], resources: ResourceSet, networkSets: [NetworkSetPeer]) -> RuleProgram? {
+        var tiers: [TierProgram] = []
+        for (t, indices) in applying {
+            let tierName = tierNames[t]
+            var rules: [ProgramRule] = []
+            for i in indices {
+                let entry = entries[i]
+                entry.used = stamp
+                if let cached = entry.rules[direction] {
+                    rules += cached
+                    continue
+                }
+                let policy = entry.policy
+                var own: [ProgramRule] = []
+                var shared = true
+                for rule in policy.rules(direction) {
+                    shared = shared && !rule.dependsOnLocal(direction)
+                    if let r = programRule(rule, owner: policy.qualifiedName, tier: policy.tier, direction: direction,
+                                           local: w, networkSets: networkSets) {
+                        own.append(r)
+                    }
+                }
+                if shared { entry.rules[direction] = own }
+                rules += own
+            }
+            let defaultPass = resources.tiers[tierName]?.defaultPass ?? false
+            let defaultID = ruleID(RuleInfo(policy: "tier \(tierName)", tier: tierName, direction: direction.rawValue,
+                                            index: nil, action: defaultPass ? "Pass" : "Deny", summary: "end of tier: no rule matched"))
+            tiers.append(TierProgram(name: tierName, defaultPass: defaultPass, defaultRuleID: defaultID, rules: rules))
+        }
+        // Nothing but the built-in allow: the endpoint is not isolated.
+        if tiers.isEmpty && !w.profileNames.contains(where: { resources.profiles[$0] != nil }) { return nil }
+        // Profiles decide what no tier did, as one last tier that denies
+        // when none of their rules match.
+        var profileRules: [ProgramRule] = []
+        for name in w.profileNames {
+            if let profile = resources.profiles[name] {
+                for rule in profile.rules(direction) {
+                    if let r = programRule(rule, owner: "profile \(name)", tier: "profiles", direction: direction,
+                                           local: w, networkSets: networkSets) {
+                        profileRules.append(r)
+                    }
+                }
+            } else if name.hasPrefix("kns.") {
+                let id = ruleID(RuleInfo(policy: "profile \(name)", tier: "profiles", direction: direction.rawValue,
+                                         index: nil, action: "Allow", summary: "namespace profile: allow"))
+                profileRules.append(ProgramRule(id: id, action: .allow))
+            }
+        }
+        let profileDefault = ruleID(RuleInfo(policy: "profiles", tier: "profiles", direction: direction.rawValue, index: nil,
+                                             action: "Deny", summary: "no profile rule matched"))
+        tiers.append(TierProgram(name: "profiles", defaultPass: false, defaultRuleID: profileDefault, rules: profileRules))
+        return RuleProgram(tiers: tiers)
+    }
+
+    /// One entry per distinct program: equal programs share their table and rule set.
+    private func intern(_ program: RuleProgram) -> ProgramEntry {
+        if let known = programs[program] { return known }
+        let entry = ProgramEntry(program)
+        programs[program] = entry
+        return entry
+    }
+
     // MARK: Rules
 
     private func ruleID(_ info: RuleInfo) -> UInt32 {
-        if let known = liveRules[info] { return known.id }
-        let a = ruleIDs[info] ?? allocate(.rule, Digest.sha256(CanonicalText.rule(info)))
-        liveRules[info] = a
+        let a = ruleIDOf[info].flatMap { isLive($0, .rule) ? $0 : nil } ?? allocate(.rule, Digest.sha256(CanonicalText.rule(info)))
+        ruleIDOf[info] = a
+        ruleInfos[a.id] = (info, a.digest)
         return remember(a, .rule)
     }
 
     private func programRule(_ rule: Rule, owner: String, tier: String, direction: Policy.Direction, local: Workload,
-                             networkSets: [NetworkSetPeer], matcher: (EntityRule) -> Int?) -> ProgramRule? {
+                             networkSets: [NetworkSetPeer]) -> ProgramRule? {
         let localSide = direction == .ingress ? rule.destination : rule.source
         let peerSide = direction == .ingress ? rule.source : rule.destination
         // IPv6 rules never match this IPv4 dataplane.
@@ -250,58 +487,44 @@ public final class PolicyCompiler {
     /// Splits address space into regions no rule CIDR crosses (every rule
     /// CIDR, every workload /32, and 0.0.0.0/0), and gives regions that
     /// every rule treats alike the same identity. Returns each identity's
-    /// key: the matchers it satisfies and its named ports.
+    /// key: the matchers it satisfies and its named ports. A region's key
+    /// is computed again only when the region or the matchers change.
     private func assignIdentities(workloads: [Workload], networkSets: [NetworkSetPeer], matchers: [Int],
                                   local: Set<String>, state: inout CompiledState) -> [UInt32: IdentityKey] {
-        var regions: [Peer] = []
+        if regions?.matchers != matchers {
+            var fixed: [CIDR] = []
+            var seen = Set<CIDR>()
+            for ns in networkSets { for net in ns.set.nets where seen.insert(net).inserted { fixed.append(net) } }
+            for i in matchers {
+                for cidr in matcherList[i].nets + matcherList[i].notNets where seen.insert(cidr).inserted { fixed.append(cidr) }
+            }
+            if seen.insert(.any).inserted { fixed.append(.any) }
+            // In address order, not matcher order (matcher numbers are this
+            // process's own): new identities get the same ids in any process.
+            regions = RegionCache(matchers: matchers, fixed: fixed.sorted())
+        }
+        var all: [Peer] = []
         var seen = Set<CIDR>()
         for w in workloads {
             guard let ip = w.ip else { continue }
             let cidr = CIDR(ip, 32)
-            if seen.insert(cidr).inserted { regions.append(Peer(cidr: cidr, workload: w)) }
+            if seen.insert(cidr).inserted { all.append(Peer(cidr: cidr, workload: w)) }
         }
-        var setsByNet: [CIDR: [NetworkSetPeer]] = [:]
-        for ns in networkSets {
-            for net in ns.set.nets {
-                setsByNet[net, default: []].append(ns)
-                if seen.insert(net).inserted { regions.append(Peer(cidr: net, workload: nil)) }
-            }
-        }
-        // Candidate matchers per region come from an index, so the work is
-        // proportional to matches, not regions x matchers.
-        var byNet: [CIDR: [Int]] = [:]
-        var everywhere: [Int] = []    // no nets: may match any region
-        var workloadOnly: [Int] = []  // no nets, need a workload
-        for i in matchers {
-            let m = matcherList[i]
-            for net in m.nets { byNet[net, default: []].append(i) }
-            for cidr in m.nets + m.notNets where seen.insert(cidr).inserted { regions.append(Peer(cidr: cidr, workload: nil)) }
-            if m.nets.isEmpty {
-                if m.endpoints != nil || !m.serviceAccountNames.isEmpty { workloadOnly.append(i) } else { everywhere.append(i) }
-            }
-        }
-        if seen.insert(.any).inserted { regions.append(Peer(cidr: .any, workload: nil)) }
-        // Each region lies in the network sets whose CIDRs contain it.
-        if !setsByNet.isEmpty {
-            for i in regions.indices {
-                for len in stride(from: regions[i].cidr.prefixLength, through: 0, by: -1) {
-                    regions[i].networkSets += setsByNet[CIDR(regions[i].cidr.address, len)] ?? []
-                }
-            }
-        }
+        for cidr in regions!.fixed where !seen.contains(cidr) { all.append(Peer(cidr: cidr, workload: nil)) }
 
         var keys: [UInt32: IdentityKey] = [:]
         var liveIDs: [IdentityKey: Allocated] = [:]
         var members: [UInt32: [String]] = [:]
-        for region in regions {
-            var candidates = everywhere
-            for len in stride(from: region.cidr.prefixLength, through: 0, by: -1) {
-                if let list = byNet[CIDR(region.cidr.address, len)] { candidates += list }
+        var nextKeys: [CIDR: (workload: Workload?, key: IdentityKey)] = [:]
+        nextKeys.reserveCapacity(all.count)
+        for region in all {
+            let key: IdentityKey
+            if let cached = regions!.keys[region.cidr], cached.workload == region.workload {
+                key = cached.key
+            } else {
+                key = identityKey(region, networkSets: networkSets)
             }
-            if region.workload != nil || !region.networkSets.isEmpty { candidates += workloadOnly }
-            let matched = Set(candidates).filter { matcherList[$0].matchesPeer(region) }
-            let key = IdentityKey(matched: matched.map(Int32.init).sorted(), ports: region.workload?.pod.ports ?? [],
-                                  workload: region.workload != nil)
+            nextKeys[region.cidr] = (region.workload, key)
             let id: UInt32
             if key.matched.isEmpty && !key.workload {
                 id = ReservedIdentity.world
@@ -318,9 +541,43 @@ public final class PolicyCompiler {
             state.ipcache.append(IPCacheEntry(cidr: region.cidr, identity: id,
                                               localWorkload: region.workload.map { local.contains($0.pod.key) } ?? false))
         }
+        regions!.keys = nextKeys
         identityIDs = liveIDs
         state.identities = members.mapValues { IdentityInfo(members: $0) }
         return keys
+    }
+
+    /// The matchers a region satisfies (candidates come from an index, so
+    /// the work is proportional to matches, not matchers), and its ports.
+    private func identityKey(_ region: Peer, networkSets: [NetworkSetPeer]) -> IdentityKey {
+        if regions!.index == nil {
+            var index = MatcherIndex()
+            for i in regions!.matchers {
+                let m = matcherList[i]
+                for net in m.nets { index.byNet[net, default: []].append(i) }
+                if m.nets.isEmpty {
+                    if m.endpoints != nil || !m.serviceAccountNames.isEmpty { index.workloadOnly.append(i) } else { index.everywhere.append(i) }
+                }
+            }
+            for ns in networkSets { for net in ns.set.nets { index.setsByNet[net, default: []].append(ns) } }
+            regions!.index = index
+        }
+        let index = regions!.index!
+        var region = region
+        // Each region lies in the network sets whose CIDRs contain it.
+        if !index.setsByNet.isEmpty {
+            for len in stride(from: region.cidr.prefixLength, through: 0, by: -1) {
+                region.networkSets += index.setsByNet[CIDR(region.cidr.address, len)] ?? []
+            }
+        }
+        var candidates = index.everywhere
+        for len in stride(from: region.cidr.prefixLength, through: 0, by: -1) {
+            if let list = index.byNet[CIDR(region.cidr.address, len)] { candidates += list }
+        }
+        if region.workload != nil || !region.networkSets.isEmpty { candidates += index.workloadOnly }
+        let matched = Set(candidates).filter { matcherList[$0].matchesPeer(region) }
+        return IdentityKey(matched: matched.map(Int32.init).sorted(), ports: region.workload?.pod.ports ?? [],
+                           workload: region.workload != nil)
     }
 
     // MARK: Tables
@@ -369,5 +626,17 @@ public final class PolicyCompiler {
 
     private func summarize(_ rule: Rule, direction: Policy.Direction) -> String {
         RuleSummary.describe(rule, direction: direction)
+    }
+}
+
+extension Rule {
+    /// Whether compiling it needs the local endpoint: a condition on the
+    /// local side, or ingress named ports (resolved against the endpoint's
+    /// own ports). Other rules compile the same for every endpoint.
+    func dependsOnLocal(_ direction: Policy.Direction) -> Bool {
+        let localSide = direction == .ingress ? destination : source
+        if !localSide.peerPart.isEmpty { return true }
+        guard direction == .ingress else { return false }
+        return (destination.ports + destination.notPorts).contains { if case .named = $0 { return true } else { return false } }
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import ManxBPF
 import ManxCompiler
 import ManxDataplane
+import ManxDatastore
 import ManxMapLayout
 import ManxModel
 
@@ -18,6 +19,9 @@ struct ControlPlane: ParsableCommand {
 
     @Option(help: "Endpoints on the node.")
     var endpoints: Int = 100
+
+    @Option(help: "Changes measured on the loaded node (policy changes, then endpoint additions).")
+    var changes: Int = 20
 
     @Option(help: "Write results as JSON here.")
     var json: String?
@@ -48,44 +52,98 @@ struct ControlPlane: ParsableCommand {
         return y
     }
 
+    /// The documents of `resources`, one per key, as a keyed datastore
+    /// (etcd) holds them.
+    static func keyed(_ yaml: String) -> [String: String] {
+        var keys: [String: String] = [:]
+        for (i, doc) in yaml.components(separatedBy: "\n---\n").enumerated() { keys["k\(i)"] = doc }
+        return keys
+    }
+
+    /// Stage times of one pass, in ms.
+    struct Stages {
+        var decode = 0.0, assemble = 0.0, compile = 0.0, program = 0.0
+        var total: Double { decode + assemble + compile + program }
+    }
+
+    /// One pass of the daemon's path: the update into the cache (decoding
+    /// only the keys it carries), assemble, compile, program.
+    static func pass(_ update: DatastoreUpdate, cache: ResourceCache, compiler: PolicyCompiler,
+                     dataplane: Dataplane) throws -> (Stages, CompiledState) {
+        var s = Stages()
+        let clock = ContinuousClock()
+        func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
+        s.decode = ms(clock.measure { cache.apply(update) })
+        var resources = ResourceSet()
+        s.assemble = try ms(clock.measure { resources = try cache.assemble() })
+        var state = CompiledState()
+        s.compile = ms(clock.measure { state = compiler.compile(resources) })
+        s.program = try ms(clock.measure { _ = try dataplane.apply(state) })
+        return (s, state)
+    }
+
     func run() throws {
         let prefix = "mxcp\(getpid() % 10000)"
         var rows: [Row] = []
+        var changeRows: [[String]] = []
         for n in policies.split(separator: ",").compactMap({ Int($0) }) {
             let paths = NodePaths(node: "\(prefix)-\(n)")
-            let ifindexes = Dictionary(uniqueKeysWithValues: (0..<endpoints).map { ("cp\($0)", Int32(2000 + $0)) })
+            let ifindexes = Dictionary(uniqueKeysWithValues: (0..<endpoints + changes).map { ("cp\($0)", Int32(2000 + $0)) })
             let dataplane = try Dataplane(paths: paths, interfaces: .init(resolve: { ifindexes[$0] }, attach: false))
             defer { try? dataplane.uninstall() }
             let before = try Self.mapBytes(paths)
             let compiler = PolicyCompiler()
-            let t0 = Date()
-            let resources = try ResourceSet.decode(files: [("load.yaml", Self.resources(policies: n, endpoints: endpoints))])
-            let t1 = Date()
-            let state = compiler.compile(resources)
-            let t2 = Date()
-            _ = try dataplane.apply(state)
-            let t3 = Date()
+            let cache = ResourceCache()
+            let keys = Self.keyed(Self.resources(policies: n, endpoints: endpoints))
+            let (initial, state) = try Self.pass(.snapshot(keys, revision: 1), cache: cache, compiler: compiler, dataplane: dataplane)
             let after = try Self.mapBytes(paths)
-            // One policy changes: decode, compile and program again (the daemon's path).
-            let changed = try ResourceSet.decode(files: [("load.yaml", Self.resources(policies: n, endpoints: endpoints, changed: n / 2))])
-            let t4 = Date()
-            _ = try dataplane.apply(compiler.compile(changed))
-            let t5 = Date()
-            rows.append(Row(policies: n, endpoints: endpoints, decodeSeconds: t1.timeIntervalSince(t0),
-                            compileSeconds: t2.timeIntervalSince(t1), programSeconds: t3.timeIntervalSince(t2),
-                            changeSeconds: t5.timeIntervalSince(t4), rulesets: state.rulesets.count,
+            // One policy changes its port, back and forth; then new
+            // endpoints appear, one at a time.
+            let changed = Self.keyed(Self.resources(policies: n, endpoints: endpoints, changed: n / 2))
+            let key = changed.first { keys[$0.key] != $0.value }!.key
+            var policyChanges: [Stages] = []
+            var endpointAdds: [Stages] = []
+            for i in 0..<changes {
+                let text = i % 2 == 0 ? changed[key]! : keys[key]!
+                policyChanges.append(try Self.pass(.changes([key: text], revision: Int64(2 + i)), cache: cache, compiler: compiler,
+                                                   dataplane: dataplane).0)
+            }
+            for i in 0..<changes {
+                let e = endpoints + i
+                let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p\(e), namespace: load, labels: {app: a\(e % 20)}, annotations: {manx.io/interface: cp\(e)}}\nstatus: {podIP: 10.70.\(e / 250).\(e % 250 + 1)}\n"
+                endpointAdds.append(try Self.pass(.changes(["pod\(e)": pod], revision: Int64(2 + changes + i)), cache: cache,
+                                                  compiler: compiler, dataplane: dataplane).0)
+            }
+            rows.append(Row(policies: n, endpoints: endpoints, decodeSeconds: initial.decode / 1000,
+                            compileSeconds: (initial.assemble + initial.compile) / 1000, programSeconds: initial.program / 1000,
+                            changeSeconds: Self.percentile(policyChanges.map(\.total), 0.99) / 1000, rulesets: state.rulesets.count,
                             policyEntries: state.rulesets.values.reduce(0) { $0 + $1.count }, mapBytes: after - before))
+            for (what, samples) in [("one policy changed", policyChanges), ("one endpoint added", endpointAdds)] {
+                func p(_ q: Double, _ f: (Stages) -> Double) -> String { String(format: "%.2f", Self.percentile(samples.map(f), q)) }
+                changeRows.append(["\(n)", what, "\(samples.count)", p(0.5, \.decode), p(0.5, \.assemble), p(0.5, \.compile),
+                                   p(0.5, \.program), p(0.5, \.total), p(0.99, \.total)])
+            }
             FileHandle.standardError.write(Data("control-plane: \(n) policies done\n".utf8))
         }
         print(Markdown.table(
-            ["policies", "endpoints", "decode s", "compile s", "program s", "compile+program s", "one change s", "rule sets", "policy entries", "map memory"],
+            ["policies", "endpoints", "decode s", "assemble+compile s", "program s", "initial load s", "one change p99 s", "rule sets", "policy entries", "map memory"],
             rows.map { r in
                 [String(r.policies), String(r.endpoints), String(format: "%.2f", r.decodeSeconds), String(format: "%.2f", r.compileSeconds),
-                 String(format: "%.2f", r.programSeconds), String(format: "%.2f", r.compileSeconds + r.programSeconds),
+                 String(format: "%.2f", r.programSeconds), String(format: "%.2f", r.decodeSeconds + r.compileSeconds + r.programSeconds),
                  String(format: "%.3f", r.changeSeconds), String(r.rulesets), String(r.policyEntries),
                  String(format: "%.1f MiB", Double(r.mapBytes) / 1_048_576)]
             }))
+        print()
+        print("Changes on the loaded node, one key each (as etcd delivers them), in process; ms:")
+        print()
+        print(Markdown.table(["policies", "change", "samples", "decode p50", "assemble p50", "compile p50", "program p50", "total p50", "total p99"],
+                             changeRows))
         if let json { try writeJSON(rows, to: json) }
+    }
+
+    static func percentile(_ values: [Double], _ q: Double) -> Double {
+        let sorted = values.sorted()
+        return sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]
     }
 
     /// The kernel's own account of the node's maps (memlock in fdinfo).
