@@ -134,7 +134,7 @@ public final class PolicyCompiler {
         var matchers: [Int]
         /// Regions that are not a workload's address: network set and matcher nets, and 0.0.0.0/0.
         var fixed: [CIDR]
-        var keys: [CIDR: (workload: Workload?, key: IdentityKey)] = [:]
+        var keys: [CIDR: (workload: Workload?, key: IdentityKey, member: String)] = [:]
         var index: MatcherIndex?
     }
 
@@ -515,16 +515,17 @@ public final class PolicyCompiler {
         var keys: [UInt32: IdentityKey] = [:]
         var liveIDs: [IdentityKey: Allocated] = [:]
         var members: [UInt32: [String]] = [:]
-        var nextKeys: [CIDR: (workload: Workload?, key: IdentityKey)] = [:]
+        var nextKeys: [CIDR: (workload: Workload?, key: IdentityKey, member: String)] = [:]
         nextKeys.reserveCapacity(all.count)
         for region in all {
-            let key: IdentityKey
+            let key: IdentityKey, member: String
             if let cached = regions!.keys[region.cidr], cached.workload == region.workload {
-                key = cached.key
+                (key, member) = (cached.key, cached.member)
             } else {
                 key = identityKey(region, networkSets: networkSets)
+                member = region.workload?.pod.key ?? region.cidr.description
             }
-            nextKeys[region.cidr] = (region.workload, key)
+            nextKeys[region.cidr] = (region.workload, key, member)
             let id: UInt32
             if key.matched.isEmpty && !key.workload {
                 id = ReservedIdentity.world
@@ -537,7 +538,7 @@ public final class PolicyCompiler {
                 id = remember(a, .identity)
             }
             keys[id] = key
-            members[id, default: []].append(region.workload?.pod.key ?? region.cidr.description)
+            members[id, default: []].append(member)
             state.ipcache.append(IPCacheEntry(cidr: region.cidr, identity: id,
                                               localWorkload: region.workload.map { local.contains($0.pod.key) } ?? false))
         }

@@ -11,6 +11,15 @@ public struct Digest: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     public static func < (a: Digest, b: Digest) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
 
+    /// A digest's bytes are already uniformly spread: the first eight are
+    /// hash enough (equality still compares all 32). Hashing every byte was
+    /// most of the cost of the allocation tables.
+    public func hash(into hasher: inout Hasher) {
+        var word: UInt64 = 0
+        for byte in bytes.prefix(8) { word = word << 8 | UInt64(byte) }
+        hasher.combine(word)
+    }
+
     public var description: String {
         bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }

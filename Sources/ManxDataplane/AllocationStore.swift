@@ -38,7 +38,8 @@ extension Dataplane {
     /// that did not recover these allocations: it would rebind an id.
     func writeAllocations(_ wanted: Allocations) throws(BPFError) -> Allocations {
         var held = allocations
-        for (key, id) in wanted.ids where held.ids[key] != id && id < held.next(key.kind) {
+        let new = wanted.ids.filter { held.ids[$0.key] != $0.value }
+        for (key, id) in new where id < held.next(key.kind) {
             throw BPFError("allocations", errno: EINVAL, "\(key.kind) id \(id) was handed out before: the compiler must recover the dataplane's allocations")
         }
         for (kind, next) in wanted.next where held.next(kind) < next {
@@ -46,7 +47,7 @@ extension Dataplane {
                                         manx_alloc_value(id: next))
             held.next[kind] = next
         }
-        for (key, id) in wanted.ids where held.ids[key] != id {
+        for (key, id) in new {
             try maps.allocations.update(manx_alloc_key(kind: key.kind.rawValue, digest: key.digest), manx_alloc_value(id: id))
             held.ids[key] = id
         }

@@ -149,12 +149,18 @@ public struct DirectoryDatastore: Datastore {
     static func fileDigest(_ text: String) -> UInt64 { fnv(text.utf8) }
 
     /// The datastore's digest, from every file's name and content digest:
-    /// equal digests, equal input. A reader that keeps per-file digests
-    /// computes it without reading unchanged files again.
+    /// equal digests, equal input. A sum over files, so a reader that keeps
+    /// per-file digests updates it as files change, without reading
+    /// unchanged files again or sorting them.
     static func digest(_ files: [(name: String, digest: UInt64)]) -> String {
-        var bytes: [UInt8] = []
-        for (name, digest) in files { bytes += Array(name.utf8) + [0] + Array(String(digest, radix: 16).utf8) + [0] }
-        return String(fnv(bytes), radix: 16)
+        digest(sum: files.reduce(0) { $0 &+ entryDigest($1.name, $1.digest) })
+    }
+
+    static func digest(sum: UInt64) -> String { String(sum, radix: 16) }
+
+    /// One file's share of the datastore's digest.
+    static func entryDigest(_ name: String, _ digest: UInt64) -> UInt64 {
+        fnv(Array(name.utf8) + [0] + (0..<8).map { UInt8(truncatingIfNeeded: digest >> ($0 * 8)) })
     }
 
     static func fnv(_ bytes: some Sequence<UInt8>) -> UInt64 {

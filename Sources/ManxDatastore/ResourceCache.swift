@@ -2,7 +2,8 @@ import ManxModel
 
 /// The datastore's content as the daemon holds it: every key's decoded
 /// documents, kept up to date by the datastore's updates. Only keys whose
-/// text changed are decoded again.
+/// text changed are decoded again, and the policies (most of a large
+/// datastore) are kept in order change by change, not sorted again.
 public final class ResourceCache {
     /// Checks a key's decoded documents against the key (a keyed datastore
     /// holds one resource under its own key).
@@ -12,6 +13,16 @@ public final class ResourceCache {
     private var entries: [String: Entry] = [:]
     /// The revision of the last update applied.
     public private(set) var revision: Int64 = 0
+    /// Every policy, in `ResourceSet.policyOrder`.
+    private var policies: [Policy] = []
+    /// How many policies hold each qualified name (more than one: the
+    /// batch is invalid, and a full assemble says where).
+    private var policyNames: [String: Int] = [:]
+    private var duplicatePolicies = 0
+    /// Keys with anything but policies (or with errors): what assemble reads.
+    private var otherKeys = Set<String>()
+    /// The content digest, a sum over keys, kept as keys change.
+    private var digestSum: UInt64 = 0
 
     struct Entry {
         var digest: UInt64
@@ -26,22 +37,20 @@ public final class ResourceCache {
         switch update {
         case .snapshot(let all, let revision):
             var decoded = 0
-            var next: [String: Entry] = [:]
+            let previous = entries
+            for key in Array(entries.keys) where all[key] == nil { set(key, nil) }
             for (key, text) in all {
                 let digest = DirectoryDatastore.fileDigest(text)
-                if let old = entries[key], old.digest == digest {
-                    next[key] = old
-                } else {
-                    next[key] = decode(key, text, digest)
+                if previous[key]?.digest != digest {
+                    set(key, decode(key, text, digest))
                     decoded += 1
                 }
             }
-            entries = next
             self.revision = revision
             return decoded
         case .changes(let changes, let revision):
             for (key, text) in changes {
-                entries[key] = text.map { decode(key, $0, DirectoryDatastore.fileDigest($0)) }
+                set(key, text.map { decode(key, $0, DirectoryDatastore.fileDigest($0)) })
             }
             self.revision = revision
             return changes.values.count { $0 != nil }
@@ -55,16 +64,61 @@ public final class ResourceCache {
         return Entry(digest: digest, decoded: file.adding(check?(key, file) ?? []))
     }
 
+    /// Replaces a key's entry, keeping the policy order, the other keys and
+    /// the digest up to date.
+    private func set(_ key: String, _ entry: Entry?) {
+        if let old = entries[key] {
+            digestSum &-= DirectoryDatastore.entryDigest(key, old.digest)
+            for p in old.decoded.policies { removePolicy(p) }
+        }
+        entries[key] = entry
+        guard let entry else {
+            otherKeys.remove(key)
+            return
+        }
+        digestSum &+= DirectoryDatastore.entryDigest(key, entry.digest)
+        for p in entry.decoded.policies { insertPolicy(p) }
+        if entry.decoded.onlyPolicies { otherKeys.remove(key) } else { otherKeys.insert(key) }
+    }
+
+    /// The first index whose policy does not sort before `p`.
+    private func lowerBound(_ p: Policy) -> Int {
+        var lo = 0, hi = policies.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if ResourceSet.policyOrder(policies[mid], p) { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    private func insertPolicy(_ p: Policy) {
+        policies.insert(p, at: lowerBound(p))
+        let count = policyNames[p.qualifiedName, default: 0] + 1
+        policyNames[p.qualifiedName] = count
+        if count == 2 { duplicatePolicies += 1 }
+    }
+
+    private func removePolicy(_ p: Policy) {
+        var i = lowerBound(p)
+        while i < policies.count, policies[i] != p { i += 1 }
+        if i < policies.count { policies.remove(at: i) }
+        let count = policyNames[p.qualifiedName, default: 1] - 1
+        policyNames[p.qualifiedName] = count == 0 ? nil : count
+        if count == 1 { duplicatePolicies -= 1 }
+    }
+
     public var count: Int { entries.count }
 
     /// A digest of every key and its content: equal digests, equal content
     /// (for a directory, the same as `DirectoryDatastore.snapshot().digest`).
-    public var digest: String {
-        DirectoryDatastore.digest(entries.sorted { $0.key < $1.key }.map { ($0.key, $0.value.digest) })
-    }
+    public var digest: String { DirectoryDatastore.digest(sum: digestSum) }
 
     /// Everything, validated as one batch.
     public func assemble() throws(ValidationErrors) -> ResourceSet {
-        try ResourceSet.assemble(entries.sorted { $0.key < $1.key }.map(\.value.decoded))
+        if duplicatePolicies > 0 {
+            // The full path reports each duplicate where it is.
+            return try ResourceSet.assemble(entries.sorted { $0.key < $1.key }.map(\.value.decoded))
+        }
+        return try ResourceSet.assemble(otherKeys.sorted().map { entries[$0]!.decoded }, policies: policies)
     }
 }

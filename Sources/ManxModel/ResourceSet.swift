@@ -47,6 +47,10 @@ public struct ResourceSet: Sendable, Equatable {
         public let headers: [ResourceHeader]
         /// Documents decoded (for measurement).
         public var count: Int { resources.count }
+        /// Its policies, in document order.
+        public var policies: [Policy] { resources.compactMap { if case .policy(let p) = $0 { p } else { nil } } }
+        /// Whether it holds only policies and no errors.
+        public var onlyPolicies: Bool { errors.isEmpty && resources.allSatisfy { if case .policy = $0 { true } else { false } } }
 
         init(name: String, resources: [Resource], errors: [ValidationError], headers: [ResourceHeader] = []) {
             self.name = name
@@ -94,12 +98,22 @@ public struct ResourceSet: Sendable, Equatable {
     /// names, tiers, networking). Any error anywhere rejects the whole
     /// batch, with every error found.
     public static func assemble(_ files: [DecodedFile]) throws(ValidationErrors) -> ResourceSet {
+        try assemble(files, policies: nil)
+    }
+
+    /// The same, with the policies already put together by the caller (in
+    /// `policyOrder`, without duplicate names); the files' own policies are
+    /// then skipped. A reader that keeps its policies up to date change by
+    /// change does not sort them all again.
+    public static func assemble(_ files: [DecodedFile], policies: [Policy]?) throws(ValidationErrors) -> ResourceSet {
         var set = ResourceSet()
         var errors: [ValidationError] = []
         var seen: [String: ResourceRef] = [:]
+        if let policies { set.policies = policies }
         for file in files {
             errors += file.errors
             for resource in file.resources {
+                if policies != nil, case .policy = resource { continue }
                 let ref = resource.ref
                 // Policies by their Calico name, so a Kubernetes and a Calico
                 // NetworkPolicy of the same name can coexist, as in Calico.
@@ -122,9 +136,14 @@ public struct ResourceSet: Sendable, Equatable {
         errors += set.checkNetworking()
         if !errors.isEmpty { throw ValidationErrors(errors) }
         set.mergeWorkloadEndpoints()
-        set.policies.sort { $0.ref < $1.ref }
+        if policies == nil { set.policies.sort(by: policyOrder) }
         set.networkSets.sort { $0.ref < $1.ref }
         return set
+    }
+
+    /// The order of `policies`: by reference, then by file.
+    public static func policyOrder(_ a: Policy, _ b: Policy) -> Bool {
+        a.ref < b.ref || (!(b.ref < a.ref) && a.ref.file < b.ref.file)
     }
 
     /// Parses a multi-document stream completely before anything is used:

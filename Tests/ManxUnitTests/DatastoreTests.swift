@@ -1,4 +1,4 @@
-import ManxDatastore
+@testable import ManxDatastore
 import ManxModel
 import XCTest
 
@@ -72,6 +72,44 @@ final class DatastoreTests: XCTestCase {
         XCTAssertThrowsError(try cache.assemble()) { error in
             XCTAssertTrue("\(error)".contains("duplicate: already defined in c.yaml"), "\(error)")
         }
+    }
+
+    /// The cache keeps its policies in order change by change; whatever the
+    /// changes (policies moved between keys, duplicated, removed, files
+    /// with other kinds or errors), it assembles what a full assemble of
+    /// every key gives, and digests as the directory does.
+    func testCacheAssemblesAsAFullAssembleUnderChurn() throws {
+        var rng = IncrementalCompileTests.Generator(state: 7)
+        let cache = ResourceCache()
+        var keys: [String: String] = [:]
+        func policy(_ name: Int, port: Int) -> String {
+            "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p\(name), namespace: ns\(name % 2)}\nspec: {selector: all(), ingress: [{action: Allow, protocol: TCP, destination: {ports: [\(port)]}}]}\n"
+        }
+        for step in 0..<400 {
+            let key = "k\(Int.random(in: 0..<12, using: &rng))"
+            var text: String?
+            switch Int.random(in: 0..<6, using: &rng) {
+            case 0: text = nil
+            case 1: text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: ns\(Int.random(in: 0..<3, using: &rng))}\n"
+            case 2: text = policy(Int.random(in: 0..<6, using: &rng), port: 80) + "---\n" + policy(Int.random(in: 0..<6, using: &rng), port: 81)
+            case 3: text = "kind: [broken"
+            default: text = policy(Int.random(in: 0..<6, using: &rng), port: Int.random(in: 1..<4, using: &rng))
+            }
+            keys[key] = text
+            cache.apply(.changes([key: text], revision: Int64(step)))
+            let files = keys.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+            XCTAssertEqual(cache.digest, DirectoryDatastore.digest(files.map { ($0.0, DirectoryDatastore.fileDigest($0.1)) }), "step \(step)")
+            let full = Result { () throws(ValidationErrors) in try ResourceSet.decode(files: files) }
+            let cached = Result { () throws(ValidationErrors) in try cache.assemble() }
+            switch (full, cached) {
+            case let (.success(a), .success(b)): XCTAssertEqual(a, b, "step \(step)")
+            case let (.failure(a), .failure(b)): XCTAssertEqual(a.errors, b.errors, "step \(step)")
+            default: XCTFail("step \(step): \(full) vs \(cached)")
+            }
+        }
+        // A snapshot replaces everything.
+        cache.apply(.snapshot(["only": policy(1, port: 9)], revision: 999))
+        XCTAssertEqual(try cache.assemble(), try ResourceSet.decode(files: [("only", policy(1, port: 9))]))
     }
 
     func testKeyedCacheRefusesAResourceUnderAnotherKey() throws {
