@@ -29,8 +29,9 @@ public final class PolicyCompiler {
     private var allocated: Allocations
     /// The compile in progress: what it uses, and what it hands out.
     private var live = Allocations()
-    private var identityIDs: [IdentityKey: Allocated] = [:]
-    private var rulesetIDs: [[TableEntry]: Allocated] = [:]
+    /// The ids of the identities in force, of fixed regions and of workloads.
+    private var fixedIdentityIDs: [IdentityKey: Allocated] = [:]
+    private var workloadIdentityIDs: [IdentityKey: Allocated] = [:]
     /// What every rule id handed out stands for (an id is bound to one
     /// content for good, so an entry never goes stale).
     private var ruleInfos: [UInt32: (info: RuleInfo, digest: Digest)] = [:]
@@ -61,9 +62,12 @@ public final class PolicyCompiler {
     private var stamp = 0
     private var versions = 0
     private var workloadCache: [String: Workload] = [:]
-    /// Policy order per tier and direction, with what it was sorted from.
-    private var order: (keys: [OrderKey], byTier: [String: [Policy.Direction: [Int]]], tiers: [String], version: Int)?
+    /// Policy order per tier and direction (as indices into the policies
+    /// of `lastEntries`), and the tiers in order.
+    private var order: PolicyOrder?
     private var policyCache: [String: PolicyEntry] = [:]
+    /// The last compile's policies, in its order.
+    private var lastEntries: [PolicyEntry] = []
     /// The endpoints' selector-relevant content, numbered.
     private var subjectNumbers: [Subject: Int] = [:]
     private var subjects: [Workload] = []
@@ -72,11 +76,30 @@ public final class PolicyCompiler {
     private var regions: RegionCache?
     private var identityKeys: (keys: [UInt32: IdentityKey], version: Int) = ([:], 0)
 
+    struct PolicyOrder {
+        var byTier: [String: [Policy.Direction: [Int]]]
+        var tiers: [String]
+        /// Per direction, each policy's place in its tier's list (-1: not in that direction).
+        var rank: [Policy.Direction: [Int]]
+        var version: Int
+    }
+
+    /// Per subject and direction, the policies that apply, by tier (as
+    /// `(index into the tiers, policy indices in order)`), for one order.
+    typealias Applying = [Policy.Direction: [(tier: Int, policies: [Int])]]
+    private var applyingCache: (orderVersion: Int, bySubject: [Int: Applying]) = (0, [:])
+
     struct OrderKey: Equatable {
         var order: Double
         var name: String
         var types: Set<Policy.Direction>
         var tier: String
+        init(_ p: Policy) {
+            order = p.order ?? .infinity
+            name = p.qualifiedName
+            types = p.types
+            tier = p.tier
+        }
     }
 
     /// What `EndpointMatch.matches` reads of a workload.
@@ -120,7 +143,8 @@ public final class PolicyCompiler {
         let program: RuleProgram
         let ruleIDs: [UInt32]
         let matchers: Set<Int>
-        var table: (keysVersion: Int, entries: [TableEntry])?
+        /// Its table for one version of the identity keys, and the rule set id it had.
+        var table: (keysVersion: Int, entries: [TableEntry], ruleset: Allocated?)?
         var used = 0
         init(_ program: RuleProgram) {
             self.program = program
@@ -134,9 +158,48 @@ public final class PolicyCompiler {
         var matchers: [Int]
         /// Regions that are not a workload's address: network set and matcher nets, and 0.0.0.0/0.
         var fixed: [CIDR]
-        var keys: [CIDR: (workload: Workload?, key: IdentityKey, member: String)] = [:]
+        var fixedSet: Set<CIDR>
+        /// The fixed regions' identities, with the workload addresses that
+        /// took some of their ranges away.
+        var fixedPart: (shadowed: Set<CIDR>, part: RegionPart)?
+        var workloadPart: RegionPart?
         var index: MatcherIndex?
+        /// The last result, with the workloads it was computed for: equal
+        /// workloads (and matchers) give the same regions and identities.
+        var last: RegionResult?
     }
+
+    struct RegionPart {
+        var keys: [UInt32: IdentityKey] = [:]
+        var ids: [IdentityKey: Allocated] = [:]
+        var allocations: [Allocations.Key: UInt32] = [:]
+        var identities: [UInt32: IdentityInfo] = [:]
+        var ipcache: [IPCacheEntry] = []
+        /// Each region's key and member name, with the workload they were computed for.
+        var cached: [CIDR: (workload: Workload?, key: IdentityKey, member: String)] = [:]
+    }
+
+    struct RegionResult {
+        var workloads: [Workload]
+        var local: Set<String>
+        var keys: [UInt32: IdentityKey]
+        var ipcache: [IPCacheEntry]
+        var identities: [UInt32: IdentityInfo]
+        var allocations: [Allocations.Key: UInt32]
+        /// The identity of each workload address.
+        var identityOf: [CIDR: UInt32]
+    }
+
+    /// The rules of the programs in use, counted by program: a compile
+    /// adds the rules of programs that came into use and drops those of
+    /// programs that went out of it.
+    private var programsInUse: [ObjectIdentifier: ProgramEntry] = [:]
+    private var ruleUses: [UInt32: Int] = [:]
+    private var rulesInUse: [UInt32: RuleInfo] = [:]
+    private var ruleAllocations: [Allocations.Key: UInt32] = [:]
+
+    /// Identities by the matchers they satisfy, for one version of the identity keys.
+    private var identitiesByMatcher: (version: Int, ids: [Int: [UInt32]])?
 
     struct MatcherIndex {
         var byNet: [CIDR: [Int]] = [:]
@@ -204,6 +267,7 @@ public final class PolicyCompiler {
             workloadCache = [:]
             order = nil
             policyCache = [:]
+            lastEntries = []
             subjectNumbers = [:]
             subjects = []
             endpointCache = [:]
@@ -229,38 +293,56 @@ public final class PolicyCompiler {
         }
         // Each tier's policies in evaluation order, per direction, sorted
         // once (not per endpoint), as indices into resources.policies.
+        // Policies: a changed one is a new entry (a new version). Each is
+        // first compared with the one at its place in the last compile: the
+        // policies of a change come in the same order but for a few.
         let policies = resources.policies
-        let orderKeys = policies.map { OrderKey(order: $0.order ?? .infinity, name: $0.qualifiedName, types: $0.types, tier: $0.tier) }
-        if order?.keys != orderKeys {
-            var byTier: [String: [Policy.Direction: [Int]]] = [:]
-            for i in policies.indices.sorted(by: { (orderKeys[$0].order, orderKeys[$0].name) < (orderKeys[$1].order, orderKeys[$1].name) }) {
-                for direction in Policy.Direction.allCases where policies[i].types.contains(direction) {
-                    byTier[policies[i].tier, default: [:]][direction, default: []].append(i)
-                }
-            }
-            func tierOrder(_ name: String) -> (Double, String) { (resources.tiers[name]?.order ?? .infinity, name) }
-            versions += 1
-            order = (orderKeys, byTier, byTier.keys.sorted { tierOrder($0) < tierOrder($1) }, versions)
-        }
-        let (_, policiesByTier, tierNames, orderVersion) = order!
-
-        // Policies: a changed one is a new entry (a new version).
         var entries: [PolicyEntry] = []
         entries.reserveCapacity(policies.count)
+        var sameOrder = order != nil && policies.count == lastEntries.count
+        var changed: [Int] = [] // indices of new entries, while sameOrder
         for (i, policy) in policies.enumerated() {
-            let name = orderKeys[i].name
             let entry: PolicyEntry
-            if let cached = policyCache[name], cached.policy == policy {
-                entry = cached
+            if i < lastEntries.count, lastEntries[i].policy == policy {
+                entry = lastEntries[i]
             } else {
-                versions += 1
-                entry = PolicyEntry(policy, version: versions)
-                policyCache[name] = entry
+                let name = policy.qualifiedName
+                if let cached = policyCache[name], cached.policy == policy {
+                    entry = cached
+                } else {
+                    versions += 1
+                    entry = PolicyEntry(policy, version: versions)
+                    policyCache[name] = entry
+                }
+                if sameOrder && OrderKey(lastEntries[i].policy) != OrderKey(policy) { sameOrder = false }
+                changed.append(i)
             }
             entry.seen = stamp
             entries.append(entry)
         }
+        lastEntries = entries
         if policyCache.count != entries.count { policyCache = policyCache.filter { $0.value.seen == stamp } }
+        // Each tier's policies in evaluation order, per direction, sorted
+        // once (not per endpoint), as indices into resources.policies.
+        if !sameOrder {
+            let keys = policies.map(OrderKey.init)
+            var byTier: [String: [Policy.Direction: [Int]]] = [:]
+            for i in policies.indices.sorted(by: { (keys[$0].order, keys[$0].name) < (keys[$1].order, keys[$1].name) }) {
+                for direction in Policy.Direction.allCases where policies[i].types.contains(direction) {
+                    byTier[policies[i].tier, default: [:]][direction, default: []].append(i)
+                }
+            }
+            var rank: [Policy.Direction: [Int]] = [:]
+            for direction in Policy.Direction.allCases {
+                var r = [Int](repeating: -1, count: policies.count)
+                for lists in byTier.values { for (place, i) in (lists[direction] ?? []).enumerated() { r[i] = place } }
+                rank[direction] = r
+            }
+            func tierOrder(_ name: String) -> (Double, String) { (resources.tiers[name]?.order ?? .infinity, name) }
+            versions += 1
+            order = PolicyOrder(byTier: byTier, tiers: byTier.keys.sorted { tierOrder($0) < tierOrder($1) }, rank: rank, version: versions)
+        }
+        let policiesByTier = order!.byTier, tierNames = order!.tiers, orderVersion = order!.version
 
         // Which policies apply to each local endpoint: evaluated once per
         // policy and subject (the labels and namespace selectors read).
@@ -279,19 +361,37 @@ public final class PolicyCompiler {
             while entry.applies.count <= subject { entry.applies.append(entry.policy.appliesTo.matches(subjects[entry.applies.count])) }
             return entry.applies[subject]
         }
-        var applyingBySubject: [Int: [Policy.Direction: [(tier: Int, policies: [Int])]]] = [:]
+        // Kept per subject while the order is: then only new entries are
+        // evaluated, each put in (or taken out of) its place.
+        if applyingCache.orderVersion != orderVersion { applyingCache = (orderVersion, [:]) }
+        var applyingBySubject: [Int: Applying] = [:]
         for subject in Set(subjectOf) {
-            var perDirection: [Policy.Direction: [(tier: Int, policies: [Int])]] = [:]
-            for direction in Policy.Direction.allCases {
-                for (t, tierName) in tierNames.enumerated() {
-                    let applying = (policiesByTier[tierName]![direction] ?? []).filter { applies(entries[$0], subject) }
-                    if !applying.isEmpty { perDirection[direction, default: []].append((t, applying)) }
+            var perDirection: Applying
+            if let cached = applyingCache.bySubject[subject] {
+                perDirection = cached
+                for i in changed {
+                    let t = tierNames.firstIndex(of: entries[i].policy.tier)!
+                    for direction in Policy.Direction.allCases where order!.rank[direction]![i] >= 0 {
+                        Self.place(i, tier: t, applies: applies(entries[i], subject), rank: order!.rank[direction]!,
+                                   in: &perDirection[direction, default: []])
+                        if perDirection[direction]!.isEmpty { perDirection[direction] = nil }
+                    }
+                }
+            } else {
+                perDirection = [:]
+                for direction in Policy.Direction.allCases {
+                    for (t, tierName) in tierNames.enumerated() {
+                        let applying = (policiesByTier[tierName]![direction] ?? []).filter { applies(entries[$0], subject) }
+                        if !applying.isEmpty { perDirection[direction, default: []].append((t, applying)) }
+                    }
                 }
             }
             applyingBySubject[subject] = perDirection
             // Their cached rules stay: some program in force holds their ids.
             for list in perDirection.values { for (_, indices) in list { for i in indices { entries[i].used = stamp } } }
         }
+
+        applyingCache.bySubject = applyingBySubject
 
         // 1. Rule programs per local endpoint and direction, rebuilt only
         // for endpoints whose inputs changed.
@@ -320,40 +420,34 @@ public final class PolicyCompiler {
         let usedPrograms = programs.values.filter { $0.used == stamp }
         for entry in entries where entry.used != stamp { entry.rules = [:] } // their ids are released below
         if programs.count > 2 * usedPrograms.count + 16 { programs = programs.filter { $0.value.used == stamp } }
-        for p in usedPrograms {
-            for id in p.ruleIDs where state.rules[id] == nil {
-                let r = ruleInfos[id]!
-                state.rules[id] = r.info
-                live.ids[Allocations.Key(.rule, r.digest)] = id
-            }
-        }
+        countRules(of: usedPrograms)
+        state.rules = rulesInUse
+        for (key, id) in ruleAllocations { live.ids[key] = id }
         if ruleInfos.count > 2 * state.rules.count + 64 { ruleInfos = ruleInfos.filter { state.rules[$0.key] != nil } }
         if ruleIDOf.count > 2 * state.rules.count + 64 { ruleIDOf = ruleIDOf.filter { state.rules[$0.value.id] != nil } }
 
         // 2. Regions of address space and their identities.
         let usedMatchers = usedPrograms.reduce(into: Set<Int>()) { $0.formUnion($1.matchers) }.sorted()
-        let identities = assignIdentities(workloads: workloads, networkSets: networkSets,
-                                          matchers: usedMatchers, local: Set(local.map(\.pod.key)), state: &state)
+        let regionResult = assignIdentities(workloads: workloads, networkSets: networkSets,
+                                            matchers: usedMatchers, local: Set(local.map(\.pod.key)), state: &state)
+        let identities = regionResult.keys, identityOf = regionResult.identityOf
         if identities != identityKeys.keys {
             versions += 1
             identityKeys = (identities, versions)
         }
-        let identityOf = Dictionary(state.ipcache.map { ($0.cidr, $0.identity) }, uniquingKeysWith: { a, _ in a })
 
-        // 3. Rule sets, shared by content; a program's table is kept while
-        // the identities are.
-        var liveRulesets: [[TableEntry]: Allocated] = [:]
+        // 3. Rule sets, shared by content (equal tables have one digest, so
+        // one id); a program's table and id are kept while the identities are.
         func rulesetID(_ program: ProgramEntry?) -> UInt32 {
             guard let program else { return ReservedRuleset.allowAll }
             if program.table?.keysVersion != identityKeys.version {
-                program.table = (identityKeys.version, table(for: program.program, identities: identities))
+                program.table = (identityKeys.version, table(for: program.program, identities: identities), nil)
             }
             let table = program.table!.entries
-            if let known = liveRulesets[table] { return known.id }
-            let a = rulesetIDs[table].flatMap { isLive($0, .ruleset) ? $0 : nil }
+            let a = program.table!.ruleset.flatMap { isLive($0, .ruleset) ? $0 : nil }
                 ?? allocate(.ruleset, Digest.sha256(CanonicalText.ruleset(table)))
-            state.rulesets[a.id] = table
-            liveRulesets[table] = a
+            program.table!.ruleset = a
+            if state.rulesets[a.id] == nil { state.rulesets[a.id] = table }
             return remember(a, .ruleset)
         }
         for (w, programs) in endpointPrograms {
@@ -362,7 +456,6 @@ public final class PolicyCompiler {
                 identity: identityOf[CIDR(w.ip!, 32)]!,
                 ingressRuleset: rulesetID(programs[0]), egressRuleset: rulesetID(programs[1])))
         }
-        rulesetIDs = liveRulesets
         allocated = live
         state.allocations = live
         return state
@@ -424,6 +517,50 @@ public final class PolicyCompiler {
                                              action: "Deny", summary: "no profile rule matched"))
         tiers.append(TierProgram(name: "profiles", defaultPass: false, defaultRuleID: profileDefault, rules: profileRules))
         return RuleProgram(tiers: tiers)
+    }
+
+    /// Puts policy `i` of tier `tier` in its place in one direction's
+    /// applying lists (ordered by tier, then by rank), or takes it out.
+    static func place(_ i: Int, tier: Int, applies: Bool, rank: [Int], in lists: inout [(tier: Int, policies: [Int])]) {
+        guard let k = lists.firstIndex(where: { $0.tier >= tier }), lists[k].tier == tier else {
+            if applies { lists.insert((tier, [i]), at: lists.firstIndex { $0.tier > tier } ?? lists.count) }
+            return
+        }
+        var lo = 0, hi = lists[k].policies.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if rank[lists[k].policies[mid]] < rank[i] { lo = mid + 1 } else { hi = mid }
+        }
+        let present = lo < lists[k].policies.count && lists[k].policies[lo] == i
+        if applies && !present { lists[k].policies.insert(i, at: lo) }
+        if !applies && present { lists[k].policies.remove(at: lo) }
+        if lists[k].policies.isEmpty { lists.remove(at: k) }
+    }
+
+    /// Brings the rules in use to those of `used`, counting each rule's programs.
+    private func countRules(of used: [ProgramEntry]) {
+        let next = Dictionary(uniqueKeysWithValues: used.map { (ObjectIdentifier($0), $0) })
+        for (key, p) in programsInUse where next[key] == nil {
+            for id in p.ruleIDs {
+                ruleUses[id]! -= 1
+                if ruleUses[id] == 0 {
+                    ruleUses[id] = nil
+                    rulesInUse[id] = nil
+                    ruleAllocations[Allocations.Key(.rule, ruleInfos[id]!.digest)] = nil
+                }
+            }
+        }
+        for (key, p) in next where programsInUse[key] == nil {
+            for id in p.ruleIDs {
+                ruleUses[id, default: 0] += 1
+                if ruleUses[id] == 1 {
+                    let r = ruleInfos[id]!
+                    rulesInUse[id] = r.info
+                    ruleAllocations[Allocations.Key(.rule, r.digest)] = id
+                }
+            }
+        }
+        programsInUse = next
     }
 
     /// One entry per distinct program: equal programs share their table and rule set.
@@ -490,7 +627,7 @@ public final class PolicyCompiler {
     /// key: the matchers it satisfies and its named ports. A region's key
     /// is computed again only when the region or the matchers change.
     private func assignIdentities(workloads: [Workload], networkSets: [NetworkSetPeer], matchers: [Int],
-                                  local: Set<String>, state: inout CompiledState) -> [UInt32: IdentityKey] {
+                                  local: Set<String>, state: inout CompiledState) -> RegionResult {
         if regions?.matchers != matchers {
             var fixed: [CIDR] = []
             var seen = Set<CIDR>()
@@ -501,51 +638,84 @@ public final class PolicyCompiler {
             if seen.insert(.any).inserted { fixed.append(.any) }
             // In address order, not matcher order (matcher numbers are this
             // process's own): new identities get the same ids in any process.
-            regions = RegionCache(matchers: matchers, fixed: fixed.sorted())
+            regions = RegionCache(matchers: matchers, fixed: fixed.sorted(), fixedSet: seen)
         }
-        var all: [Peer] = []
+        if let last = regions!.last, last.workloads == workloads, last.local == local {
+            for (key, id) in last.allocations { live.ids[key] = id }
+            state.ipcache = last.ipcache
+            state.identities = last.identities
+            return last
+        }
+        // Workloads and plain ranges never share an identity, so the regions
+        // of workload addresses and the fixed ones are two parts: the fixed
+        // part is computed again only when a workload takes or leaves one of
+        // its ranges (a /32 that is also a workload's address).
+        var workloadRegions: [Peer] = []
         var seen = Set<CIDR>()
         for w in workloads {
             guard let ip = w.ip else { continue }
             let cidr = CIDR(ip, 32)
-            if seen.insert(cidr).inserted { all.append(Peer(cidr: cidr, workload: w)) }
+            if seen.insert(cidr).inserted { workloadRegions.append(Peer(cidr: cidr, workload: w)) }
         }
-        for cidr in regions!.fixed where !seen.contains(cidr) { all.append(Peer(cidr: cidr, workload: nil)) }
+        let shadowed = seen.filter(regions!.fixedSet.contains)
+        if regions!.fixedPart?.shadowed != shadowed {
+            let part = regionPart(regions!.fixed.filter { !shadowed.contains($0) }.map { Peer(cidr: $0, workload: nil) },
+                                  previous: regions!.fixedPart?.part, ids: fixedIdentityIDs, local: local, networkSets: networkSets)
+            regions!.fixedPart = (shadowed, part)
+            fixedIdentityIDs = part.ids
+        }
+        let fixed = regions!.fixedPart!.part
+        let workloadPart = regionPart(workloadRegions, previous: regions!.workloadPart, ids: workloadIdentityIDs, local: local,
+                                      networkSets: networkSets)
+        regions!.workloadPart = workloadPart
+        workloadIdentityIDs = workloadPart.ids
 
-        var keys: [UInt32: IdentityKey] = [:]
-        var liveIDs: [IdentityKey: Allocated] = [:]
+        for (key, id) in fixed.allocations { live.ids[key] = id }
+        state.ipcache = workloadPart.ipcache + fixed.ipcache
+        state.identities = fixed.identities.merging(workloadPart.identities) { a, _ in a }
+        regions!.last = RegionResult(workloads: workloads, local: local, keys: fixed.keys.merging(workloadPart.keys) { a, _ in a },
+                                     ipcache: state.ipcache, identities: state.identities,
+                                     allocations: fixed.allocations.merging(workloadPart.allocations) { a, _ in a },
+                                     identityOf: Dictionary(uniqueKeysWithValues: workloadPart.ipcache.map { ($0.cidr, $0.identity) }))
+        return regions!.last!
+    }
+
+    /// The identities of some regions, each region's key taken from
+    /// `previous` when its workload is the same, each id from `ids` (those
+    /// in force) when its key is known there.
+    private func regionPart(_ peers: [Peer], previous: RegionPart?, ids: [IdentityKey: Allocated], local: Set<String>,
+                            networkSets: [NetworkSetPeer]) -> RegionPart {
+        var part = RegionPart()
         var members: [UInt32: [String]] = [:]
-        var nextKeys: [CIDR: (workload: Workload?, key: IdentityKey, member: String)] = [:]
-        nextKeys.reserveCapacity(all.count)
-        for region in all {
+        part.cached.reserveCapacity(peers.count)
+        for region in peers {
             let key: IdentityKey, member: String
-            if let cached = regions!.keys[region.cidr], cached.workload == region.workload {
+            if let cached = previous?.cached[region.cidr], cached.workload == region.workload {
                 (key, member) = (cached.key, cached.member)
             } else {
                 key = identityKey(region, networkSets: networkSets)
                 member = region.workload?.pod.key ?? region.cidr.description
             }
-            nextKeys[region.cidr] = (region.workload, key, member)
+            part.cached[region.cidr] = (region.workload, key, member)
             let id: UInt32
             if key.matched.isEmpty && !key.workload {
                 id = ReservedIdentity.world
-            } else if let known = liveIDs[key] {
+            } else if let known = part.ids[key] {
                 id = known.id
             } else {
-                let a = identityIDs[key] ?? allocate(.identity, Digest.sha256(CanonicalText.identity(
+                let a = ids[key] ?? allocate(.identity, Digest.sha256(CanonicalText.identity(
                     matchers: key.matched.map { matcherTexts[Int($0)] }, ports: key.ports, workload: key.workload)))
-                liveIDs[key] = a
+                part.ids[key] = a
+                part.allocations[Allocations.Key(.identity, a.digest)] = a.id
                 id = remember(a, .identity)
             }
-            keys[id] = key
+            part.keys[id] = key
             members[id, default: []].append(member)
-            state.ipcache.append(IPCacheEntry(cidr: region.cidr, identity: id,
-                                              localWorkload: region.workload.map { local.contains($0.pod.key) } ?? false))
+            part.ipcache.append(IPCacheEntry(cidr: region.cidr, identity: id,
+                                             localWorkload: region.workload.map { local.contains($0.pod.key) } ?? false))
         }
-        regions!.keys = nextKeys
-        identityIDs = liveIDs
-        state.identities = members.mapValues { IdentityInfo(members: $0) }
-        return keys
+        part.identities = members.mapValues { IdentityInfo(members: $0) }
+        return part
     }
 
     /// The matchers a region satisfies (candidates come from an index, so
@@ -588,12 +758,28 @@ public final class PolicyCompiler {
     /// whose verdicts all equal the rule set's default get no entry.
     private func table(for program: RuleProgram, identities: [UInt32: IdentityKey]) -> [TableEntry] {
         let relevant = program.matchers
-        let usesNames = program.usesPeerPortNames
         var groups: [IdentityKey: [UInt32]] = [:]
-        for (id, key) in identities {
-            let projection = IdentityKey(matched: key.matched.filter { relevant.contains(Int($0)) },
-                                         ports: usesNames ? key.ports : [], workload: false)
-            groups[projection, default: []].append(id)
+        if program.usesPeerPortNames {
+            for (id, key) in identities {
+                let projection = IdentityKey(matched: key.matched.filter { relevant.contains(Int($0)) }, ports: key.ports, workload: false)
+                groups[projection, default: []].append(id)
+            }
+        } else {
+            // Only identities that satisfy one of the program's matchers
+            // differ from "none": found through the index, so the work is
+            // proportional to them, not to all identities.
+            if identitiesByMatcher?.version != identityKeys.version {
+                var index: [Int: [UInt32]] = [:]
+                for (id, key) in identities { for m in key.matched { index[Int(m), default: []].append(id) } }
+                identitiesByMatcher = (identityKeys.version, index)
+            }
+            let index = identitiesByMatcher!.ids
+            var projected: [UInt32: [Int32]] = [:]
+            for m in relevant.sorted() { for id in index[m] ?? [] { projected[id, default: []].append(Int32(m)) } }
+            for (id, matched) in projected { groups[IdentityKey(matched: matched, ports: [], workload: false), default: []].append(id) }
+            if projected.count < identities.count {
+                groups[IdentityKey(matched: [], ports: [], workload: false)] = identities.keys.filter { projected[$0] == nil }
+            }
         }
         let index = ProgramIndex(program)
         let functions = groups.keys.map { key in

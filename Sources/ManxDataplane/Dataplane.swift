@@ -37,6 +37,9 @@ public final class Dataplane {
     public private(set) var generation: UInt32 = 0
     /// Each generation's ipcache.
     private(set) var ipcache: [[CIDR: manx_ipcache_value]] = [[:], [:]]
+    /// The compiled entries each generation's ipcache was written from, if
+    /// known: an apply with the same entries has nothing to write there.
+    private var ipcacheSource: [[IPCacheEntry]?] = [nil, nil]
     /// Endpoint policy slots, by index (endpoint id * 2 + generation).
     private var slots: [UInt32: manx_ep_policy] = [:]
     private(set) var rulesets: [UInt32: [manx_policy_key]] = [:]
@@ -128,6 +131,9 @@ public final class Dataplane {
         public var conntrackRevoked = 0
         /// Whether a new generation came into force.
         public var flipped = false
+        /// From the start of the apply to its commit point: the new state
+        /// judges every packet from then on.
+        public var inForce: Duration = .zero
         /// Time spent waiting for programs still running with the old generation.
         public var waitedForPrograms: Duration = .zero
         /// Time spent finding and revoking approvals of peers that changed identity.
@@ -138,17 +144,11 @@ public final class Dataplane {
     }
 
     public func apply(_ state: CompiledState) throws(BPFError) -> ApplyReport {
+        let started = ContinuousClock.now
         var report = ApplyReport()
         var undo = Undo()
         let active = generation, idle = 1 - generation
         let pending = manx_ep_policy(ingress_ruleset: MANX_RULESET_PENDING, egress_ruleset: MANX_RULESET_PENDING, identity: 0)
-        var wantedIPCache: [CIDR: manx_ipcache_value] = [:]
-        for e in state.ipcache {
-            var v = manx_ipcache_value()
-            v.identity = e.identity
-            v.flags = e.localWorkload ? UInt32(MANX_IPC_F_LOCAL_WORKLOAD) : 0
-            wantedIPCache[e.cidr] = v
-        }
         var freedTables: [UInt32] = [] // conntrack of endpoints gone or replaced
         var kept: [manx_endpoint] = []  // endpoints that keep their table
         do throws(BPFError) {
@@ -170,15 +170,13 @@ public final class Dataplane {
                 report.policyEntriesWritten += keys.count
             }
             // 3a. The idle generation's ipcache (nothing reads it).
-            for (cidr, value) in wantedIPCache where ipcache[Int(idle)][cidr] != value {
-                try maps.ipcache.update(manx_ipcache_key(cidr, generation: idle), value)
-                ipcache[Int(idle)][cidr] = value
+            try writeIPCache(state.ipcache, generation: idle)
+            if let a = ipcacheSource[0], let b = ipcacheSource[1] {
+                let (removed, set) = Self.difference(a, b)
+                report.ipcacheChanges = removed.count + set.count
+            } else {
+                report.ipcacheChanges = Set(ipcache[0].keys).union(ipcache[1].keys).filter { ipcache[0][$0] != ipcache[1][$0] }.count
             }
-            for cidr in ipcache[Int(idle)].keys where wantedIPCache[cidr] == nil {
-                try maps.ipcache.delete(manx_ipcache_key(cidr, generation: idle))
-                ipcache[Int(idle)][cidr] = nil
-            }
-            report.ipcacheChanges = Set(ipcache[0].keys).union(ipcache[1].keys).filter { ipcache[0][$0] != ipcache[1][$0] }.count
             var changed = report.ipcacheChanges > 0
             // 3b. Endpoints: their idle slots, new ones created and attached.
             var wantedEndpoints: [Int32: (interface: String, workload: String, value: manx_endpoint, policy: manx_ep_policy)] = [:]
@@ -252,6 +250,7 @@ public final class Dataplane {
                 generation = idle
                 report.flipped = true
             }
+            report.inForce = ContinuousClock.now - started
             undo = Undo() // the new state is in force: nothing to roll back from here
 
             // 5. No program still runs with what is deleted below.
@@ -293,6 +292,48 @@ public final class Dataplane {
             throw error
         }
         return report
+    }
+
+    /// Brings one generation's ipcache to `entries`, writing only what
+    /// differs: found from the entries it was written from, when known.
+    private func writeIPCache(_ entries: [IPCacheEntry], generation gen: UInt32) throws(BPFError) {
+        let g = Int(gen)
+        let (removed, set): ([CIDR], [IPCacheEntry])
+        if let source = ipcacheSource[g] {
+            (removed, set) = Self.difference(source, entries)
+        } else {
+            let wanted = Set(entries.map(\.cidr))
+            (removed, set) = (ipcache[g].keys.filter { !wanted.contains($0) }, entries)
+        }
+        ipcacheSource[g] = nil // unknown until every write below is done
+        for e in set {
+            var v = manx_ipcache_value()
+            v.identity = e.identity
+            v.flags = e.localWorkload ? UInt32(MANX_IPC_F_LOCAL_WORKLOAD) : 0
+            guard ipcache[g][e.cidr] != v else { continue }
+            try maps.ipcache.update(manx_ipcache_key(e.cidr, generation: gen), v)
+            ipcache[g][e.cidr] = v
+        }
+        for cidr in removed {
+            try maps.ipcache.delete(manx_ipcache_key(cidr, generation: gen))
+            ipcache[g][cidr] = nil
+        }
+        ipcacheSource[g] = entries
+    }
+
+    /// What turns ipcache `old` into `new` (each holds a CIDR once): the
+    /// CIDRs to remove and the entries to set. Both come in a stable order
+    /// (see the compiler), so a change is a run in the middle: the common
+    /// prefix and suffix are skipped without hashing.
+    static func difference(_ old: [IPCacheEntry], _ new: [IPCacheEntry]) -> (removed: [CIDR], set: [IPCacheEntry]) {
+        var prefix = 0
+        while prefix < old.count, prefix < new.count, old[prefix] == new[prefix] { prefix += 1 }
+        var suffix = 0
+        while suffix < old.count - prefix, suffix < new.count - prefix, old[old.count - 1 - suffix] == new[new.count - 1 - suffix] { suffix += 1 }
+        let oldMiddle = old[prefix..<(old.count - suffix)], newMiddle = new[prefix..<(new.count - suffix)]
+        let before = Dictionary(oldMiddle.map { ($0.cidr, $0) }, uniquingKeysWith: { a, _ in a })
+        let after = Set(newMiddle.map(\.cidr))
+        return (oldMiddle.map(\.cidr).filter { !after.contains($0) }, newMiddle.filter { before[$0.cidr] != $0 })
     }
 
     private func writeSlot(_ id: UInt32, _ gen: UInt32, _ policy: manx_ep_policy) throws(BPFError) {
