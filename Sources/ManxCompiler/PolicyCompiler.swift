@@ -66,8 +66,9 @@ public final class PolicyCompiler {
     /// of `lastEntries`), and the tiers in order.
     private var order: PolicyOrder?
     private var policyCache: [String: PolicyEntry] = [:]
-    /// The last compile's policies, in its order.
+    /// The last compile's policies, in its order, and their stamps.
     private var lastEntries: [PolicyEntry] = []
+    private var lastStamps: [UInt64] = []
     /// The endpoints' selector-relevant content, numbered.
     private var subjectNumbers: [Subject: Int] = [:]
     private var subjects: [Workload] = []
@@ -268,6 +269,7 @@ public final class PolicyCompiler {
             order = nil
             policyCache = [:]
             lastEntries = []
+            lastStamps = []
             subjectNumbers = [:]
             subjects = []
             endpointCache = [:]
@@ -301,11 +303,16 @@ public final class PolicyCompiler {
         entries.reserveCapacity(policies.count)
         var sameOrder = order != nil && policies.count == lastEntries.count
         var changed: [Int] = [] // indices of new entries, while sameOrder
-        for (i, policy) in policies.enumerated() {
+        // Equal stamps (from one ResourceCache): the same policy, not compared.
+        let stamps = resources.policyStamps.values.count == policies.count ? resources.policyStamps.values : []
+        let lastStamps = self.lastStamps.count == lastEntries.count ? self.lastStamps : []
+        for i in policies.indices {
             let entry: PolicyEntry
-            if i < lastEntries.count, lastEntries[i].policy == policy {
+            if i < lastEntries.count,
+               (i < stamps.count && i < lastStamps.count && stamps[i] == lastStamps[i]) || lastEntries[i].policy == policies[i] {
                 entry = lastEntries[i]
             } else {
+                let policy = policies[i]
                 let name = policy.qualifiedName
                 if let cached = policyCache[name], cached.policy == policy {
                     entry = cached
@@ -321,6 +328,7 @@ public final class PolicyCompiler {
             entries.append(entry)
         }
         lastEntries = entries
+        self.lastStamps = stamps
         if policyCache.count != entries.count { policyCache = policyCache.filter { $0.value.seen == stamp } }
         // Each tier's policies in evaluation order, per direction, sorted
         // once (not per endpoint), as indices into resources.policies.

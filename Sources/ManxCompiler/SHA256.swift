@@ -2,23 +2,27 @@
 /// Collision resistance matters: a digest names a peer class or a rule
 /// across restarts, and pod labels and ports are chosen by users.
 public struct Digest: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public var bytes: [UInt8]
+    /// The 32 bytes as four big-endian words: inline, so copying, hashing
+    /// and comparing a digest (the key of every allocation) touches no
+    /// reference count, and word order is byte order.
+    private var words: (UInt64, UInt64, UInt64, UInt64)
 
     public init(bytes: [UInt8]) {
         precondition(bytes.count == 32)
-        self.bytes = bytes
+        func word(_ i: Int) -> UInt64 { bytes[i * 8..<i * 8 + 8].reduce(0) { $0 << 8 | UInt64($1) } }
+        words = (word(0), word(1), word(2), word(3))
     }
 
-    public static func < (a: Digest, b: Digest) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+    public var bytes: [UInt8] {
+        [words.0, words.1, words.2, words.3].flatMap { w in (0..<8).map { UInt8(truncatingIfNeeded: w >> UInt64(56 - 8 * $0)) } }
+    }
+
+    public static func == (a: Digest, b: Digest) -> Bool { a.words == b.words }
+    public static func < (a: Digest, b: Digest) -> Bool { a.words < b.words }
 
     /// A digest's bytes are already uniformly spread: the first eight are
-    /// hash enough (equality still compares all 32). Hashing every byte was
-    /// most of the cost of the allocation tables.
-    public func hash(into hasher: inout Hasher) {
-        var word: UInt64 = 0
-        for byte in bytes.prefix(8) { word = word << 8 | UInt64(byte) }
-        hasher.combine(word)
-    }
+    /// hash enough (equality still compares all 32).
+    public func hash(into hasher: inout Hasher) { hasher.combine(words.0) }
 
     public var description: String {
         bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
@@ -34,7 +38,7 @@ public struct Digest: Hashable, Sendable, Comparable, CustomStringConvertible {
             bytes.append(byte)
             index = next
         }
-        self.bytes = bytes
+        self.init(bytes: bytes)
     }
 
     public static func sha256(_ text: String) -> Digest { sha256(Array(text.utf8)) }

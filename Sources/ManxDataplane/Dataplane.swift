@@ -69,6 +69,10 @@ public final class Dataplane {
     /// Where the search for a free endpoint id starts: ids go round, so a
     /// freed one (and its table) is reused as late as possible.
     private var nextEndpointID: UInt32 = 1
+    /// A conntrack table made ahead, after an apply that took one: creating
+    /// one (its entries preallocated) is most of the time a new endpoint
+    /// takes to come into force, and where one pod came, more follow.
+    private var spareTable: BPFMap?
 
     public static let defaultConntrackBudget = Int(MANX_CT_BUDGET_DEFAULT)
 
@@ -287,6 +291,9 @@ public final class Dataplane {
                 report.revoking = ContinuousClock.now - start
             }
             allocations = try pruneAllocations(state.allocations, held: allocations)
+            if spareTable == nil && report.endpointsChanged > 0 {
+                spareTable = try? Self.createConntrackTable(maxEntries: conntrackBudget) // best effort: made when needed otherwise
+            }
         } catch {
             rollback(undo)
             throw error
@@ -373,7 +380,10 @@ public final class Dataplane {
             id = id % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
             guard id != nextEndpointID else { throw BPFError("endpoint id", errno: ENOSPC, "every conntrack table slot is in use") }
         }
-        try maps.conntrack.setInner(at: id, try Self.createConntrackTable(maxEntries: conntrackBudget))
+        let table: BPFMap
+        if let spareTable { table = spareTable } else { table = try Self.createConntrackTable(maxEntries: conntrackBudget) }
+        try maps.conntrack.setInner(at: id, table)
+        spareTable = nil
         taken.insert(id)
         nextEndpointID = id % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
         return id

@@ -1,4 +1,5 @@
 import ManxModel
+import Synchronization
 
 /// The datastore's content as the daemon holds it: every key's decoded
 /// documents, kept up to date by the datastore's updates. Only keys whose
@@ -13,8 +14,11 @@ public final class ResourceCache {
     private var entries: [String: Entry] = [:]
     /// The revision of the last update applied.
     public private(set) var revision: Int64 = 0
-    /// Every policy, in `ResourceSet.policyOrder`.
+    /// Every policy, in `ResourceSet.policyOrder`, and its stamp.
     private var policies: [Policy] = []
+    private var stamps: [UInt64] = []
+    /// Stamps are unique in the process, so sets from two caches never share one.
+    private static let nextStamp = Atomic<UInt64>(1)
     /// How many policies hold each qualified name (more than one: the
     /// batch is invalid, and a full assemble says where).
     private var policyNames: [String: Int] = [:]
@@ -92,7 +96,9 @@ public final class ResourceCache {
     }
 
     private func insertPolicy(_ p: Policy) {
-        policies.insert(p, at: lowerBound(p))
+        let at = lowerBound(p)
+        policies.insert(p, at: at)
+        stamps.insert(Self.nextStamp.add(1, ordering: .relaxed).oldValue, at: at)
         let count = policyNames[p.qualifiedName, default: 0] + 1
         policyNames[p.qualifiedName] = count
         if count == 2 { duplicatePolicies += 1 }
@@ -101,7 +107,10 @@ public final class ResourceCache {
     private func removePolicy(_ p: Policy) {
         var i = lowerBound(p)
         while i < policies.count, policies[i] != p { i += 1 }
-        if i < policies.count { policies.remove(at: i) }
+        if i < policies.count {
+            policies.remove(at: i)
+            stamps.remove(at: i)
+        }
         let count = policyNames[p.qualifiedName, default: 1] - 1
         policyNames[p.qualifiedName] = count == 0 ? nil : count
         if count == 1 { duplicatePolicies -= 1 }
@@ -119,6 +128,6 @@ public final class ResourceCache {
             // The full path reports each duplicate where it is.
             return try ResourceSet.assemble(entries.sorted { $0.key < $1.key }.map(\.value.decoded))
         }
-        return try ResourceSet.assemble(otherKeys.sorted().map { entries[$0]!.decoded }, policies: policies)
+        return try ResourceSet.assemble(otherKeys.sorted().map { entries[$0]!.decoded }, policies: policies, stamps: PolicyStamps(stamps))
     }
 }

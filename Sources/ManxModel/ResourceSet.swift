@@ -6,6 +6,8 @@ public struct ResourceSet: Sendable, Equatable {
     /// Keyed "namespace/name".
     public var pods: [String: Pod] = [:]
     public var policies: [Policy] = []
+    /// Set by `ResourceCache`: one per policy, the same for the same decoded policy.
+    public var policyStamps = PolicyStamps()
     /// Keyed by name; always holds the built-in "default" tier.
     public var tiers: [String: Tier] = ["default": .defaultTier]
     public var networkSets: [NetworkSet] = []
@@ -105,11 +107,14 @@ public struct ResourceSet: Sendable, Equatable {
     /// `policyOrder`, without duplicate names); the files' own policies are
     /// then skipped. A reader that keeps its policies up to date change by
     /// change does not sort them all again.
-    public static func assemble(_ files: [DecodedFile], policies: [Policy]?) throws(ValidationErrors) -> ResourceSet {
+    public static func assemble(_ files: [DecodedFile], policies: [Policy]?, stamps: PolicyStamps = PolicyStamps()) throws(ValidationErrors) -> ResourceSet {
         var set = ResourceSet()
         var errors: [ValidationError] = []
         var seen: [String: ResourceRef] = [:]
-        if let policies { set.policies = policies }
+        if let policies {
+            set.policies = policies
+            set.policyStamps = stamps
+        }
         for file in files {
             errors += file.errors
             for resource in file.resources {
@@ -128,10 +133,17 @@ public struct ResourceSet: Sendable, Equatable {
                 set.add(resource)
             }
         }
-        // Cross-resource checks: every policy's tier must exist.
-        for p in set.policies where set.tiers[p.tier] == nil {
-            errors.append(ValidationError(file: p.ref.file, resource: p.ref.description, field: "spec.tier",
-                                          reason: "tier '\(p.tier)' does not exist"))
+        // Cross-resource checks: every policy's tier must exist (most
+        // policies name the tier the one before them named).
+        var lastTier: String?
+        for i in set.policies.indices where set.policies[i].tier != lastTier {
+            let p = set.policies[i]
+            if set.tiers[p.tier] == nil {
+                errors.append(ValidationError(file: p.ref.file, resource: p.ref.description, field: "spec.tier",
+                                              reason: "tier '\(p.tier)' does not exist"))
+            } else {
+                lastTier = p.tier
+            }
         }
         errors += set.checkNetworking()
         if !errors.isEmpty { throw ValidationErrors(errors) }
@@ -218,4 +230,13 @@ enum Resource: Sendable {
         case .workloadEndpoint(let w): return w.ref
         }
     }
+}
+
+/// Tells policies apart between two sets assembled by one `ResourceCache`:
+/// equal stamps, the same decoded policy, so the compiler need not compare
+/// them. Not content: sets with equal resources are equal whatever their stamps.
+public struct PolicyStamps: Sendable, Equatable {
+    public var values: [UInt64]
+    public init(_ values: [UInt64] = []) { self.values = values }
+    public static func == (_: PolicyStamps, _: PolicyStamps) -> Bool { true }
 }

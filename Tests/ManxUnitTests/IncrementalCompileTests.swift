@@ -1,5 +1,6 @@
 import Foundation
 @testable import ManxCompiler
+import ManxDatastore
 import ManxModel
 import XCTest
 
@@ -173,11 +174,15 @@ final class IncrementalCompileTests: XCTestCase {
             for i in 0..<8 { world.pod(i) }
             for i in 0..<8 { world.policy(i) }
             let incremental = PolicyCompiler()
+            // The incremental compiler reads through a cache, as manxd does
+            // (its policies carry stamps); the fresh one a full decode.
+            let cache = ResourceCache()
             var inForce = Allocations()
             for step in 0..<60 {
                 let resources = try world.resources()
                 let fresh = PolicyCompiler(recovering: inForce).compile(resources)
-                let state = incremental.compile(resources)
+                cache.apply(.snapshot(world.docs, revision: Int64(step + 1)))
+                let state = incremental.compile(try cache.assemble())
                 guard assertSame(state, fresh, "seed \(seed) step \(step)") else { break }
                 inForce = state.allocations
                 world.churn()
