@@ -128,7 +128,8 @@ struct ControlPlane: ParsableCommand {
                 changeRows.append(["\(n)", what, "\(samples.count)", p(0.5, \.decode), p(0.5, \.assemble), p(0.5, \.compile),
                                    p(0.5, \.program), p(0.5, \.total), p(0.99, \.total), p(0.5, \.cleanup)])
             }
-            FileHandle.standardError.write(Data("control-plane: \(n) policies done\n".utf8))
+            let expiry = try ContinuousClock().measure { _ = try dataplane.expireConntrack(now: 0) }
+            FileHandle.standardError.write(Data("control-plane: \(n) policies done; one conntrack expiry pass over \(endpoints + changes) tables: \(expiry)\n".utf8))
         }
         print(Markdown.table(
             ["policies", "endpoints", "decode s", "assemble+compile s", "program s", "initial load s", "one change p99 s", "rule sets", "policy entries", "map memory"],

@@ -10,9 +10,13 @@ import ManxModel
 /// Time from a pod appearing in the datastore to its first correctly
 /// policed packet, with manxd running as a daemon: the new pod's policy
 /// admits the client on port 80 only, so the moment port 81 stops
-/// connecting (while 80 still does) is when enforcement began. The clock
-/// starts when the write is done: the file renamed into the directory, or
-/// etcd's answer to the put (whose own latency is reported beside).
+/// connecting (while 80 still does) is when enforcement began. With
+/// `--change policy`, one pod stays and its policy changes instead, from
+/// port 80 to 81 and back: the first connection judged by the new rule set
+/// is the one to the newly allowed port that succeeds while the other port
+/// is refused. The clock starts when the write is done: the file renamed
+/// into the directory, or etcd's answer to the put (whose own latency is
+/// reported beside).
 struct EndpointLatency: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "endpoint-latency",
                                                     abstract: "Datastore write to first policed packet, p50/p99.")
@@ -26,8 +30,15 @@ struct EndpointLatency: ParsableCommand {
     @Option(help: "Policies loaded beforehand (over 100 other endpoints' labels, as control-plane's).")
     var backgroundPolicies: Int = 0
 
+    @Option(help: "What changes: pod (a new pod each time) or policy (one pod's policy, port 80 <-> 81).")
+    var change: String = "pod"
+
+    @Flag(help: "The background policies' 100 pods are endpoints of this node (on veth pairs in its namespace), so the policies apply here.")
+    var localBackground = false
+
     func run() throws {
         guard ["directory", "etcd"].contains(datastore) else { throw ValidationError("--datastore must be directory or etcd") }
+        guard ["pod", "policy"].contains(change) else { throw ValidationError("--change must be pod or policy") }
         let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         let prefix = "mxel\(getpid() % 1000)"
         let lab = Lab(prefix: prefix)
@@ -47,6 +58,16 @@ struct EndpointLatency: ParsableCommand {
             try etcd.waitReady()
         }
         let (clientNs, clientIf) = try lab.addPod("c", ip: "10.61.0.1")
+        func webPolicy(port: Int) -> String {
+            """
+            apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata: {name: web, namespace: lat}
+            spec:
+              podSelector: {matchLabels: {app: web}}
+              ingress: [{from: [{podSelector: {matchLabels: {app: client}}}], ports: [{port: \(port)}]}]
+            """
+        }
         var base = """
         apiVersion: v1
         kind: Namespace
@@ -56,18 +77,21 @@ struct EndpointLatency: ParsableCommand {
         kind: Pod
         metadata: {name: client, namespace: lat, labels: {app: client}, annotations: {manx.io/interface: \(clientIf)}}
         status: {podIP: 10.61.0.1}
-        ---
-        apiVersion: networking.k8s.io/v1
-        kind: NetworkPolicy
-        metadata: {name: web, namespace: lat}
-        spec:
-          podSelector: {matchLabels: {app: web}}
-          ingress: [{from: [{podSelector: {matchLabels: {app: client}}}], ports: [{port: 80}]}]
         """
         if backgroundPolicies > 0 {
-            // Their pods are peers elsewhere, not endpoints of this node.
-            base += "\n---\n" + ControlPlane.resources(policies: backgroundPolicies, endpoints: 100)
-                .replacingOccurrences(of: #", annotations: \{manx.io/interface: cp[0-9]+\}"#, with: "", options: .regularExpression)
+            let background = ControlPlane.resources(policies: backgroundPolicies, endpoints: 100)
+            if localBackground {
+                // Endpoints of this node: veth pairs cp0..cp99 (peers cq0..cq99) in its namespace.
+                let links = (0..<100).map { "link add cp\($0) type veth peer name cq\($0)\nlink set cp\($0) up\nlink set cq\($0) up\n" }.joined()
+                try links.write(toFile: "\(ds)/links", atomically: true, encoding: .utf8)
+                _ = try Command.checked(["ip", "-n", lab.node, "-batch", "\(ds)/links"])
+                try FileManager.default.removeItem(atPath: "\(ds)/links") // not a resource
+                base += "\n---\n" + background
+            } else {
+                // Their pods are peers elsewhere, not endpoints of this node.
+                base += "\n---\n" + background
+                    .replacingOccurrences(of: #", annotations: \{manx.io/interface: cp[0-9]+\}"#, with: "", options: .regularExpression)
+            }
         }
         try base.write(toFile: "\(ds)/base.yaml", atomically: true, encoding: .utf8)
         if etcd != nil {
@@ -75,6 +99,26 @@ struct EndpointLatency: ParsableCommand {
             _ = try Command.checked(["ip", "netns", "exec", lab.node, bin + "/bpfctl", "apply", "-f", "\(ds)/base.yaml", "--etcd-endpoints", "http://127.0.0.1:2379"])
             try FileManager.default.removeItem(atPath: "\(ds)/base.yaml")
         }
+        var commits: [Double] = []
+        /// Writes one resource; returns when the write was done (etcd: acknowledged).
+        func write(_ name: String, _ yaml: String) throws -> Double {
+            if etcd != nil {
+                let document = try ResourceSet.documents(file: name, text: yaml)[0]
+                let (sent, acknowledged) = try NetworkNamespace.run(lab.node) {
+                    try Self.etcdPut(ResourceKeys.key(document.header)!, document.json)
+                }
+                commits.append((acknowledged - sent) * 1000)
+                return acknowledged
+            }
+            let t0 = Self.now()
+            // Atomic write: the daemon sees the whole resource at once.
+            try yaml.write(toFile: "\(ds)/.\(name).tmp", atomically: false, encoding: .utf8)
+            rename("\(ds)/.\(name).tmp", "\(ds)/\(name).yaml")
+            return t0
+        }
+        // The pods' policy in a key (file) of its own, so that it can change alone.
+        _ = try write("webpolicy", webPolicy(port: 80))
+        commits = []
         let store = etcd == nil ? ["--datastore", ds] : ["--etcd-endpoints", "http://127.0.0.1:2379"]
         _ = try lab.spawn(in: lab.node, [bin + "/manxd"] + store + ["--node", prefix, "--log-level", "warning"],
                           log: "/tmp/\(prefix)-manxd.log", needsPins: true)
@@ -84,49 +128,52 @@ struct EndpointLatency: ParsableCommand {
             usleep(50_000)
         }
         usleep(500_000)
-        var commits: [Double] = []
+
+        /// Until `allowed` connects while `refused` does not: the first
+        /// connection judged by the new state; in seconds from `t0`. Short
+        /// timeouts (a veth answers in microseconds): an attempt whose SYN
+        /// the old state dropped costs at most its timeout, not a retransmission.
+        func enforced(_ target: in_addr_t, allowed: UInt16, refused: UInt16, since t0: Double) throws -> Double {
+            try NetworkNamespace.run(clientNs) { () -> Double in
+                while Self.now() - t0 < 10 {
+                    let attempt = Self.now()
+                    if !Self.connects(target, refused, timeoutMs: 3) && Self.connects(target, allowed, timeoutMs: 5) {
+                        return attempt - t0
+                    }
+                }
+                return .infinity
+            }
+        }
 
         var samples: [Double] = []
-        for k in 0..<count {
+        for k in 0..<(change == "pod" ? count : 1) {
             let ip = "10.61.1.\(k + 1)"
             let (ns, iface) = try lab.addPod("n\(k)", ip: ip)
             let ready = "/tmp/\(prefix)-n\(k).ready"
             _ = try lab.spawn(in: ns, [bin + "/manx-probe", "serve", "--ports", "80,81", "--ready-file", ready], log: "/dev/null")
             for _ in 0..<200 where !FileManager.default.fileExists(atPath: ready) { usleep(5_000) }
             try? FileManager.default.removeItem(atPath: ready)
-            let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: web\(k), namespace: lat, labels: {app: web}, annotations: {manx.io/interface: \(iface)}}\nstatus: {podIP: \(ip)}\n"
-            let target = inet_addr(ip)
-            let t0: Double
-            if etcd != nil {
-                let document = try ResourceSet.documents(file: "web\(k)", text: yaml)[0]
-                let (sent, acknowledged) = try NetworkNamespace.run(lab.node) {
-                    try Self.etcdPut(ResourceKeys.key(document.header)!, document.json)
-                }
-                commits.append((acknowledged - sent) * 1000)
-                t0 = acknowledged
-            } else {
-                t0 = Self.now()
-                // Atomic write: the daemon sees the whole pod at once.
-                try yaml.write(toFile: "\(ds)/.web\(k).tmp", atomically: false, encoding: .utf8)
-                rename("\(ds)/.web\(k).tmp", "\(ds)/web\(k).yaml")
+            let t0 = try write("web\(k)", "apiVersion: v1\nkind: Pod\nmetadata: {name: web\(k), namespace: lat, labels: {app: web}, annotations: {manx.io/interface: \(iface)}}\nstatus: {podIP: \(ip)}\n")
+            let elapsed = try enforced(inet_addr(ip), allowed: 80, refused: 81, since: t0)
+            if change == "pod" { samples.append(elapsed * 1000) }
+        }
+        if change == "policy" {
+            commits = []
+            // The pod's own pass (with 10k policies, more than its enforcement) ends first.
+            usleep(1_000_000)
+            for k in 0..<count {
+                let (allowed, refused): (UInt16, UInt16) = k % 2 == 0 ? (81, 80) : (80, 81)
+                let t0 = try write("webpolicy", webPolicy(port: Int(allowed)))
+                samples.append(try enforced(inet_addr("10.61.1.1"), allowed: allowed, refused: refused, since: t0) * 1000)
+                usleep(100_000)
             }
-            let elapsed = try NetworkNamespace.run(clientNs) { () -> Double in
-                while Self.now() - t0 < 10 {
-                    let attempt = Self.now()
-                    if !Self.connects(target, 81, timeoutMs: 3) && Self.connects(target, 80, timeoutMs: 200) {
-                        return attempt - t0
-                    }
-                }
-                return .infinity
-            }
-            samples.append(elapsed * 1000)
         }
         func pct(_ values: [Double], _ p: Double) -> String {
             let sorted = values.sorted()
             return sorted.isEmpty ? "-" : String(format: "%.1f", sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))])
         }
-        print(Markdown.table(["datastore", "policies loaded", "endpoints", "p50 ms", "p99 ms", "max ms", "etcd put p50 ms", "etcd put p99 ms"],
-                             [[datastore, "\(backgroundPolicies)", "\(count)", pct(samples, 0.5), pct(samples, 0.99), pct(samples, 1),
+        print(Markdown.table(["datastore", "change", "policies loaded", "samples", "p50 ms", "p99 ms", "max ms", "etcd put p50 ms", "etcd put p99 ms"],
+                             [[datastore, change, "\(backgroundPolicies)", "\(count)", pct(samples, 0.5), pct(samples, 0.99), pct(samples, 1),
                                pct(commits, 0.5), pct(commits, 0.99)]]))
     }
 
