@@ -378,8 +378,10 @@ public final class PolicyCompiler {
             if let cached = applyingCache.bySubject[subject] {
                 perDirection = cached
                 for i in changed {
-                    let t = tierNames.firstIndex(of: entries[i].policy.tier)!
+                    // A policy in no direction (types: []) is in no list, and
+                    // its tier may be in none either.
                     for direction in Policy.Direction.allCases where order!.rank[direction]![i] >= 0 {
+                        let t = tierNames.firstIndex(of: entries[i].policy.tier)!
                         Self.place(i, tier: t, applies: applies(entries[i], subject), rank: order!.rank[direction]!,
                                    in: &perDirection[direction, default: []])
                         if perDirection[direction]!.isEmpty { perDirection[direction] = nil }

@@ -5,7 +5,8 @@ public struct ResourceSet: Sendable, Equatable {
     public var namespaces: [String: Namespace] = [:]
     /// Keyed "namespace/name".
     public var pods: [String: Pod] = [:]
-    public var policies: [Policy] = []
+    /// Writing them drops their stamps (the stamps would no longer say which is which).
+    public var policies: [Policy] = [] { didSet { policyStamps = PolicyStamps() } }
     /// Set by `ResourceCache`: one per policy, the same for the same decoded policy.
     public var policyStamps = PolicyStamps()
     /// Keyed by name; always holds the built-in "default" tier.

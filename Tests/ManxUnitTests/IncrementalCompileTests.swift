@@ -190,6 +190,36 @@ final class IncrementalCompileTests: XCTestCase {
         }
     }
 
+    /// A policy in no direction (`types: []`), alone in its tier, changed
+    /// in place: its tier is in no applying list (this trapped once).
+    func testPolicyInNoDirectionChangedInPlace() throws {
+        var world = World(rng: Generator(state: 5))
+        world.namespace("shop")
+        world.docs["pod"] = """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: w, namespace: shop, labels: {app: a}, annotations: {manx.io/interface: vw}}
+        status: {podIP: 10.0.0.1}
+        """
+        let incremental = PolicyCompiler()
+        let cache = ResourceCache()
+        var inForce = Allocations()
+        for (step, selector) in ["app == 'a'", "app == 'b'", "all()"].enumerated() {
+            world.docs["policy"] = """
+            apiVersion: projectcalico.org/v3
+            kind: NetworkPolicy
+            metadata: {name: p, namespace: shop}
+            spec: {selector: "\(selector)", types: []}
+            """
+            let resources = try world.resources()
+            let fresh = PolicyCompiler(recovering: inForce).compile(resources)
+            cache.apply(.snapshot(world.docs, revision: Int64(step + 1)))
+            let state = incremental.compile(try cache.assemble())
+            _ = assertSame(state, fresh, "selector \(selector)")
+            inForce = state.allocations
+        }
+    }
+
     /// A policy that stops applying anywhere gives up its rule ids; when it
     /// applies again, its rules are compiled again rather than reused with
     /// ids the dataplane was told to forget.
