@@ -19,7 +19,7 @@ final class IPCacheSyncTests: XCTestCase {
             try? dataplane.uninstall()
             removeTestPins(paths)
         }
-        var rng = IncrementalRandom(state: 7)
+        var rng = SeededRandom(seed: 7)
         func random(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }
         func entry() -> IPCacheEntry {
             IPCacheEntry(cidr: CIDR(IPv4Address(0x0a00_0000 | UInt32(random(64)) << 8), 24 + random(2) * 8),
@@ -61,14 +61,3 @@ final class IPCacheSyncTests: XCTestCase {
     }
 }
 
-/// splitmix64: a repeatable sequence.
-struct IncrementalRandom: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}

@@ -136,6 +136,16 @@ final class IncrementalCompileTests: XCTestCase {
             }
         }
 
+        /// One local pod, w (app: a), in shop.
+        mutating func localPod() {
+            docs["pod"] = """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: w, namespace: shop, labels: {app: a}, annotations: {manx.io/interface: vw}}
+            status: {podIP: 10.0.0.1}
+            """
+        }
+
         func resources() throws -> ResourceSet {
             try ResourceSet.decode(files: docs.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         }
@@ -164,6 +174,17 @@ final class IncrementalCompileTests: XCTestCase {
         return false
     }
 
+    /// One step: the incremental compiler reads through a cache, as manxd
+    /// does (its policies carry stamps); the fresh one a full decode.
+    func compare(_ world: World, _ incremental: PolicyCompiler, _ cache: ResourceCache, _ inForce: inout Allocations,
+                 revision: Int, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws -> Bool {
+        let fresh = PolicyCompiler(recovering: inForce).compile(try world.resources())
+        cache.apply(.snapshot(world.docs, revision: Int64(revision)))
+        let state = incremental.compile(try cache.assemble())
+        inForce = state.allocations
+        return assertSame(state, fresh, message, file: file, line: line)
+    }
+
     func testIncrementalEqualsFreshUnderRandomChurn() throws {
         let seeds = Int(ProcessInfo.processInfo.environment["MANX_CHURN_SEEDS"] ?? "") ?? 6
         for seed in 1...seeds {
@@ -174,17 +195,10 @@ final class IncrementalCompileTests: XCTestCase {
             for i in 0..<8 { world.pod(i) }
             for i in 0..<8 { world.policy(i) }
             let incremental = PolicyCompiler()
-            // The incremental compiler reads through a cache, as manxd does
-            // (its policies carry stamps); the fresh one a full decode.
             let cache = ResourceCache()
             var inForce = Allocations()
             for step in 0..<60 {
-                let resources = try world.resources()
-                let fresh = PolicyCompiler(recovering: inForce).compile(resources)
-                cache.apply(.snapshot(world.docs, revision: Int64(step + 1)))
-                let state = incremental.compile(try cache.assemble())
-                guard assertSame(state, fresh, "seed \(seed) step \(step)") else { break }
-                inForce = state.allocations
+                guard try compare(world, incremental, cache, &inForce, revision: step + 1, "seed \(seed) step \(step)") else { break }
                 world.churn()
             }
         }
@@ -195,12 +209,7 @@ final class IncrementalCompileTests: XCTestCase {
     func testPolicyInNoDirectionChangedInPlace() throws {
         var world = World(rng: Generator(state: 5))
         world.namespace("shop")
-        world.docs["pod"] = """
-        apiVersion: v1
-        kind: Pod
-        metadata: {name: w, namespace: shop, labels: {app: a}, annotations: {manx.io/interface: vw}}
-        status: {podIP: 10.0.0.1}
-        """
+        world.localPod()
         let incremental = PolicyCompiler()
         let cache = ResourceCache()
         var inForce = Allocations()
@@ -211,12 +220,7 @@ final class IncrementalCompileTests: XCTestCase {
             metadata: {name: p, namespace: shop}
             spec: {selector: "\(selector)", types: []}
             """
-            let resources = try world.resources()
-            let fresh = PolicyCompiler(recovering: inForce).compile(resources)
-            cache.apply(.snapshot(world.docs, revision: Int64(step + 1)))
-            let state = incremental.compile(try cache.assemble())
-            _ = assertSame(state, fresh, "selector \(selector)")
-            inForce = state.allocations
+            _ = try compare(world, incremental, cache, &inForce, revision: step + 1, "selector \(selector)")
         }
     }
 
@@ -226,12 +230,7 @@ final class IncrementalCompileTests: XCTestCase {
     func testRulesOfAPolicyThatStoppedApplyingAreNotReusedStale() throws {
         var world = World(rng: Generator(state: 99))
         world.namespace("shop")
-        world.docs["pod"] = """
-        apiVersion: v1
-        kind: Pod
-        metadata: {name: w, namespace: shop, labels: {app: a}, annotations: {manx.io/interface: vw}}
-        status: {podIP: 10.0.0.1}
-        """
+        world.localPod()
         world.docs["policy"] = """
         apiVersion: projectcalico.org/v3
         kind: NetworkPolicy
