@@ -57,8 +57,16 @@ public final class BPFMap: Sendable {
     }
 
     /// Puts a map into a map of maps' slot (replacing what was there).
+    /// The kernel then waits for an RCU grace period (maybe_wait_bpf_programs).
     public func setInner<K: BitwiseCopyable>(at key: K, _ map: BPFMap) throws(BPFError) {
         try update(key, map.fd.raw)
+    }
+
+    /// Puts maps into many slots in one syscall (BPF_MAP_UPDATE_BATCH):
+    /// the kernel waits for one RCU grace period after the whole batch,
+    /// where single updates wait once each. Slots are set in order.
+    public func setInners<K: BitwiseCopyable>(_ pairs: [(K, BPFMap)]) throws(BPFError) {
+        try updateBatch(pairs.map { ($0.0, $0.1.fd.raw) })
     }
 
     public func pin(at path: String) throws(BPFError) {
@@ -169,12 +177,12 @@ public final class BPFMap: Sendable {
         return result
     }
 
-    /// Every element. Plain hash maps are read in batches
-    /// (BPF_MAP_LOOKUP_BATCH: one syscall per chunk, not two per element);
-    /// other types key by key.
+    /// Every element. Plain hash maps and arrays of maps (whose empty slots
+    /// the kernel skips) are read in batches (BPF_MAP_LOOKUP_BATCH: one
+    /// syscall per chunk, not two per element); other types key by key.
     public func entries<K: BitwiseCopyable, V: BitwiseCopyable>(as: (K, V).Type = (K, V).self) throws(BPFError) -> [(K, V)] {
         try checkSizes(K.self, V.self)
-        guard type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_LRU_HASH else {
+        guard type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_LRU_HASH || type == BPF_MAP_TYPE_ARRAY_OF_MAPS else {
             var result: [(K, V)] = []
             for key in try keys(as: K.self) {
                 if let value = try lookup(key, as: V.self) { result.append((key, value)) }
@@ -183,7 +191,7 @@ public final class BPFMap: Sendable {
         }
         var result: [(K, V)] = []
         var chunk = min(max(maxEntries, 1), 4096)
-        var position: UInt32 = 0 // the kernel's cursor: a bucket index for hash maps
+        var position: UInt32 = 0 // the kernel's cursor: a bucket index for hash maps, the key (u32) for arrays
         var first = true
         while true {
             var keys = [K](repeating: unsafe_zero(K.self), count: chunk)

@@ -46,8 +46,11 @@ public final class Dataplane {
     /// The allocations the kernel holds: what a new compiler recovers.
     public private(set) var allocations = Allocations()
     private var verifiedAttachments = Set<Int32>()
-    /// A table that lives in manx_ct's unused slot 0: setting it again is
-    /// how the daemon waits for running programs (see `waitForPrograms`).
+    /// A table that lives in manx_ct's unused slot 0, and in every slot
+    /// whose endpoint is gone (which releases its table): setting slot 0
+    /// again is how the daemon waits for running programs, since every
+    /// update of a map of maps waits for an RCU grace period and tc
+    /// programs run inside an RCU read-side section. No endpoint reads it.
     private let barrierTable: BPFMap
 
     /// How endpoint interfaces become ifindexes, and whether programs are
@@ -69,10 +72,11 @@ public final class Dataplane {
     /// Where the search for a free endpoint id starts: ids go round, so a
     /// freed one (and its table) is reused as late as possible.
     private var nextEndpointID: UInt32 = 1
-    /// A conntrack table made ahead, after an apply that took one: creating
-    /// one (its entries preallocated) is most of the time a new endpoint
-    /// takes to come into force, and where one pod came, more follow.
-    private var spareTable: BPFMap?
+    /// A conntrack table made ahead, after an apply that took one, and
+    /// already in its slot of manx_ct (no endpoint refers to the slot): a
+    /// new endpoint takes it without an update of manx_ct, each of which
+    /// waits for an RCU grace period. Where one pod came, more follow.
+    private var spare: (id: UInt32, table: BPFMap)?
 
     public static let defaultConntrackBudget = Int(MANX_CT_BUDGET_DEFAULT)
 
@@ -88,7 +92,6 @@ public final class Dataplane {
         fromWorkload = try object.program(named: "manx_from_workload")
         toWorkload = try object.program(named: "manx_to_workload")
         barrierTable = try Self.createConntrackTable(maxEntries: 1)
-        try maps.conntrack.setInner(at: UInt32(0), barrierTable)
         try readProgrammed()
     }
 
@@ -102,13 +105,13 @@ public final class Dataplane {
                 slots[slot] = try maps.endpointPolicy.lookup(slot, as: manx_ep_policy.self)
             }
         }
-        // Tables no endpoint refers to (a daemon stopped between creating a
-        // table and writing its endpoint) are freed; ids continue after the
+        // Tables no endpoint refers to (a spare, or a daemon stopped between
+        // creating a table and writing its endpoint) are released, with the
+        // barrier put in slot 0, in one update; ids continue after the
         // highest in use.
         let used = Set(endpoints.values.map(\.value.id))
-        for id in 1..<UInt32(MANX_ENDPOINTS_MAX) where !used.contains(id) {
-            if try maps.conntrack.lookup(id, as: UInt32.self) != nil { try maps.conntrack.delete(id) }
-        }
+        let unused = try maps.conntrack.entries(as: (UInt32, UInt32).self).map(\.0).filter { $0 != 0 && !used.contains($0) }
+        try maps.conntrack.setInners([(UInt32(0), barrierTable)] + unused.map { ($0, barrierTable) })
         nextEndpointID = (used.max() ?? 0) % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
         for (key, value) in try maps.ipcache.entries(as: (manx_ipcache_key, manx_ipcache_value).self) {
             ipcache[Int(key.generationIndex)][key.cidr] = value
@@ -194,21 +197,26 @@ public final class Dataplane {
                 let policy = manx_ep_policy(ingress_ruleset: ep.ingressRuleset, egress_ruleset: ep.egressRuleset, identity: ep.identity)
                 wantedEndpoints[ifindex] = (ep.interface, ep.workload, v, policy)
             }
-            var takenIDs = Set(endpoints.values.map(\.value.id))
-            for (ifindex, (interface, workload, wanted, policy)) in wantedEndpoints.sorted(by: { $0.key < $1.key }) {
+            // The same workload on the same interface keeps its id and
+            // conntrack table; anything else starts with an empty one, and
+            // with a slot in force that denies until the flip.
+            let ordered = wantedEndpoints.sorted(by: { $0.key < $1.key })
+            let keeps = ordered.map { ifindex, wanted in
+                endpoints[ifindex].map { current in
+                    current.interface == wanted.interface && current.value.addr == wanted.value.addr
+                        && workloads[ifindex, default: wanted.workload] == wanted.workload
+                } ?? false
+            }
+            var newIDs = try newConntrackTables(keeps.count { !$0 }, undo: &undo)[...]
+            for ((ifindex, (interface, workload, wanted, policy)), keep) in zip(ordered, keeps) {
                 let current = endpoints[ifindex]
                 var value = wanted
-                // The same workload on the same interface keeps its id and
-                // conntrack table; anything else starts with an empty one,
-                // and with a slot in force that denies until the flip.
-                if let current, current.interface == interface, current.value.addr == value.addr,
-                   workloads[ifindex, default: workload] == workload {
+                if keep, let current {
                     value.id = current.value.id
                     kept.append(value)
                 } else {
                     if let current { freedTables.append(current.value.id) }
-                    value.id = try newConntrackTable(taken: &takenIDs)
-                    undo.tables.append(value.id)
+                    value.id = newIDs.removeFirst()
                     try writeSlot(value.id, active, pending)
                 }
                 try writeSlot(value.id, idle, policy)
@@ -257,28 +265,43 @@ public final class Dataplane {
             report.inForce = ContinuousClock.now - started
             undo = Undo() // the new state is in force: nothing to roll back from here
 
-            // 5. No program still runs with what is deleted below.
+            // 5. No program still runs with what is deleted below. The same
+            // update of manx_ct releases the tables of endpoints gone or
+            // replaced (they deny from the flip on) and puts in a new spare.
             if changed {
                 let start = ContinuousClock.now
-                try waitForPrograms()
+                freedTables += removed.map(\.value.value.id)
+                var slotsToSet = [(UInt32(0), barrierTable)] + freedTables.map { ($0, barrierTable) }
+                if spare == nil && report.endpointsChanged > 0,
+                   let table = try? Self.createConntrackTable(maxEntries: conntrackBudget) { // best effort: made when needed otherwise
+                    var taken = Set(endpoints.values.map(\.value.id)).union(freedTables)
+                    if let id = try? freeEndpointID(taken: &taken) {
+                        slotsToSet.append((id, table))
+                        spare = (id, table)
+                    }
+                }
+                do throws(BPFError) {
+                    try maps.conntrack.setInners(slotsToSet)
+                } catch {
+                    spare = nil
+                    throw error
+                }
+                for id in freedTables {
+                    for gen in 0..<UInt32(MANX_GENERATIONS) { slots[Self.slot(id, gen)] = nil }
+                }
                 report.waitedForPrograms = ContinuousClock.now - start
             }
 
             // 6. Garbage, and approvals the new identities invalidate.
-            for (ifindex, current) in removed {
+            for (ifindex, _) in removed {
                 try maps.endpoints.delete(UInt32(ifindex))
                 for direction in [MANX_DIR_INGRESS, MANX_DIR_EGRESS] {
                     try maps.counters.delete(manx_counters_key(ifindex: UInt32(ifindex), direction: direction.rawValue))
                 }
                 endpoints[ifindex] = nil
                 workloads[ifindex] = nil
-                freedTables.append(current.value.id)
                 verifiedAttachments.remove(ifindex)
                 report.endpointsRemoved += 1
-            }
-            for id in freedTables {
-                try maps.conntrack.delete(id)
-                for gen in 0..<UInt32(MANX_GENERATIONS) { slots[Self.slot(id, gen)] = nil }
             }
             for (id, keys) in rulesets where state.rulesets[id] == nil {
                 for key in keys { try maps.policy.delete(key) }
@@ -291,9 +314,6 @@ public final class Dataplane {
                 report.revoking = ContinuousClock.now - start
             }
             allocations = try pruneAllocations(state.allocations, held: allocations)
-            if spareTable == nil && report.endpointsChanged > 0 {
-                spareTable = try? Self.createConntrackTable(maxEntries: conntrackBudget) // best effort: made when needed otherwise
-            }
         } catch {
             rollback(undo)
             throw error
@@ -350,14 +370,6 @@ public final class Dataplane {
         slots[slot] = policy
     }
 
-    /// Returns when every program run that began before the call has ended:
-    /// updating a map-in-map waits for an RCU grace period
-    /// (maybe_wait_bpf_programs in the kernel), and tc programs run inside
-    /// an RCU read-side section.
-    func waitForPrograms() throws(BPFError) {
-        try maps.conntrack.setInner(at: UInt32(0), barrierTable)
-    }
-
     private struct Undo {
         var policyKeys: [manx_policy_key] = []
         var rulesets: [UInt32] = []
@@ -371,19 +383,39 @@ public final class Dataplane {
                               valueSize: MemoryLayout<manx_ct_value>.size, maxEntries: maxEntries)
     }
 
-    /// Creates an endpoint's conntrack table under an id not in `taken`
-    /// (the ids in use when the apply began, which still hold their tables,
-    /// and those this apply created), and adds the id to it.
-    private func newConntrackTable(taken: inout Set<UInt32>) throws(BPFError) -> UInt32 {
+    /// Conntrack tables for `count` new endpoints, in their slots of
+    /// manx_ct; returns their ids (recorded in `undo`). The spare comes
+    /// first; the rest are created and put in with one update, so the
+    /// kernel waits for one RCU grace period however many there are
+    /// (updating a map of maps waits for one: maybe_wait_bpf_programs).
+    private func newConntrackTables(_ count: Int, undo: inout Undo) throws(BPFError) -> [UInt32] {
+        var ids: [UInt32] = []
+        if count > 0, let spare {
+            ids.append(spare.id)
+            undo.tables.append(spare.id)
+            self.spare = nil
+        }
+        var taken = Set(endpoints.values.map(\.value.id)).union(ids)
+        var created: [(UInt32, BPFMap)] = []
+        while ids.count < count {
+            let id = try freeEndpointID(taken: &taken)
+            created.append((id, try Self.createConntrackTable(maxEntries: conntrackBudget)))
+            ids.append(id)
+        }
+        try maps.conntrack.setInners(created)
+        undo.tables += created.map(\.0)
+        return ids
+    }
+
+    /// An endpoint id not in `taken` (the ids in use, which still hold their
+    /// tables, and those this apply took), added to it. Ids go round from
+    /// `nextEndpointID`, so a freed one is reused as late as possible.
+    private func freeEndpointID(taken: inout Set<UInt32>) throws(BPFError) -> UInt32 {
         var id = nextEndpointID
         while taken.contains(id) {
             id = id % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
             guard id != nextEndpointID else { throw BPFError("endpoint id", errno: ENOSPC, "every conntrack table slot is in use") }
         }
-        let table: BPFMap
-        if let spareTable { table = spareTable } else { table = try Self.createConntrackTable(maxEntries: conntrackBudget) }
-        try maps.conntrack.setInner(at: id, table)
-        spareTable = nil
         taken.insert(id)
         nextEndpointID = id % (UInt32(MANX_ENDPOINTS_MAX) - 1) + 1
         return id
@@ -402,7 +434,7 @@ public final class Dataplane {
             endpoints[ifindex] = previous
         }
         for (ifindex, previous) in undo.workloads.reversed() { workloads[ifindex] = previous }
-        for id in undo.tables { _ = try? maps.conntrack.delete(id) }
+        _ = try? maps.conntrack.setInners(undo.tables.map { ($0, barrierTable) })
         for key in undo.policyKeys { _ = try? maps.policy.delete(key) }
         for id in undo.rulesets { rulesets[id] = nil }
     }

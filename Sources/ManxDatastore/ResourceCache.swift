@@ -1,3 +1,4 @@
+import Dispatch
 import ManxModel
 import Synchronization
 
@@ -8,7 +9,7 @@ import Synchronization
 public final class ResourceCache {
     /// Checks a key's decoded documents against the key (a keyed datastore
     /// holds one resource under its own key).
-    public typealias KeyCheck = (String, ResourceSet.DecodedFile) -> [ValidationError]
+    public typealias KeyCheck = @Sendable (String, ResourceSet.DecodedFile) -> [ValidationError]
 
     private let check: KeyCheck?
     private var entries: [String: Entry] = [:]
@@ -28,7 +29,7 @@ public final class ResourceCache {
     /// The content digest, a sum over keys, kept as keys change.
     private var digestSum: UInt64 = 0
 
-    struct Entry {
+    struct Entry: Sendable {
         var digest: UInt64
         var decoded: ResourceSet.DecodedFile
     }
@@ -40,18 +41,14 @@ public final class ResourceCache {
     public func apply(_ update: DatastoreUpdate) -> Int {
         switch update {
         case .snapshot(let all, let revision):
-            var decoded = 0
-            let previous = entries
             for key in Array(entries.keys) where all[key] == nil { set(key, nil) }
-            for (key, text) in all {
+            let stale = all.compactMap { key, text in
                 let digest = DirectoryDatastore.fileDigest(text)
-                if previous[key]?.digest != digest {
-                    set(key, decode(key, text, digest))
-                    decoded += 1
-                }
+                return entries[key]?.digest == digest ? nil : (key, text, digest)
             }
+            for (key, entry) in decodeConcurrently(stale) { set(key, entry) }
             self.revision = revision
-            return decoded
+            return stale.count
         case .changes(let changes, let revision):
             for (key, text) in changes {
                 set(key, text.map { decode(key, $0, DirectoryDatastore.fileDigest($0)) })
@@ -64,8 +61,27 @@ public final class ResourceCache {
     }
 
     private func decode(_ key: String, _ text: String, _ digest: UInt64) -> Entry {
+        Self.decode(key, text, digest, check: check)
+    }
+
+    private static func decode(_ key: String, _ text: String, _ digest: UInt64, check: KeyCheck?) -> Entry {
         let file = ResourceSet.decodeFile(name: key, text: text)
         return Entry(digest: digest, decoded: file.adding(check?(key, file) ?? []))
+    }
+
+    /// Decodes keys on every CPU (a snapshot of a large datastore is
+    /// thousands of keys, each decoded on its own), in chunks of keys.
+    private func decodeConcurrently(_ keys: [(String, String, UInt64)]) -> [(String, Entry)] {
+        let chunk = 64
+        let chunks = (keys.count + chunk - 1) / chunk
+        guard chunks > 1 else { return keys.map { ($0.0, decode($0.0, $0.1, $0.2)) } }
+        let results = Mutex<[[(String, Entry)]]>(Array(repeating: [], count: chunks))
+        let check = self.check
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            let part = keys[c * chunk..<min(keys.count, (c + 1) * chunk)].map { ($0.0, Self.decode($0.0, $0.1, $0.2, check: check)) }
+            results.withLock { $0[c] = part }
+        }
+        return results.withLock { $0.flatMap { $0 } }
     }
 
     /// Replaces a key's entry, keeping the policy order, the other keys and

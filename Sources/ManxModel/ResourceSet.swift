@@ -166,7 +166,9 @@ public struct ResourceSet: Sendable, Equatable {
         // and style itself, and resolving (regular expressions per scalar,
         // again for each mapping key's duplicate check) was most of the
         // decoding time.
-        let parser = try Parser(yaml: text, resolver: .basic)
+        // The encoding is given: Yams' default reads the whole process
+        // environment for each parser, which was a tenth of decoding.
+        let parser = try Parser(yaml: text, resolver: .basic, encoding: .utf8)
         var nodes: [Node] = []
         while let node = try parser.nextRoot() {
             // An empty document (`---` alone, or only comments) is skipped.
