@@ -96,6 +96,18 @@ public struct CompiledState: Sendable {
     /// The ids this state uses, by content, and the next free ones: the
     /// dataplane keeps them with the state, for a restarted compiler.
     public var allocations = Allocations()
+    /// The compile's number, unique in the process.
+    public var compileID: UInt64 = 0
+    /// How `allocations.ids` differ from those of the compile numbered
+    /// `since` (nil: not known): a dataplane that holds that compile's
+    /// writes only this.
+    public var allocationChanges: AllocationChanges?
+
+    public struct AllocationChanges: Sendable {
+        public var since: UInt64
+        public var set: [Allocations.Key: UInt32] = [:]
+        public var removed: [Allocations.Key] = []
+    }
 
     public init() {}
 }

@@ -1,5 +1,6 @@
 import ManxModel
 import ManxSelectors
+import Synchronization
 
 /// Compiles resources into identities, shared rule sets and LPM tables.
 ///
@@ -27,8 +28,21 @@ public final class PolicyCompiler {
 
     /// Ids in force after the last compile (or recovered), and the next free ones.
     private var allocated: Allocations
-    /// The compile in progress: what it uses, and what it hands out.
+    /// The compile in progress: what it hands out and touches (the rest
+    /// of what it uses is assembled at its end, see `finishAllocations`).
     private var live = Allocations()
+    /// What the last compile's allocations were made of, besides the
+    /// rules (`ruleAllocations`): its fixed regions' identities (with the
+    /// fixed part's version) and the rest. Nil until a compile built them
+    /// (recovered allocations may hold contents that are gone).
+    private var lastGroups: (fixedVersion: Int, fixed: [Allocations.Key: UInt32], other: [Allocations.Key: UInt32])?
+    /// Rule keys `countRules` added or dropped in this compile.
+    private var changedRuleKeys: [Allocations.Key] = []
+    /// Bumped whenever the fixed regions' identities are computed again.
+    private var fixedVersion = 0
+    /// The last compile's number, unique in the process.
+    private var lastCompileID: UInt64?
+    private static let nextCompileID = Atomic<UInt64>(1)
     /// The ids of the identities in force, of fixed regions and of workloads.
     private var fixedIdentityIDs: [IdentityKey: Allocated] = [:]
     private var workloadIdentityIDs: [IdentityKey: Allocated] = [:]
@@ -186,7 +200,10 @@ public final class PolicyCompiler {
         var keys: [UInt32: IdentityKey]
         var ipcache: [IPCacheEntry]
         var identities: [UInt32: IdentityInfo]
-        var allocations: [Allocations.Key: UInt32]
+        /// The fixed regions' identity allocations (at `fixedVersion`), and the workloads'.
+        var fixedAllocations: [Allocations.Key: UInt32]
+        var fixedVersion: Int
+        var workloadAllocations: [Allocations.Key: UInt32]
         /// The identity of each workload address.
         var identityOf: [CIDR: UInt32]
     }
@@ -432,7 +449,6 @@ public final class PolicyCompiler {
         if programs.count > 2 * usedPrograms.count + 16 { programs = programs.filter { $0.value.used == stamp } }
         countRules(of: usedPrograms)
         state.rules = rulesInUse
-        for (key, id) in ruleAllocations { live.ids[key] = id }
         if ruleInfos.count > 2 * state.rules.count + 64 { ruleInfos = ruleInfos.filter { state.rules[$0.key] != nil } }
         if ruleIDOf.count > 2 * state.rules.count + 64 { ruleIDOf = ruleIDOf.filter { state.rules[$0.value.id] != nil } }
 
@@ -448,6 +464,7 @@ public final class PolicyCompiler {
 
         // 3. Rule sets, shared by content (equal tables have one digest, so
         // one id); a program's table and id are kept while the identities are.
+        var rulesetAllocations: [Allocations.Key: UInt32] = [:]
         func rulesetID(_ program: ProgramEntry?) -> UInt32 {
             guard let program else { return ReservedRuleset.allowAll }
             if program.table?.keysVersion != identityKeys.version {
@@ -458,6 +475,7 @@ public final class PolicyCompiler {
                 ?? allocate(.ruleset, Digest.sha256(CanonicalText.ruleset(table)))
             program.table!.ruleset = a
             if state.rulesets[a.id] == nil { state.rulesets[a.id] = table }
+            rulesetAllocations[Allocations.Key(.ruleset, a.digest)] = a.id
             return remember(a, .ruleset)
         }
         for (w, programs) in endpointPrograms {
@@ -466,9 +484,42 @@ public final class PolicyCompiler {
                 identity: identityOf[CIDR(w.ip!, 32)]!,
                 ingressRuleset: rulesetID(programs[0]), egressRuleset: rulesetID(programs[1])))
         }
+        finishAllocations(regionResult, others: regionResult.workloadAllocations.merging(rulesetAllocations) { a, _ in a },
+                          state: &state)
+        return state
+    }
+
+    /// The allocations of this compile: its rules, identities and rule
+    /// sets. After a compile that built them, they are the last ones with
+    /// only the keys this compile touched or whose group changed looked at
+    /// again (tens of thousands of rules stay as they were), and the
+    /// difference goes to the dataplane with them.
+    private func finishAllocations(_ regions: RegionResult, others: [Allocations.Key: UInt32], state: inout CompiledState) {
+        let fixed = regions.fixedAllocations
+        var ids: [Allocations.Key: UInt32]
+        let id = Self.nextCompileID.add(1, ordering: .relaxed).oldValue
+        if let last = lastGroups, let since = lastCompileID {
+            ids = allocated.ids
+            var changes = CompiledState.AllocationChanges(since: since)
+            var keys = Set(live.ids.keys).union(changedRuleKeys).union(last.other.keys).union(others.keys)
+            if last.fixedVersion != regions.fixedVersion { keys.formUnion(last.fixed.keys); keys.formUnion(fixed.keys) }
+            for key in keys {
+                let wanted = ruleAllocations[key] ?? fixed[key] ?? others[key]
+                guard ids[key] != wanted else { continue }
+                ids[key] = wanted
+                if let wanted { changes.set[key] = wanted } else { changes.removed.append(key) }
+            }
+            state.allocationChanges = changes
+        } else {
+            ids = ruleAllocations.merging(fixed) { a, _ in a }.merging(others) { a, _ in a }
+        }
+        changedRuleKeys = []
+        lastGroups = (regions.fixedVersion, fixed, others)
+        lastCompileID = id
+        live.ids = ids
         allocated = live
         state.allocations = live
-        return state
+        state.compileID = id
     }
 
     /// An endpoint's program in one direction; nil when nothing but the
@@ -556,7 +607,9 @@ public final class PolicyCompiler {
                 if ruleUses[id] == 0 {
                     ruleUses[id] = nil
                     rulesInUse[id] = nil
-                    ruleAllocations[Allocations.Key(.rule, ruleInfos[id]!.digest)] = nil
+                    let key = Allocations.Key(.rule, ruleInfos[id]!.digest)
+                    ruleAllocations[key] = nil
+                    changedRuleKeys.append(key)
                 }
             }
         }
@@ -566,7 +619,9 @@ public final class PolicyCompiler {
                 if ruleUses[id] == 1 {
                     let r = ruleInfos[id]!
                     rulesInUse[id] = r.info
-                    ruleAllocations[Allocations.Key(.rule, r.digest)] = id
+                    let key = Allocations.Key(.rule, r.digest)
+                    ruleAllocations[key] = id
+                    changedRuleKeys.append(key)
                 }
             }
         }
@@ -651,7 +706,6 @@ public final class PolicyCompiler {
             regions = RegionCache(matchers: matchers, fixed: fixed.sorted(), fixedSet: seen)
         }
         if let last = regions!.last, last.workloads == workloads, last.local == local {
-            for (key, id) in last.allocations { live.ids[key] = id }
             state.ipcache = last.ipcache
             state.identities = last.identities
             return last
@@ -673,6 +727,7 @@ public final class PolicyCompiler {
                                   previous: regions!.fixedPart?.part, ids: fixedIdentityIDs, local: local, networkSets: networkSets)
             regions!.fixedPart = (shadowed, part)
             fixedIdentityIDs = part.ids
+            fixedVersion += 1
         }
         let fixed = regions!.fixedPart!.part
         let workloadPart = regionPart(workloadRegions, previous: regions!.workloadPart, ids: workloadIdentityIDs, local: local,
@@ -680,12 +735,12 @@ public final class PolicyCompiler {
         regions!.workloadPart = workloadPart
         workloadIdentityIDs = workloadPart.ids
 
-        for (key, id) in fixed.allocations { live.ids[key] = id }
         state.ipcache = workloadPart.ipcache + fixed.ipcache
         state.identities = fixed.identities.merging(workloadPart.identities) { a, _ in a }
         regions!.last = RegionResult(workloads: workloads, local: local, keys: fixed.keys.merging(workloadPart.keys) { a, _ in a },
                                      ipcache: state.ipcache, identities: state.identities,
-                                     allocations: fixed.allocations.merging(workloadPart.allocations) { a, _ in a },
+                                     fixedAllocations: fixed.allocations, fixedVersion: fixedVersion,
+                                     workloadAllocations: workloadPart.allocations,
                                      identityOf: Dictionary(uniqueKeysWithValues: workloadPart.ipcache.map { ($0.cidr, $0.identity) }))
         return regions!.last!
     }

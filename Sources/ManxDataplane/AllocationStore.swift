@@ -35,33 +35,47 @@ extension Dataplane {
 
     /// Records new ids and advanced counters; nothing is deleted here. An id
     /// below the recorded counter that is new to the kernel means a compiler
-    /// that did not recover these allocations: it would rebind an id.
-    func writeAllocations(_ wanted: Allocations) throws(BPFError) -> Allocations {
-        var held = allocations
-        let new = wanted.ids.filter { held.ids[$0.key] != $0.value }
-        for (key, id) in new where id < held.next(key.kind) {
+    /// that did not recover these allocations: it would rebind an id. When
+    /// the kernel holds the allocations of the compile the state's changes
+    /// start from, only those changes are looked at.
+    func writeAllocations(_ state: CompiledState) throws(BPFError) {
+        let wanted = state.allocations
+        let new: [Allocations.Key: UInt32]
+        if let changes = state.allocationChanges, changes.since == allocationsCompileID {
+            new = changes.set
+        } else {
+            new = wanted.ids.filter { allocations.ids[$0.key] != $0.value }
+        }
+        allocationsCompileID = nil // until pruned: the kernel holds more than one compile's
+        for (key, id) in new where id < allocations.next(key.kind) {
             throw BPFError("allocations", errno: EINVAL, "\(key.kind) id \(id) was handed out before: the compiler must recover the dataplane's allocations")
         }
-        for (kind, next) in wanted.next where held.next(kind) < next {
+        for (kind, next) in wanted.next where allocations.next(kind) < next {
             try maps.allocations.update(manx_alloc_key(kind: UInt32(MANX_ALLOC_NEXT.rawValue) + kind.rawValue, digest: nil),
                                         manx_alloc_value(id: next))
-            held.next[kind] = next
+            allocations.next[kind] = next
         }
         for (key, id) in new {
             try maps.allocations.update(manx_alloc_key(kind: key.kind.rawValue, digest: key.digest), manx_alloc_value(id: id))
-            held.ids[key] = id
+            unpruned[key] = id
         }
-        return held
     }
 
     /// Forgets contents the state in force no longer uses. Their ids are not
     /// handed out again: the counters only grow.
-    func pruneAllocations(_ wanted: Allocations, held: Allocations) throws(BPFError) -> Allocations {
-        var held = held
-        for key in held.ids.keys where wanted.ids[key] == nil {
-            try maps.allocations.delete(manx_alloc_key(kind: key.kind.rawValue, digest: key.digest))
-            held.ids[key] = nil
+    func pruneAllocations(_ state: CompiledState, since: UInt64?) throws(BPFError) {
+        let wanted = state.allocations
+        let gone: [Allocations.Key]
+        if let changes = state.allocationChanges, changes.since == since {
+            gone = changes.removed
+        } else {
+            gone = allocations.ids.keys.filter { wanted.ids[$0] == nil } + unpruned.keys.filter { wanted.ids[$0] == nil }
         }
-        return held
+        for key in gone {
+            try maps.allocations.delete(manx_alloc_key(kind: key.kind.rawValue, digest: key.digest))
+        }
+        allocations.ids = wanted.ids
+        unpruned = [:]
+        allocationsCompileID = state.compileID
     }
 }

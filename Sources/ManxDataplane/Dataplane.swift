@@ -44,7 +44,11 @@ public final class Dataplane {
     private var slots: [UInt32: manx_ep_policy] = [:]
     private(set) var rulesets: [UInt32: [manx_policy_key]] = [:]
     /// The allocations the kernel holds: what a new compiler recovers.
-    public private(set) var allocations = Allocations()
+    public internal(set) var allocations = Allocations()
+    /// The compile whose allocations the kernel holds exactly (nil: not
+    /// known, or ids written since that are not pruned yet: `unpruned`).
+    var allocationsCompileID: UInt64?
+    var unpruned: [Allocations.Key: UInt32] = [:]
     private var verifiedAttachments = Set<Int32>()
     /// A table that lives in manx_ct's unused slot 0, and in every slot
     /// whose endpoint is gone (which releases its table): setting slot 0
@@ -160,7 +164,8 @@ public final class Dataplane {
         var kept: [manx_endpoint] = []  // endpoints that keep their table
         do throws(BPFError) {
             // 1. Allocations first: an id is recorded before anything uses it.
-            allocations = try writeAllocations(state.allocations)
+            let allocationsSince = allocationsCompileID
+            try writeAllocations(state)
             // 2. New rule sets.
             for (id, entries) in state.rulesets.sorted(by: { $0.key < $1.key }) where rulesets[id] == nil {
                 var keys: [manx_policy_key] = []
@@ -313,7 +318,7 @@ public final class Dataplane {
                 report.conntrackRevoked = try revokeChangedPeers(of: kept, before: ipcache[Int(active)], after: ipcache[Int(idle)])
                 report.revoking = ContinuousClock.now - start
             }
-            allocations = try pruneAllocations(state.allocations, held: allocations)
+            try pruneAllocations(state, since: allocationsSince)
         } catch {
             rollback(undo)
             throw error

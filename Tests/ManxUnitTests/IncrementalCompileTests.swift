@@ -181,6 +181,15 @@ final class IncrementalCompileTests: XCTestCase {
         let fresh = PolicyCompiler(recovering: inForce).compile(try world.resources())
         cache.apply(.snapshot(world.docs, revision: Int64(revision)))
         let state = incremental.compile(try cache.assemble())
+        // The changes the dataplane writes turn the last allocations into these.
+        if let changes = state.allocationChanges {
+            var ids = inForce.ids
+            for key in changes.removed { XCTAssertNotNil(ids.removeValue(forKey: key), "\(message): removed \(key) was not there", file: file, line: line) }
+            ids.merge(changes.set) { _, new in new }
+            XCTAssertEqual(ids, state.allocations.ids, "\(message): allocation changes", file: file, line: line)
+        } else {
+            XCTAssertEqual(revision, 1, "\(message): only the first compile has no allocation changes", file: file, line: line)
+        }
         inForce = state.allocations
         return assertSame(state, fresh, message, file: file, line: line)
     }
