@@ -41,17 +41,34 @@ extension Dataplane {
     /// table (a full table refuses new flows, so this is what makes room);
     /// returns how many went. Each entry is read again just before its
     /// deletion, so a flow that a packet has just refreshed stays.
+    ///
+    /// A table is read only if its manx_ct_live mark is set. The mark is
+    /// cleared before the table is read and set again if entries remain;
+    /// a flow created meanwhile sets it itself (after its entry exists).
+    /// So a clear mark always means an empty table.
     @discardableResult
     public func expireConntrack(now: UInt64) throws(BPFError) -> Int {
         var removed = 0
         for ep in endpoints.values {
-            guard let table = try maps.conntrack.inner(at: ep.value.id) else { continue }
-            for (key, value) in try table.entries(as: (manx_ct_key, manx_ct_value).self) where value.expired(proto: key.proto, now: now) {
+            guard try mayHoldEntries(ep.value.id), let table = try maps.conntrack.inner(at: ep.value.id) else { continue }
+            try maps.conntrackLive.update(ep.value.id, UInt32(0))
+            let entries = try table.entries(as: (manx_ct_key, manx_ct_value).self)
+            var left = entries.count
+            for (key, value) in entries where value.expired(proto: key.proto, now: now) {
                 guard let fresh = try table.lookup(key, as: manx_ct_value.self), fresh.expired(proto: key.proto, now: now) else { continue }
-                if try table.delete(key) { removed += 1 }
+                if try table.delete(key) {
+                    removed += 1
+                    left -= 1
+                }
             }
+            if left > 0 { try maps.conntrackLive.update(ep.value.id, UInt32(1)) }
         }
         return removed
+    }
+
+    /// Whether the endpoint's table may hold entries (its manx_ct_live mark).
+    func mayHoldEntries(_ id: UInt32) throws(BPFError) -> Bool {
+        try maps.conntrackLive.lookup(id, as: UInt32.self).map { $0 != 0 } ?? true
     }
 }
 
@@ -67,7 +84,7 @@ extension Dataplane {
         var revoked = 0
         var changed: [UInt32: Bool] = [:] // by peer address: many flows share a peer
         for ep in kept {
-            guard let table = try maps.conntrack.inner(at: ep.id) else { continue }
+            guard try mayHoldEntries(ep.id), let table = try maps.conntrack.inner(at: ep.id) else { continue }
             for (key, value) in try table.entries(as: (manx_ct_key, manx_ct_value).self) {
                 guard value.ruleset != MANX_RULESET_ALLOW_ALL, value.ruleset < MANX_RULESET_RESERVED else { continue }
                 let peer = key.addr_a == ep.addr ? key.addr_b : key.addr_a

@@ -7,6 +7,8 @@ public struct KernelMaps: Sendable {
     public let ipcache: BPFMap
     public let policy: BPFMap
     public let conntrack: BPFMap
+    /// Which endpoints' conntrack tables may hold entries (by endpoint id).
+    public let conntrackLive: BPFMap
     public let counters: BPFMap
     public let ruleHits: BPFMap
     public let events: BPFMap
@@ -17,7 +19,7 @@ public struct KernelMaps: Sendable {
     public static let names = [
         MANX_MAP_ENDPOINTS, MANX_MAP_IPCACHE, MANX_MAP_POLICY, MANX_MAP_CONNTRACK,
         MANX_MAP_COUNTERS, MANX_MAP_RULE_HITS, MANX_MAP_EVENTS,
-        MANX_MAP_EP_POLICY, MANX_MAP_GENERATION, MANX_MAP_ALLOC,
+        MANX_MAP_EP_POLICY, MANX_MAP_GENERATION, MANX_MAP_ALLOC, MANX_MAP_CT_LIVE,
     ]
 
     init(_ open: (String) throws(BPFError) -> BPFMap) throws(BPFError) {
@@ -25,6 +27,7 @@ public struct KernelMaps: Sendable {
         ipcache = try open(MANX_MAP_IPCACHE)
         policy = try open(MANX_MAP_POLICY)
         conntrack = try open(MANX_MAP_CONNTRACK)
+        conntrackLive = try open(MANX_MAP_CT_LIVE)
         counters = try open(MANX_MAP_COUNTERS)
         ruleHits = try open(MANX_MAP_RULE_HITS)
         events = try open(MANX_MAP_EVENTS)

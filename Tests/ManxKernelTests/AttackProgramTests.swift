@@ -149,6 +149,35 @@ final class AttackProgramTests: XCTestCase {
         XCTAssertEqual(try receive(as: web, reply), TC_ACT_SHOT, "newcomer inherits web's flow")
     }
 
+    /// Revocation and expiry skip a table whose manx_ct_live mark is clear.
+    /// An expiry pass that empties web's table clears the mark; the next
+    /// flow sets it again, so relabelling its peer still revokes that flow.
+    func testAFlowAfterTheTableWasFoundEmptyIsStillRevoked() throws {
+        // Another client keeps web's rule set as it is when client is
+        // relabelled: only revocation stops client's flow.
+        let anotherClient = "\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: client2, namespace: shop, labels: {app: client}}\nstatus: {podIP: 10.0.0.4}\n"
+        try apply(Self.resources + anotherClient)
+        let ruleset = dataplane.policy(of: web)?.ingress_ruleset
+        func live() throws -> UInt32? { try dataplane.maps.conntrackLive.lookup(web.id, as: UInt32.self) }
+        let syn = Frame.tcp("10.0.0.2", 40000, "10.0.0.1", 8080, flags: Frame.syn)
+        XCTAssertEqual(try receive(as: web, syn), TC_ACT_OK)
+        XCTAssertEqual(try live(), 1)
+        XCTAssertEqual(try dataplane.expireConntrack(now: UInt64(Int64.max)), 1)
+        XCTAssertEqual(try live(), 0, "found empty")
+        XCTAssertEqual(try dataplane.expireConntrack(now: UInt64(Int64.max)), 0)
+
+        XCTAssertEqual(try receive(as: web, Frame.tcp("10.0.0.2", 40001, "10.0.0.1", 8080, flags: Frame.syn)), TC_ACT_OK)
+        XCTAssertEqual(try live(), 1, "a new flow marks the table")
+        let ack = Frame.tcp("10.0.0.2", 40001, "10.0.0.1", 8080, flags: Frame.ack)
+        XCTAssertEqual(try receive(as: web, ack), TC_ACT_OK, "control: established")
+        try apply(Self.resources.replacingOccurrences(of: "labels: {app: client}", with: "labels: {app: former-client}") + anotherClient)
+        XCTAssertEqual(dataplane.policy(of: web)?.ingress_ruleset, ruleset, "web's rule set stays")
+        XCTAssertEqual(try receive(as: web, ack), TC_ACT_SHOT, "the relabelled client's flow was revoked and judged again")
+        // An expiry pass that leaves entries keeps the mark.
+        XCTAssertEqual(try dataplane.expireConntrack(now: 0), 0)
+        XCTAssertEqual(try live(), 1)
+    }
+
     /// An endpoint's table holds its budget: past it, its new flows are
     /// refused and counted, its established ones and other endpoints'
     /// flows carry on, and expiry makes room again.

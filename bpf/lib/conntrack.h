@@ -105,9 +105,12 @@ static __always_inline bool manx_ct_node_flow(const struct manx_ct_value *v, boo
 
 /* Records a new flow of the endpoint; false when its table is full (its
  * budget is used up): the caller drops the packet. An expired entry with
- * the same key is replaced in place, which needs no room. */
-static __always_inline bool manx_ct_create(void *table, const struct manx_ct_key *k, const struct manx_pkt *p,
-					   bool src_is_a, __u32 flags, __u32 ruleset, __u32 rule_id, __u64 now)
+ * the same key is replaced in place, which needs no room. The endpoint's
+ * manx_ct_live mark is set after the entry exists (see maps.h), and
+ * written only when clear: new flows only, no shared cache line dirtied. */
+static __always_inline bool manx_ct_create(void *table, __u32 endpoint_id, const struct manx_ct_key *k,
+					   const struct manx_pkt *p, bool src_is_a, __u32 flags, __u32 ruleset,
+					   __u32 rule_id, __u64 now)
 {
 	struct manx_ct_value v = {
 		.created_ns = now,
@@ -124,7 +127,12 @@ static __always_inline bool manx_ct_create(void *table, const struct manx_ct_key
 		v.flags |= MANX_CT_F_FIN_ORIG;
 	if (p->tcp_flags & MANX_TCP_RST)
 		v.flags |= MANX_CT_F_RST;
-	return bpf_map_update_elem(table, k, &v, BPF_ANY) == 0;
+	if (bpf_map_update_elem(table, k, &v, BPF_ANY) != 0)
+		return false;
+	__u32 *live = bpf_map_lookup_elem(&manx_ct_live, &endpoint_id);
+	if (live && !*live)
+		*live = 1;
+	return true;
 }
 
 #endif

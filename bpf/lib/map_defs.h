@@ -84,6 +84,14 @@ struct {
 } manx_ct SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MANX_ENDPOINTS_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} manx_ct_live SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MANX_FRAGS_MAX);
 	__type(key, struct manx_frag_key);

@@ -29,6 +29,7 @@
 #define MANX_MAP_EP_POLICY   "manx_ep_policy"
 #define MANX_MAP_GENERATION  "manx_generation"
 #define MANX_MAP_ALLOC       "manx_alloc"
+#define MANX_MAP_CT_LIVE     "manx_ct_live"
 
 #define MANX_ENDPOINTS_MAX   65536
 #define MANX_IPCACHE_MAX     1048576
@@ -215,6 +216,15 @@ struct manx_ct_value {
 #define MANX_CT_F_FIN_REPLY       (1U << 4)
 #define MANX_CT_F_RST             (1U << 5)
 #define MANX_CT_F_FROM_NODE       (1U << 6) /* opened by this node itself: allowed by the node rule */
+
+/*
+ * manx_ct_live: an array of __u32 indexed by the endpoint's id, non-zero
+ * once the program has created an entry in that endpoint's table. The
+ * daemon clears it before an expiry pass reads the table, and sets it
+ * again if entries remain; so zero means the table is empty. Revocation
+ * and expiry skip those tables: reading an empty one still walks all of
+ * its buckets (2 MiB at the default budget).
+ */
 
 /* Conntrack entries an endpoint may hold unless the daemon is told
  * otherwise (manxd --conntrack-budget): room for a busy server. */
