@@ -82,6 +82,7 @@ public actor NodeDaemon: Service {
     private var natRules: [String]?
     private let compiler: PolicyCompiler
     private var metadata = NodeMetadata()
+    private let metadataWriter: MetadataWriter
     private var lastDigest: String?
     /// The datastore's content, decoded; only changed keys are decoded again.
     private let cache: ResourceCache
@@ -98,6 +99,7 @@ public actor NodeDaemon: Service {
         self.logger = logger
         let datastore = config.datastore
         cache = ResourceCache { key, file in datastore.check(key: key, file) }
+        metadataWriter = MetadataWriter(paths: config.paths)
         switch config.dataplane {
         case .bpf:
             let bpf = try Dataplane(paths: config.paths, conntrackBudget: config.conntrackBudget)
@@ -123,14 +125,14 @@ public actor NodeDaemon: Service {
             }
             if metadata.datastoreError != reason {
                 metadata.datastoreError = reason
-                try? metadata.write(config.paths)
+                metadataWriter.submit(metadata)
             }
             return
         }
         if metadata.datastoreError != nil {
             logger.info("datastore reachable again", metadata: ["datastore": "\(config.datastore)"])
             metadata.datastoreError = nil
-            try? metadata.write(config.paths)
+            metadataWriter.submit(metadata)
         }
         let decoded = cache.apply(update)
         decodedSinceSync += decoded
@@ -156,10 +158,10 @@ public actor NodeDaemon: Service {
             // rejected).
             if metadata.rejectedDigest != nil, cache.revision > metadata.rejectedRevision ?? 0 {
                 metadata.rejectedRevision = cache.revision
-                try? metadata.write(config.paths)
+                metadataWriter.submit(metadata)
             } else if metadata.rejectedDigest == nil, let applied = metadata.appliedRevision, cache.revision > applied {
                 metadata.appliedRevision = cache.revision
-                try? metadata.write(config.paths)
+                metadataWriter.submit(metadata)
             }
             return true
         }
@@ -188,7 +190,7 @@ public actor NodeDaemon: Service {
             // Endpoints still waiting for their interface make the next
             // pass apply again even though the datastore did not change.
             lastDigest = missing.isEmpty ? digest : nil
-            try? metadata.write(config.paths)
+            metadataWriter.submit(metadata)
             logger.info("applied", metadata: fields.merging([
                 "generation": "\(generation)", "endpoints": "\(state.endpoints.count)",
                 "rulesets": "\(state.rulesets.count)", "keysDecoded": "\(decoded)", "revision": "\(cache.revision)",
@@ -209,7 +211,7 @@ public actor NodeDaemon: Service {
             // anything else (an interface missing, a kernel error) is
             // retried on the next pass.
             lastDigest = error is ValidationErrors ? digest : nil
-            try? metadata.write(config.paths)
+            metadataWriter.submit(metadata)
             // A retry that fails the same way is not logged again.
             if !repeated { logger.error("batch rejected, previous state stays in force", metadata: ["error": "\(error)"]) }
             return false
@@ -284,6 +286,7 @@ public actor NodeDaemon: Service {
                 group.cancelAll()
             }
         }
+        metadataWriter.flush()
         logger.info("stopping; programs and maps stay pinned and enforcing")
     }
 
@@ -297,6 +300,7 @@ public actor NodeDaemon: Service {
                 return false
             }
             receive(update)
+            defer { metadataWriter.flush() }
             return sync()
         }
         return false
@@ -316,6 +320,7 @@ public actor NodeDaemon: Service {
     }
 
     public func uninstall() throws {
+        metadataWriter.flush()
         routing?.detach()
         NATOutgoing.remove()
         try dataplane.remove()

@@ -319,6 +319,12 @@ public final class Dataplane {
                 report.revoking = ContinuousClock.now - start
             }
             try pruneAllocations(state, since: allocationsSince)
+            // An idle generation whose ipcache source is unknown (after the
+            // first apply of a daemon) is written in full by the next apply,
+            // before its flip; writing it now keeps that off its path.
+            if report.flipped && ipcacheSource[Int(active)] == nil {
+                try writeIPCache(state.ipcache, generation: active)
+            }
         } catch {
             rollback(undo)
             throw error
