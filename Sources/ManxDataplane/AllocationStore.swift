@@ -37,11 +37,13 @@ extension Dataplane {
     /// below the recorded counter that is new to the kernel means a compiler
     /// that did not recover these allocations: it would rebind an id. When
     /// the kernel holds the allocations of the compile the state's changes
-    /// start from, only those changes are looked at.
-    func writeAllocations(_ state: CompiledState) throws(BPFError) {
+    /// start from, only those changes are looked at; returns whether they
+    /// were (then pruning takes them too).
+    func writeAllocations(_ state: CompiledState) throws(BPFError) -> Bool {
         let wanted = state.allocations
         let new: [Allocations.Key: UInt32]
-        if let changes = state.allocationChanges, changes.since == allocationsCompileID {
+        let byChanges = state.allocationChanges.map { $0.since == allocationsCompileID } ?? false
+        if byChanges, let changes = state.allocationChanges {
             new = changes.set
         } else {
             new = wanted.ids.filter { allocations.ids[$0.key] != $0.value }
@@ -59,17 +61,18 @@ extension Dataplane {
             try maps.allocations.update(manx_alloc_key(kind: key.kind.rawValue, digest: key.digest), manx_alloc_value(id: id))
             unpruned[key] = id
         }
+        return byChanges
     }
 
     /// Forgets contents the state in force no longer uses. Their ids are not
     /// handed out again: the counters only grow.
-    func pruneAllocations(_ state: CompiledState, since: UInt64?) throws(BPFError) {
+    func pruneAllocations(_ state: CompiledState, byChanges: Bool) throws(BPFError) {
         let wanted = state.allocations
         let gone: [Allocations.Key]
-        if let changes = state.allocationChanges, changes.since == since {
+        if byChanges, let changes = state.allocationChanges {
             gone = changes.removed
         } else {
-            gone = allocations.ids.keys.filter { wanted.ids[$0] == nil } + unpruned.keys.filter { wanted.ids[$0] == nil }
+            gone = Set(allocations.ids.keys).union(unpruned.keys).filter { wanted.ids[$0] == nil }
         }
         for key in gone {
             try maps.allocations.delete(manx_alloc_key(kind: key.kind.rawValue, digest: key.digest))

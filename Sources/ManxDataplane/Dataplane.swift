@@ -164,8 +164,7 @@ public final class Dataplane {
         var kept: [manx_endpoint] = []  // endpoints that keep their table
         do throws(BPFError) {
             // 1. Allocations first: an id is recorded before anything uses it.
-            let allocationsSince = allocationsCompileID
-            try writeAllocations(state)
+            let allocationsByChanges = try writeAllocations(state)
             // 2. New rule sets.
             for (id, entries) in state.rulesets.sorted(by: { $0.key < $1.key }) where rulesets[id] == nil {
                 var keys: [manx_policy_key] = []
@@ -318,7 +317,7 @@ public final class Dataplane {
                 report.conntrackRevoked = try revokeChangedPeers(of: kept, before: ipcache[Int(active)], after: ipcache[Int(idle)])
                 report.revoking = ContinuousClock.now - start
             }
-            try pruneAllocations(state, since: allocationsSince)
+            try pruneAllocations(state, byChanges: allocationsByChanges)
             // An idle generation whose ipcache source is unknown (after the
             // first apply of a daemon) is written in full by the next apply,
             // before its flip; writing it now keeps that off its path.

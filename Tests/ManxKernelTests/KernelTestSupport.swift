@@ -46,6 +46,17 @@ func removeTestPins(_ paths: NodePaths) {
     try? BPFFS.removeTree(paths.pinRoot)
 }
 
+/// A dataplane of its own for one test, with no interfaces (its programs
+/// attached nowhere), removed with its pins afterwards.
+func withScratchDataplane(_ tag: String, _ body: (Dataplane) throws -> Void) throws {
+    try requireKernel()
+    let paths = NodePaths(node: testPrefix(tag))
+    defer { removeTestPins(paths) }
+    let dataplane = try Dataplane(paths: paths, interfaces: .init(resolve: { _ in nil }, attach: false))
+    defer { try? dataplane.uninstall() }
+    try body(dataplane)
+}
+
 /// A prefix unique to one test, for every namespace, interface and pin.
 func testPrefix(_ tag: String) -> String { "mxk\(tag)\(getpid() % 10000)" }
 
