@@ -58,3 +58,26 @@ if encap_file.exists():
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "encap-throughput.png", dpi=120)
+
+cni_file = out / "cni-latency.json"
+if cni_file.exists():
+    # One bar per run: the median of each stage of a CNI ADD stacked (they
+    # add up to about the median total), the p99 of the total beside.
+    runs = json.loads(cni_file.read_text())
+    labels = [f'{r["datastore"]}\n{r["policies"]} policies' for r in runs]
+    stages = [s["stage"] for s in runs[0]["stages"] if s["stage"] != "total"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    bottoms = [0.0] * len(runs)
+    for name in stages:
+        values = [next(s["p50"] for s in r["stages"] if s["stage"] == name) for r in runs]
+        ax.bar(labels, values, bottom=bottoms, label=name, width=0.5)
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    totals = [next(s["p99"] for s in r["stages"] if s["stage"] == "total") for r in runs]
+    ax.scatter(labels, totals, marker="_", s=900, color="black", label="total p99", zorder=3)
+    ax.axhline(50, color="red", linestyle="--", linewidth=1, label="target p99 50 ms")
+    ax.set_ylabel("ms")
+    ax.set_title("CNI ADD start to first policed packet, median by stage")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "cni-latency.png", dpi=120)

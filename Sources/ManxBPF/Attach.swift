@@ -112,6 +112,39 @@ public enum NetworkInterface {
         return result
     }
 
+    /// The interface holding an IPv4 address (network byte order), with its
+    /// index and MTU; nil if none does. getifaddrs and SIOCGIFMTU read the
+    /// calling thread's namespace (/sys may show another one).
+    public static func holding(addressNetworkOrder address: UInt32) -> (name: String, index: Int32, mtu: Int)? {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0, let first = list else { return nil }
+        defer { freeifaddrs(first) }
+        var entry: UnsafeMutablePointer<ifaddrs>? = first
+        while let e = entry {
+            defer { entry = e.pointee.ifa_next }
+            guard let sa = e.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET), let cName = e.pointee.ifa_name else { continue }
+            let found = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr } == address
+            guard found else { continue }
+            let name = String(cString: cName)
+            guard let index = try? Self.index(named: name), let mtu = mtu(named: name) else { return nil }
+            return (name, index, mtu)
+        }
+        return nil
+    }
+
+    public static func mtu(named name: String) -> Int? {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var request = ifreq()
+        let bytes = Array(name.utf8.prefix(Int(IF_NAMESIZE) - 1))
+        withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { buffer in
+            for (i, b) in bytes.enumerated() { buffer[i] = b }
+        }
+        guard ioctl(fd, UInt(SIOCGIFMTU), &request) == 0 else { return nil }
+        return Int(request.ifr_ifru.ifru_mtu)
+    }
+
     public static func name(index: Int32) -> String? {
         var buffer = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
         guard if_indextoname(UInt32(index), &buffer) != nil else { return nil }

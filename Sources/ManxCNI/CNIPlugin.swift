@@ -1,8 +1,8 @@
 import Foundation
-import ManxDataplane
 import ManxDatastore
 import ManxIPAM
 import ManxModel
+import ManxNodeState
 
 /// The manx-cni plugin (CNI specification 1.0.0, also speaking 0.3.0 to
 /// 0.4.0): ADD, DEL, CHECK and VERSION. It runs in the node's network
@@ -31,6 +31,17 @@ public struct CNIPlugin: Sendable {
     /// The whole plugin: environment and stdin in, stdout and exit status
     /// out. Errors become the specification's error JSON with exit status 1.
     public static func main(environment env: [String: String], stdin: String) -> Outcome {
+        var stages = StageTimes()
+        stages.mark("started")
+        let outcome = main(environment: env, stdin: stdin, stages: &stages)
+        if env["MANX_CNI_TIMINGS"] != nil {
+            stages.mark("done")
+            FileHandle.standardError.write(Data((stages.json(command: env["CNI_COMMAND"] ?? "", status: outcome.status) + "\n").utf8))
+        }
+        return outcome
+    }
+
+    static func main(environment env: [String: String], stdin: String, stages: inout StageTimes) -> Outcome {
         var version = CNIVersion.current
         do throws(CNIError) {
             let environment = try CNIEnvironment.parse(env)
@@ -40,8 +51,9 @@ public struct CNIPlugin: Sendable {
             let conf = try NetConf.parse(stdin)
             version = conf.cniVersion
             let plugin = CNIPlugin(environment: environment, conf: conf)
+            stages.mark("parsed")
             switch environment.command {
-            case .add: return Outcome(stdout: try plugin.add().json, status: 0)
+            case .add: return Outcome(stdout: try plugin.add(&stages).json, status: 0)
             case .del: try plugin.del(); return Outcome(stdout: "", status: 0)
             case .check: try plugin.check(); return Outcome(stdout: "", status: 0)
             case .version: return Outcome(stdout: "", status: 0)
@@ -90,14 +102,21 @@ public struct CNIPlugin: Sendable {
     // MARK: ADD
 
     public func add() throws(CNIError) -> CNIResult {
+        var stages = StageTimes()
+        return try add(&stages)
+    }
+
+    func add(_ stages: inout StageTimes) throws(CNIError) -> CNIResult {
         if conf.prevResult != nil {
             throw CNIError(.invalidNetworkConfig, "manx-cni creates the pod's interface and address, so it must be the first plugin of the list (ADD got a prevResult)")
         }
         try checkDatastore()
         let (namespace, pod) = try podIdentity()
         try checkNetns()
+        stages.mark("checked")
         let request = try PodRequest.read(try store.podUnits(namespace: namespace, pod: pod), namespace: namespace, pod: pod)
         let workload = "\(namespace)/\(pod)"
+        stages.mark("pod read")
         let assignment: IPAMAssignment
         do {
             assignment = try ipam.assign(IPAMRequest(handle: environment.containerID, node: conf.nodename, workload: workload,
@@ -105,6 +124,7 @@ public struct CNIPlugin: Sendable {
         } catch {
             throw Self.cniError(error, workload: workload)
         }
+        stages.mark("address assigned")
         let host = PodInterface.hostName(namespace: namespace, pod: pod)
         let wepUnit = endpointUnit(namespace: namespace, pod: pod)
         do throws(CNIError) {
@@ -113,14 +133,18 @@ public struct CNIPlugin: Sendable {
             let mtu = conf.mtu ?? (try? NodeMetadata.read(paths))?.podMTU ?? 1500
             let links = try Links.create(host: host, ifname: environment.ifname, netns: environment.netns,
                                          address: assignment.address, mtu: mtu, containerID: environment.containerID)
+            stages.mark("interfaces made")
             let name = WorkloadEndpoint.resourceName(node: conf.nodename, pod: pod, endpoint: environment.ifname)
             let wep = WorkloadEndpoint(namespace: namespace, name: name, pod: pod, node: conf.nodename, endpoint: environment.ifname,
                                        containerID: environment.containerID, interfaceName: host,
                                        address: assignment.address, mac: links.pod.mac,
                                        ref: ResourceRef(kind: "WorkloadEndpoint", namespace: namespace, name: name, file: wepUnit))
             let revision = try store.write(wepUnit, wep)
+            stages.mark("endpoint written")
             try waitProgrammed(workload: workload, interface: links.host, address: assignment.address, revision: revision)
+            stages.mark("policy programmed")
             try Links.activate(host: host, address: assignment.address)
+            stages.mark("activated")
             return CNIResult(cniVersion: conf.cniVersion, host: links.host, pod: links.pod, sandbox: environment.netns,
                              address: assignment.address)
         } catch {
@@ -147,27 +171,34 @@ public struct CNIPlugin: Sendable {
         }
     }
 
-    /// Polls the daemon's published state until it lists the endpoint on
-    /// this very interface (its index, not only its name: an earlier state
-    /// lists the pod's previous veth under the same name).
+    /// Waits until the daemon publishes the endpoint's status: its policy
+    /// in force on this very interface (its index, not only its name: an
+    /// earlier state lists the pod's previous veth under the same name).
+    /// The metadata says why not (the batch rejected, the interface not
+    /// found); it holds every rule, so it is read only when replaced.
     func waitProgrammed(workload: String, interface link: LinkInfo, address: IPv4Address, revision: Int64?) throws(CNIError) {
         let interface = link.name
         let deadline = Date().addingTimeInterval(conf.timeoutSeconds)
         var last = "no daemon state at \(paths.metadataFile) (is manxd running with --node \(conf.nodename)?)"
+        // Watched before the first read, so no change falls between them;
+        // without the directories (no daemon yet), polled.
+        let watcher = try? DirectoryWatcher(directories: [paths.endpointStatusDirectory, paths.stateDirectory])
+        var metadataVersion: [FileAttributeKey: Any] = [:]
         while true {
-            if let meta = try? NodeMetadata.read(paths) {
-                let listed = meta.endpoints.first { $0.workload == workload }
-                let missing = meta.missingInterfaces.contains { $0.hasSuffix("(\(interface))") }
-                if let listed, listed.interface == interface, listed.ifindex == link.ifindex, listed.ip == address.description, !missing {
-                    return
-                }
+            if let status = EndpointStatus.read(paths, workload: workload),
+               status.interface == interface, status.ifindex == link.ifindex, status.ip == address.description {
+                return
+            }
+            let version = (try? FileManager.default.attributesOfItem(atPath: paths.metadataFile))?.filter { [.modificationDate, .size].contains($0.key) } ?? [:]
+            if !NSDictionary(dictionary: version).isEqual(to: metadataVersion), let meta = try? NodeMetadata.read(paths) {
+                metadataVersion = version
                 if store.rejected(meta, since: revision) {
                     throw CNIError(.policyRejected, "manxd on node \(conf.nodename) rejected the datastore, so the policy of \(workload) cannot be applied",
                                    details: meta.error ?? "no reason given")
                 }
-                if let listed {
+                if let listed = meta.endpoints.first(where: { $0.workload == workload }) {
                     last = "manxd lists \(workload) with interface \(listed.interface) and address \(listed.ip)"
-                } else if missing {
+                } else if meta.missingInterfaces.contains(where: { $0.hasSuffix("(\(interface))") }) {
                     last = "manxd has not found interface \(interface)"
                 } else {
                     last = "manxd (generation \(meta.generation)) does not list \(workload) yet"
@@ -178,7 +209,7 @@ public struct CNIPlugin: Sendable {
                                "manxd on node \(conf.nodename) did not program the policy of \(workload) (\(interface), \(address)) within \(Self.seconds(conf.timeoutSeconds))",
                                details: last)
             }
-            usleep(20_000)
+            if let watcher { _ = watcher.wait(timeoutMs: 20) } else { usleep(20_000) }
         }
     }
 

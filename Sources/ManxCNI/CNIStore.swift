@@ -1,9 +1,9 @@
 import Foundation
-import ManxDataplane
 import ManxDatastore
 import ManxEtcd
 import ManxIPAM
 import ManxModel
+import ManxNodeState
 
 /// The datastore as the plugin uses it, a unit (directory file or etcd key)
 /// at a time: the directory of the network configuration's `datastore`, or

@@ -49,8 +49,14 @@ enum Links {
             if out.stderr.contains("does not exist") { return nil }
             throw CNIError(.interfaceSetup, "cannot read interface \(name)\(where_(netns)): \(out.message)")
         }
-        guard case .success(let value) = JSONValue.parse(out.stdout), let first = value.arrayValue?.first?.objectValue else {
-            throw CNIError(.interfaceSetup, "cannot parse `ip -j \(addresses ? "addr" : "link") show dev \(name)`\(where_(netns)): \(out.stdout)")
+        return try parse(out.stdout, name: name, netns: netns, addresses: addresses)
+    }
+
+    /// The interface in `ip -j link|addr show dev NAME` output (the last
+    /// line of a batch whose other commands print nothing).
+    static func parse(_ json: String, name: String, netns: String?, addresses: Bool) throws(CNIError) -> LinkInfo {
+        guard case .success(let value) = JSONValue.parse(json), let first = value.arrayValue?.first?.objectValue else {
+            throw CNIError(.interfaceSetup, "cannot parse `ip -j \(addresses ? "addr" : "link") show dev \(name)`\(where_(netns)): \(json)")
         }
         let mtu: Int
         if case .int(let m)? = first["mtu"] { mtu = Int(m) } else { mtu = 0 }
@@ -69,6 +75,7 @@ enum Links {
 
     /// Deletes the interface if it exists (its veth peer goes with it).
     static func delete(_ name: String) throws(CNIError) {
+        if if_nametoindex(name) == 0 { return } // the usual case: no process started
         let out = try ip(["link", "del", "dev", name])
         if !out.succeeded && !out.stderr.contains("Cannot find device") && !out.stderr.contains("does not exist") {
             throw CNIError(.interfaceSetup, "cannot delete interface \(name): \(out.message)")
@@ -83,26 +90,25 @@ enum Links {
     /// endpoint's programs and policy in place.
     static func create(host: String, ifname: String, netns: String, address: IPv4Address, mtu: Int,
                        containerID: String) throws(CNIError) -> (host: LinkInfo, pod: LinkInfo) {
-        try batch([
+        // Each batch ends by showing the interface: one process per side.
+        let hostJSON = try batch([
             "link add \(host) mtu \(mtu) type veth peer name \(ifname) mtu \(mtu) netns \(netns)",
             "link set dev \(host) alias \(containerID)",
+            "link show dev \(host)",
         ], netns: nil, hint: "creating the veth \(host) with peer \(ifname) in \(netns)")
         // proxy ARP answers the pods' ARP for the gateway at once.
         // /proc/sys/net belongs to the caller's network namespace: the node's.
         try sysctl("/proc/sys/net/ipv4/conf/\(host)/proxy_arp", "1")
         try sysctl("/proc/sys/net/ipv4/neigh/\(host)/proxy_delay", "0")
-        try batch([
+        let podJSON = try batch([
             "addr add \(address)/32 dev \(ifname)",
             "link set dev \(ifname) up",
             "link set dev lo up",
             "route add \(PodInterface.gateway) dev \(ifname) scope link",
             "route add default via \(PodInterface.gateway) dev \(ifname)",
+            "addr show dev \(ifname)",
         ], netns: netns, hint: "configuring \(ifname) in \(netns)")
-        guard let hostLink = try show(host) else { throw CNIError(.interfaceSetup, "interface \(host) vanished after it was created") }
-        guard let podLink = try show(ifname, netns: netns, addresses: true) else {
-            throw CNIError(.interfaceSetup, "interface \(ifname) vanished from \(netns) after it was created")
-        }
-        return (hostLink, podLink)
+        return (try parse(hostJSON, name: host, netns: nil, addresses: false), try parse(podJSON, name: ifname, netns: netns, addresses: true))
     }
 
     /// Brings the host side up and routes the pod's address to it.
@@ -131,10 +137,12 @@ enum Links {
         }
     }
 
-    /// `ip -batch -`: stops at the first failing line, which the error names.
-    static func batch(_ lines: [String], netns: String?, hint: String) throws(CNIError) {
-        let out = try ip(["-batch", "-"], netns: netns, input: lines.joined(separator: "\n") + "\n")
-        guard !out.succeeded else { return }
+    /// `ip -j -batch -`: stops at the first failing line, which the error
+    /// names; returns what the lines printed (JSON of a `show`).
+    @discardableResult
+    static func batch(_ lines: [String], netns: String?, hint: String) throws(CNIError) -> String {
+        let out = try ip(["-j", "-batch", "-"], netns: netns, input: lines.joined(separator: "\n") + "\n")
+        guard !out.succeeded else { return out.stdout }
         var message = out.stderr.split(separator: "\n").filter { !$0.hasPrefix("Command failed") }.joined(separator: "; ")
         if message.isEmpty { message = out.message }
         var failed = ""

@@ -2,6 +2,7 @@ import Foundation
 import ManxDatastore
 import ManxDataplane
 import ManxModel
+import ManxNodeState
 
 /// A simulated cluster: N nodes as network namespaces on a shared underlay,
 /// each running `manxd`, and pods created through `manx-cni`.

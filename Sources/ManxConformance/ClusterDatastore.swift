@@ -2,6 +2,7 @@ import Foundation
 import ManxDataplane
 import ManxDatastore
 import ManxModel
+import ManxNodeState
 
 /// Where a simulated cluster or node keeps its resources, written a named
 /// file at a time: a directory datastore (the file itself), or etcd (the

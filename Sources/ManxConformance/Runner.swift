@@ -2,6 +2,7 @@ import Foundation
 import ManxDatastore
 import ManxDataplane
 import ManxModel
+import ManxNodeState
 
 /// Runs conformance cases against a real node: pods in network namespaces,
 /// real servers on ports 80 and 81, `manxd` enforcing each case's policy,
@@ -86,6 +87,7 @@ public final class ConformanceRunner {
             podNetns[key] = pod.netns
             podNode[key] = pod.node
         }
+        try cluster.waitApplied()
         let node = Node(lab: cluster.lab, datastore: cluster.datastore, paths: cluster.nodeNames.map { NodePaths(node: $0) },
                         podNetns: podNetns, podNode: podNode, renderModel: render)
         try startServers(node, logs: "/tmp/\(prefix)-logs")

@@ -1,5 +1,6 @@
 import Dispatch
 import ManxDataplane
+import ManxNodeState
 import Synchronization
 
 /// Writes the metadata file off the daemon's pass, in order, the latest

@@ -1,10 +1,12 @@
 import Foundation
 import Logging
+import ManxBPF
 import ManxCompiler
 import ManxDatastore
 import ManxDataplane
 import ManxIptables
 import ManxModel
+import ManxNodeState
 import ManxRouting
 import ServiceLifecycle
 
@@ -16,16 +18,17 @@ public enum DataplaneKind: Sendable, Equatable {
 
 /// The two dataplanes behind one face, for the daemon.
 protocol DataplaneBackend: AnyObject {
-    /// Programs the state; returns log fields and endpoints not yet enforceable.
-    func program(_ state: CompiledState) throws -> (fields: Logger.Metadata, missing: [String])
+    /// Programs the state; returns log fields and endpoints not yet
+    /// enforceable. `inForce` gets the endpoints enforced, as soon as they are.
+    func program(_ state: CompiledState, inForce: ([EndpointStatus]) -> Void) throws -> (fields: Logger.Metadata, missing: [String])
     func remove() throws
     /// Deletes conntrack entries past their timeout; returns how many.
     func expireConntrack() throws -> Int
 }
 
 extension Dataplane: DataplaneBackend {
-    func program(_ state: CompiledState) throws -> (fields: Logger.Metadata, missing: [String]) {
-        let r = try apply(state)
+    func program(_ state: CompiledState, inForce: ([EndpointStatus]) -> Void) throws -> (fields: Logger.Metadata, missing: [String]) {
+        let r = try apply(state, inForce: inForce)
         return (["rulesetsAdded": "\(r.rulesetsAdded)", "rulesetsRemoved": "\(r.rulesetsRemoved)",
                  "policyEntries": "\(r.policyEntriesWritten)", "ipcacheChanges": "\(r.ipcacheChanges)",
                  "generationFlipped": "\(r.flipped)", "waitedForPrograms": "\(r.waitedForPrograms)",
@@ -36,8 +39,14 @@ extension Dataplane: DataplaneBackend {
 }
 
 extension IptablesDataplane: DataplaneBackend {
-    func program(_ state: CompiledState) throws -> (fields: Logger.Metadata, missing: [String]) {
+    func program(_ state: CompiledState, inForce: ([EndpointStatus]) -> Void) throws -> (fields: Logger.Metadata, missing: [String]) {
         let r = try apply(state)
+        // Rules match interfaces by name: the index is what the name is now.
+        inForce(state.endpoints.compactMap { ep in
+            (try? NetworkInterface.index(named: ep.interface)).map {
+                EndpointStatus(workload: ep.workload, interface: ep.interface, ifindex: $0, ip: ep.ip.description)
+            }
+        })
         return (["iptablesRules": "\(r.rules)", "setsWritten": "\(r.setsWritten)", "chainsRemoved": "\(r.chainsRemoved)"], [])
     }
     func remove() throws { try uninstall() }
@@ -83,6 +92,7 @@ public actor NodeDaemon: Service {
     private let compiler: PolicyCompiler
     private var metadata = NodeMetadata()
     private let metadataWriter: MetadataWriter
+    private let endpointStatus: EndpointStatusPublisher
     private var lastDigest: String?
     /// The datastore's content, decoded; only changed keys are decoded again.
     private let cache: ResourceCache
@@ -100,6 +110,7 @@ public actor NodeDaemon: Service {
         let datastore = config.datastore
         cache = ResourceCache { key, file in datastore.check(key: key, file) }
         metadataWriter = MetadataWriter(paths: config.paths)
+        endpointStatus = EndpointStatusPublisher(paths: config.paths)
         switch config.dataplane {
         case .bpf:
             let bpf = try Dataplane(paths: config.paths, conntrackBudget: config.conntrackBudget)
@@ -174,7 +185,15 @@ public actor NodeDaemon: Service {
             // cannot be routed here is rejected whole.
             let routing = try prepareRouting(resources)
             if let underlay = routing?.prepared.underlay?.name { try Self.checkNotUnderlay(state, resources, underlay: underlay) }
-            var (fields, missing) = try dataplane.program(state)
+            var programmed: [EndpointStatus] = []
+            var (fields, missing) = try dataplane.program(state) { enforced in
+                programmed = enforced
+                do {
+                    try endpointStatus.publish(enforced)
+                } catch {
+                    logger.error("cannot publish endpoint status", metadata: ["error": "\(error)"])
+                }
+            }
             let routed = try applyRouting(routing)
             fields.merge(routed) { a, _ in a }
             let generation = metadata.generation + 1
@@ -186,7 +205,7 @@ public actor NodeDaemon: Service {
             metadata.appliedRevision = cache.revision
             metadata.appliedAt = Date()
             metadata.missingInterfaces = missing
-            metadata.resolveInterfaces()
+            metadata.record(programmed)
             // Endpoints still waiting for their interface make the next
             // pass apply again even though the datastore did not change.
             lastDigest = missing.isEmpty ? digest : nil

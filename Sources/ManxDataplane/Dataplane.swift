@@ -4,6 +4,7 @@ import ManxBPFObjects
 import ManxCompiler
 import ManxMapLayout
 import ManxModel
+import ManxNodeState
 
 /// The BPF dataplane of one node: the loaded workload programs, their
 /// pinned maps, and what is programmed in them.
@@ -154,7 +155,10 @@ public final class Dataplane {
         public var missingInterfaces: [String] = []
     }
 
-    public func apply(_ state: CompiledState) throws(BPFError) -> ApplyReport {
+    /// `inForce` is called at the commit point with the endpoints now
+    /// enforced (what the daemon publishes for the CNI plugin), before the
+    /// wait for running programs and the cleanup.
+    public func apply(_ state: CompiledState, inForce: ([EndpointStatus]) -> Void = { _ in }) throws(BPFError) -> ApplyReport {
         let started = ContinuousClock.now
         var report = ApplyReport()
         var undo = Undo()
@@ -190,7 +194,7 @@ public final class Dataplane {
             }
             var changed = report.ipcacheChanges > 0
             // 3b. Endpoints: their idle slots, new ones created and attached.
-            var wantedEndpoints: [Int32: (interface: String, workload: String, value: manx_endpoint, policy: manx_ep_policy)] = [:]
+            var wantedEndpoints: [Int32: (interface: String, workload: String, ip: IPv4Address, value: manx_endpoint, policy: manx_ep_policy)] = [:]
             for ep in state.endpoints {
                 guard let ifindex = interfaces.resolve(ep.interface) else {
                     report.missingInterfaces.append("\(ep.workload) (\(ep.interface))")
@@ -199,7 +203,7 @@ public final class Dataplane {
                 var v = manx_endpoint()
                 v.addr = ep.ip.networkOrder
                 let policy = manx_ep_policy(ingress_ruleset: ep.ingressRuleset, egress_ruleset: ep.egressRuleset, identity: ep.identity)
-                wantedEndpoints[ifindex] = (ep.interface, ep.workload, v, policy)
+                wantedEndpoints[ifindex] = (ep.interface, ep.workload, ep.ip, v, policy)
             }
             // The same workload on the same interface keeps its id and
             // conntrack table; anything else starts with an empty one, and
@@ -212,7 +216,7 @@ public final class Dataplane {
                 } ?? false
             }
             var newIDs = try newConntrackTables(keeps.count { !$0 }, undo: &undo)[...]
-            for ((ifindex, (interface, workload, wanted, policy)), keep) in zip(ordered, keeps) {
+            for ((ifindex, (interface, workload, _, wanted, policy)), keep) in zip(ordered, keeps) {
                 let current = endpoints[ifindex]
                 var value = wanted
                 if keep, let current {
@@ -268,6 +272,7 @@ public final class Dataplane {
             }
             report.inForce = ContinuousClock.now - started
             undo = Undo() // the new state is in force: nothing to roll back from here
+            inForce(ordered.map { EndpointStatus(workload: $0.value.workload, interface: $0.value.interface, ifindex: $0.key, ip: $0.value.ip.description) })
 
             // 5. No program still runs with what is deleted below. The same
             // update of manx_ct releases the tables of endpoints gone or

@@ -3,6 +3,7 @@ import ManxBPF
 import ManxCompiler
 import ManxMapLayout
 import ManxModel
+import ManxNodeState
 
 /// `bpfctl dump`: every map of a node, with the daemon's names for the
 /// numbers, as plain Codable values (printed as text or JSON).

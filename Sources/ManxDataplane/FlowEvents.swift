@@ -3,6 +3,7 @@ import ManxBPF
 import ManxCompiler
 import ManxMapLayout
 import ManxModel
+import ManxNodeState
 
 /// A flow event from the kernel (a denied flow, or an allowed one that a
 /// Log rule or the endpoint asked to see), with names resolved.

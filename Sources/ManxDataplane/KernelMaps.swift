@@ -1,5 +1,6 @@
 import ManxBPF
 import ManxMapLayout
+import ManxNodeState
 
 /// The workload maps of one node, typed by their shared C layouts.
 public struct KernelMaps: Sendable {

@@ -4,6 +4,7 @@ import ManxBPFObjects
 import ManxCommand
 import ManxMapLayout
 import ManxModel
+import ManxNodeState
 import ManxRouting
 
 /// Routing between nodes in BPF: the routes map, the node configuration
@@ -169,7 +170,7 @@ extension manx_route_value: @retroactive Equatable {
 }
 
 /// The interface that carries a node's underlay address, in the current
-/// network namespace (read with `ip -j`: /sys may belong to another one).
+/// network namespace (read on every pass, without starting a process).
 public struct Underlay: Sendable, Equatable {
     public var name: String
     public var ifindex: Int32
@@ -181,15 +182,7 @@ public struct Underlay: Sendable, Equatable {
     }
 
     public static func holding(_ address: IPv4Address) throws -> Underlay {
-        let data = Data(try Command.checked(["ip", "-j", "-4", "addr", "show"]).utf8)
-        let links = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] ?? []
-        for link in links {
-            let addrs = link["addr_info"] as? [[String: Any]] ?? []
-            guard addrs.contains(where: { ($0["local"] as? String) == address.description }),
-                  let name = link["ifname"] as? String, let index = link["ifindex"] as? Int, let mtu = link["mtu"] as? Int
-            else { continue }
-            return Underlay(name: name, ifindex: Int32(index), mtu: mtu)
-        }
-        throw NotFound(address: address)
+        guard let link = NetworkInterface.holding(addressNetworkOrder: address.networkOrder) else { throw NotFound(address: address) }
+        return Underlay(name: link.name, ifindex: link.index, mtu: link.mtu)
     }
 }

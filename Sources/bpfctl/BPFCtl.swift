@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ManxDataplane
+import ManxNodeState
 import ManxSelectors
 
 @main

@@ -6,6 +6,7 @@ import ManxDataplane
 import ManxDatastore
 import ManxMapLayout
 import ManxModel
+import ManxNodeState
 
 /// Control-plane costs, measured in process on real maps (nothing attached):
 /// decode + compile + program N policies over 100 endpoints, one policy

@@ -129,22 +129,6 @@ struct EndpointLatency: ParsableCommand {
         }
         usleep(500_000)
 
-        /// Until `allowed` connects while `refused` does not: the first
-        /// connection judged by the new state; in seconds from `t0`. Short
-        /// timeouts (a veth answers in microseconds): an attempt whose SYN
-        /// the old state dropped costs at most its timeout, not a retransmission.
-        func enforced(_ target: in_addr_t, allowed: UInt16, refused: UInt16, since t0: Double) throws -> Double {
-            try NetworkNamespace.run(clientNs) { () -> Double in
-                while Self.now() - t0 < 10 {
-                    let attempt = Self.now()
-                    if !Self.connects(target, refused, timeoutMs: 3) && Self.connects(target, allowed, timeoutMs: 5) {
-                        return attempt - t0
-                    }
-                }
-                return .infinity
-            }
-        }
-
         var samples: [Double] = []
         for k in 0..<(change == "pod" ? count : 1) {
             let ip = "10.61.1.\(k + 1)"
@@ -154,7 +138,7 @@ struct EndpointLatency: ParsableCommand {
             for _ in 0..<200 where !FileManager.default.fileExists(atPath: ready) { usleep(5_000) }
             try? FileManager.default.removeItem(atPath: ready)
             let t0 = try write("web\(k)", "apiVersion: v1\nkind: Pod\nmetadata: {name: web\(k), namespace: lat, labels: {app: web}, annotations: {manx.io/interface: \(iface)}}\nstatus: {podIP: \(ip)}\n")
-            let elapsed = try enforced(inet_addr(ip), allowed: 80, refused: 81, since: t0)
+            let elapsed = try Self.firstJudged(from: clientNs, inet_addr(ip), allowed: 80, refused: 81, since: t0)
             if change == "pod" { samples.append(elapsed * 1000) }
         }
         if change == "policy" {
@@ -164,17 +148,13 @@ struct EndpointLatency: ParsableCommand {
             for k in 0..<count {
                 let (allowed, refused): (UInt16, UInt16) = k % 2 == 0 ? (81, 80) : (80, 81)
                 let t0 = try write("webpolicy", webPolicy(port: Int(allowed)))
-                samples.append(try enforced(inet_addr("10.61.1.1"), allowed: allowed, refused: refused, since: t0) * 1000)
+                samples.append(try Self.firstJudged(from: clientNs, inet_addr("10.61.1.1"), allowed: allowed, refused: refused, since: t0) * 1000)
                 usleep(100_000)
             }
         }
-        func pct(_ values: [Double], _ p: Double) -> String {
-            let sorted = values.sorted()
-            return sorted.isEmpty ? "-" : String(format: "%.1f", sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))])
-        }
         print(Markdown.table(["datastore", "change", "policies loaded", "samples", "p50 ms", "p99 ms", "max ms", "etcd put p50 ms", "etcd put p99 ms"],
-                             [[datastore, change, "\(backgroundPolicies)", "\(count)", pct(samples, 0.5), pct(samples, 0.99), pct(samples, 1),
-                               pct(commits, 0.5), pct(commits, 0.99)]]))
+                             [[datastore, change, "\(backgroundPolicies)", "\(count)", Self.pct(samples, 0.5), Self.pct(samples, 0.99), Self.pct(samples, 1),
+                               Self.pct(commits, 0.5), Self.pct(commits, 0.99)]]))
     }
 
     /// One etcd put through the JSON gateway on 127.0.0.1:2379 of the
@@ -203,6 +183,28 @@ struct EndpointLatency: ParsableCommand {
             throw RunnerError("etcd put failed: \(String(decoding: response, as: UTF8.self))")
         }
         return (sent, acknowledged)
+    }
+
+    /// Until `allowed` connects while `refused` does not: the first
+    /// connection judged by the new state; in seconds from `t0`. Short
+    /// timeouts (a veth answers in microseconds): an attempt whose SYN
+    /// the old state dropped costs at most its timeout, not a retransmission.
+    static func firstJudged(from netns: String, _ target: in_addr_t, allowed: UInt16, refused: UInt16, since t0: Double) throws -> Double {
+        try NetworkNamespace.run(netns) { () -> Double in
+            while now() - t0 < 10 {
+                let attempt = now()
+                if !connects(target, refused, timeoutMs: 3) && connects(target, allowed, timeoutMs: 5) {
+                    return attempt - t0
+                }
+            }
+            return .infinity
+        }
+    }
+
+    /// The p-quantile of `values` (the nearest rank), "-" for none.
+    static func pct(_ values: [Double], _ p: Double) -> String {
+        let sorted = values.sorted()
+        return sorted.isEmpty ? "-" : String(format: "%.1f", sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))])
     }
 
     static func now() -> Double {

@@ -6,6 +6,7 @@ import ManxCompiler
 import ManxDataplane
 import ManxMapLayout
 import ManxModel
+import ManxNodeState
 
 /// Per-packet cost of the workload program against one endpoint with N
 /// rules, measured with BPF_PROG_TEST_RUN next to a pass-through program

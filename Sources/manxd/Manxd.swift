@@ -6,6 +6,7 @@ import ManxDataplane
 import ManxDatastore
 import ManxEtcd
 import ManxIptables
+import ManxNodeState
 import ServiceLifecycle
 
 @main

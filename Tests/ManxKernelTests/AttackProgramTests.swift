@@ -3,6 +3,7 @@ import ManxCompiler
 import ManxDataplane
 import ManxMapLayout
 import ManxModel
+import ManxNodeState
 import XCTest
 
 /// What a pod with CAP_NET_RAW can put on its veth, checked packet by packet

@@ -4,6 +4,7 @@ import ManxDataplane
 import ManxDatastore
 import ManxIptables
 import ManxModel
+import ManxNodeState
 import XCTest
 
 /// The attack suite, on a real 2-node cluster in each encapsulation mode:

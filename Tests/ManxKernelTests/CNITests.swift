@@ -5,6 +5,7 @@ import ManxDataplane
 import ManxDatastore
 import ManxIPAM
 import ManxModel
+import ManxNodeState
 import XCTest
 
 /// manx-cni on a simulated node: a node namespace running a real manxd,

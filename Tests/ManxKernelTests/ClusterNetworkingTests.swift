@@ -3,6 +3,7 @@ import ManxConformance
 import ManxDataplane
 import ManxDatastore
 import ManxModel
+import ManxNodeState
 import XCTest
 
 /// Pod networking across nodes on the real kernel: a simulated cluster

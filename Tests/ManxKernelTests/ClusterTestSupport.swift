@@ -22,6 +22,9 @@ extension XCTestCase {
         try cluster.datastore.write("pods.yaml", yaml)
         if let policy { try cluster.datastore.write("policy.yaml", policy) }
         for p in pods { try cluster.addPod(p.key, node: cluster.nodeNames[p.node]) }
+        // An ADD returns once its endpoint's status is out, at the flip; the
+        // metadata of that pass (and the other nodes' passes) follow it.
+        try cluster.waitApplied()
         try body(cluster)
     }
 }

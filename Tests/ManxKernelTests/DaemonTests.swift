@@ -2,6 +2,7 @@ import Foundation
 import ManxConformance
 import ManxDataplane
 import ManxDatastore
+import ManxNodeState
 import XCTest
 
 /// manxd on a simulated node with real pods and real connections.

@@ -4,6 +4,7 @@ import ManxCompiler
 import ManxDataplane
 import ManxMapLayout
 import ManxModel
+import ManxNodeState
 import ManxReference
 import XCTest
 

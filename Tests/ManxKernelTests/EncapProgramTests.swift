@@ -4,6 +4,7 @@ import ManxCompiler
 import ManxDataplane
 import ManxMapLayout
 import ManxModel
+import ManxNodeState
 import XCTest
 
 /// Exact per-packet checks of routing between nodes with BPF_PROG_TEST_RUN:

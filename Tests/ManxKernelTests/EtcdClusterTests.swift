@@ -1,6 +1,7 @@
 import Foundation
 import ManxConformance
 import ManxDataplane
+import ManxNodeState
 import XCTest
 
 /// Three Manx nodes on a three-member etcd, every member in a namespace of

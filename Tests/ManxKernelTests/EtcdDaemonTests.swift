@@ -1,6 +1,7 @@
 import Foundation
 import ManxConformance
 import ManxDataplane
+import ManxNodeState
 import XCTest
 
 /// manxd with etcd as its datastore, on a simulated node with real pods:

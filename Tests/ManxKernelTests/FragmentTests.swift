@@ -4,6 +4,7 @@ import ManxDataplane
 import ManxDatastore
 import ManxIptables
 import ManxModel
+import ManxNodeState
 import XCTest
 
 /// UDP datagrams larger than the MTU travel in fragments: between pods on

@@ -1,6 +1,7 @@
 import Foundation
 import ManxBPF
 import ManxDataplane
+import ManxNodeState
 import XCTest
 
 /// Kernel tests need root and BPF. They skip (saying why) only when those

@@ -1,6 +1,6 @@
 import Foundation
 @testable import ManxCompiler
-@testable import ManxDataplane
+@testable import ManxNodeState
 import XCTest
 
 /// The metadata file written with encoded rules and identities reused from
@@ -42,5 +42,31 @@ final class MetadataTests: XCTestCase {
         m.identities = [:]
         let empty = try decoder.decode(NodeMetadata.self, from: try cache.encode(m))
         XCTAssertTrue(empty.rules.isEmpty && empty.identities.isEmpty)
+    }
+
+    /// The endpoint status directory holds exactly the endpoints published
+    /// last: a first publication removes what an earlier daemon left, a
+    /// change rewrites one file, an endpoint gone loses its file.
+    func testEndpointStatusFollowsThePublishedEndpoints() throws {
+        let root = try makeTemporaryDirectory("mxst")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var paths = NodePaths(node: "")
+        paths.stateDirectory = root
+        try FileManager.default.createDirectory(atPath: paths.endpointStatusDirectory, withIntermediateDirectories: true)
+        try Data("stale".utf8).write(to: URL(fileURLWithPath: paths.endpointStatusDirectory + "/old_pod"))
+
+        let web = EndpointStatus(workload: "shop/web", interface: "mx1", ifindex: 7, ip: "10.0.0.1")
+        let db = EndpointStatus(workload: "shop/db-0", interface: "mx2", ifindex: 8, ip: "10.0.0.2")
+        let publisher = EndpointStatusPublisher(paths: paths)
+        try publisher.publish([web, db])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: paths.endpointStatusDirectory).sorted(), ["shop_db-0", "shop_web"])
+        XCTAssertEqual(EndpointStatus.read(paths, workload: "shop/web"), web)
+
+        var moved = web
+        moved.ifindex = 9
+        try publisher.publish([moved])
+        XCTAssertEqual(EndpointStatus.read(paths, workload: "shop/web"), moved)
+        XCTAssertNil(EndpointStatus.read(paths, workload: "shop/db-0"))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: paths.endpointStatusDirectory), ["shop_web"])
     }
 }

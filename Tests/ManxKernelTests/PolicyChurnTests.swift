@@ -3,6 +3,7 @@ import ManxCompiler
 import ManxConformance
 import ManxDataplane
 import ManxDatastore
+import ManxNodeState
 import XCTest
 
 /// manxd on one simulated node while policy churns: policies that reshape

@@ -3,6 +3,7 @@ import ManxCompiler
 import ManxDataplane
 import ManxMapLayout
 import ManxModel
+import ManxNodeState
 import XCTest
 
 /// Exact per-packet checks of the workload programs with BPF_PROG_TEST_RUN.

@@ -16,4 +16,6 @@ public struct NodePaths: Sendable, Hashable {
 
     public var metadataFile: String { stateDirectory + "/metadata.json" }
     public var statusFile: String { stateDirectory + "/status.json" }
+    /// A file per endpoint whose policy is in force (`EndpointStatus`).
+    public var endpointStatusDirectory: String { stateDirectory + "/endpoint-status" }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import ManxBPF
 import ManxCompiler
 
 /// What the daemon last did, and the names behind the numbers in the maps:
@@ -18,9 +17,12 @@ public struct NodeMetadata: Codable, Sendable {
         public var ifindex: Int32?
     }
 
-    /// Records the index of every endpoint's interface, as programmed.
-    public mutating func resolveInterfaces() {
-        for i in endpoints.indices { endpoints[i].ifindex = try? NetworkInterface.index(named: endpoints[i].interface) }
+    /// Records the index of every endpoint's interface, as the dataplane
+    /// programmed it (not looked up again: the name may be another
+    /// interface's by now).
+    public mutating func record(_ programmed: [EndpointStatus]) {
+        let ifindex = Dictionary(programmed.map { ($0.workload, $0.ifindex) }) { a, _ in a }
+        for i in endpoints.indices { endpoints[i].ifindex = ifindex[endpoints[i].workload] ?? nil }
     }
 
     public var generation: Int = 0
