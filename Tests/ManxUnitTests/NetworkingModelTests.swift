@@ -1,4 +1,4 @@
-import ManxModel
+@testable import ManxModel
 import ManxSelectors
 import XCTest
 
@@ -180,6 +180,13 @@ final class NetworkingModelTests: XCTestCase {
             let errors = (error as? ValidationErrors)?.errors ?? []
             XCTAssertEqual(errors.map(\.file).sorted(), ["b.yaml", "pool.yaml"])
         }
+        // In one file: only the documents naming a wanted kind are parsed,
+        // split at `---` lines (not at `----`, nor inside a line).
+        let mixed = "---\nkind: NetworkPolicy\nspec: [unclosed\n--- # next\n" + Self.pool("{cidr: 10.10.0.0/16}")
+            + "\n---\nkind: NetworkPolicy\nmetadata: {name: '--- x'}\n----\n"
+        XCTAssertEqual(ResourceSet.documentTexts(mixed).count, 3)
+        XCTAssertEqual(Array(try ResourceSet.decode(files: [("m.yaml", mixed)], kinds: ["IPPool"]).ipPools.keys), ["pool-a"])
+        XCTAssertThrowsError(try ResourceSet.decode(files: [("m.yaml", mixed)]))
     }
 
     // MARK: Malformed inputs
