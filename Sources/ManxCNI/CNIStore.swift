@@ -46,7 +46,7 @@ struct DirectoryCNIStore: CNIStore {
     func podUnits(namespace: String, pod: String) throws(CNIError) -> [(name: String, text: String)] {
         do {
             // Cheap filter first: a file that does not mention the name cannot hold the resource.
-            return try datastore.snapshot().files.filter { ResourceSet.mentions($0.text, [pod, namespace]) }
+            return try datastore.files().filter { ResourceSet.mentions($0.text, [pod, namespace]) }
         } catch {
             throw CNIError(.datastore, "cannot read the datastore \(datastore.directory): \(error)")
         }

@@ -58,14 +58,14 @@ public struct IPAM: Sendable {
     }
 
     func load() throws(IPAMError) -> IPAMState {
-        let snapshot: DirectoryDatastore.Snapshot
+        let files: [(name: String, text: String)]
         do {
-            snapshot = try datastore.snapshot()
+            files = try datastore.files()
         } catch {
             throw IPAMError(.datastore, "cannot read the datastore \(datastore.directory): \(error)")
         }
         do {
-            return IPAMState(try ResourceSet.decode(files: snapshot.files, kinds: Self.kinds))
+            return IPAMState(try ResourceSet.decode(files: files, kinds: Self.kinds))
         } catch {
             throw IPAMError(.datastore, "invalid IPAM resources in the datastore:\n\(error)")
         }

@@ -1,3 +1,4 @@
+import Glibc
 import Yams
 
 /// Everything the datastore holds, decoded and validated as one batch.
@@ -76,7 +77,9 @@ public struct ResourceSet: Sendable, Equatable {
                 // Only the documents whose text names one of the kinds are
                 // parsed: a pod's read in a directory that also holds 10k
                 // policies parsed all of them (0.4 s for each CNI ADD).
-                documents = try documentTexts(text).filter { mentions($0, kinds) }.flatMap { try parseDocuments(String(decoding: $0, as: UTF8.self)) }
+                // One stream of them (each but the file's first begins with
+                // its `---`): one parser, not one per document.
+                documents = try parseDocuments(String(decoding: documentTexts(text).filter { mentions($0, kinds) }.joined(), as: UTF8.self))
             } else {
                 documents = try parseDocuments(text)
             }
@@ -172,19 +175,19 @@ public struct ResourceSet: Sendable, Equatable {
     /// with `---` and a space, a tab or its end begins the next one (YAML
     /// allows no such line inside a document).
     static func documentTexts(_ text: String) -> [ArraySlice<UInt8>] {
-        let bytes = Array(text.utf8)
+        let bytes = Array(text.utf8)[...]
+        let marker = Array("\n---".utf8)
         var pieces: [ArraySlice<UInt8>] = []
-        var start = 0, line = 0
-        while line < bytes.count {
-            let next = (bytes[line...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count - 1) + 1
-            if line > start, next - line >= 3, bytes[line] == UInt8(ascii: "-"), bytes[line + 1] == UInt8(ascii: "-"), bytes[line + 2] == UInt8(ascii: "-"),
-               line + 3 == bytes.count || [UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r")].contains(bytes[line + 3]) {
+        var start = 0, from = 0
+        while let newline = find(marker, in: bytes[from...]) {
+            let line = newline + 1, after = line + 3
+            if after == bytes.endIndex || [UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r")].contains(bytes[after]) {
                 pieces.append(bytes[start..<line])
                 start = line
             }
-            line = next
+            from = line
         }
-        if start < bytes.count { pieces.append(bytes[start...]) }
+        if start < bytes.endIndex { pieces.append(bytes[start...]) }
         return pieces
     }
 
@@ -193,16 +196,24 @@ public struct ResourceSet: Sendable, Equatable {
     public static func mentions(_ text: String, _ words: Set<String>) -> Bool { mentions(Array(text.utf8)[...], words) }
 
     static func mentions(_ text: ArraySlice<UInt8>, _ words: Set<String>) -> Bool {
-        words.contains { word in
-            let w = Array(word.utf8)
-            guard let first = w.first, text.count >= w.count else { return false }
-            var i = text.startIndex
-            while let at = text[i...].firstIndex(of: first) {
-                if at + w.count > text.endIndex { return false }
-                if text[at..<(at + w.count)].elementsEqual(w) { return true }
-                i = at + 1
+        words.contains { find(Array($0.utf8), in: text) != nil }
+    }
+
+    /// Where `word` first starts in `bytes` (memchr for its first byte,
+    /// memcmp for the rest), as an index of `bytes`.
+    static func find(_ word: [UInt8], in bytes: ArraySlice<UInt8>) -> Int? {
+        guard let first = word.first, bytes.count >= word.count else { return nil }
+        return bytes.withUnsafeBytes { b in
+            word.withUnsafeBytes { w in
+                let base = b.baseAddress!
+                var offset = 0
+                while offset <= b.count - w.count, let hit = memchr(base + offset, Int32(first), b.count - w.count + 1 - offset) {
+                    let at = UnsafeRawPointer(hit) - base
+                    if memcmp(base + at, w.baseAddress!, w.count) == 0 { return bytes.startIndex + at }
+                    offset = at + 1
+                }
+                return nil
             }
-            return false
         }
     }
 

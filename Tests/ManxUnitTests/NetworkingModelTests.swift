@@ -187,6 +187,11 @@ final class NetworkingModelTests: XCTestCase {
         XCTAssertEqual(ResourceSet.documentTexts(mixed).count, 3)
         XCTAssertEqual(Array(try ResourceSet.decode(files: [("m.yaml", mixed)], kinds: ["IPPool"]).ipPools.keys), ["pool-a"])
         XCTAssertThrowsError(try ResourceSet.decode(files: [("m.yaml", mixed)]))
+        XCTAssertTrue(ResourceSet.mentions("kind: Pod", ["Pod"]))
+        XCTAssertTrue(ResourceSet.mentions("PPod", ["Pod", "x"]))
+        XCTAssertFalse(ResourceSet.mentions("kind: Po", ["Pod"]))
+        XCTAssertFalse(ResourceSet.mentions("", ["Pod"]))
+        XCTAssertEqual(ResourceSet.documentTexts("a: 1\n---").count, 2)
     }
 
     // MARK: Malformed inputs
