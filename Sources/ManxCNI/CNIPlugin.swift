@@ -180,9 +180,11 @@ public struct CNIPlugin: Sendable {
         let interface = link.name
         let deadline = Date().addingTimeInterval(conf.timeoutSeconds)
         var last = "no daemon state at \(paths.metadataFile) (is manxd running with --node \(conf.nodename)?)"
-        // Watched before the first read, so no change falls between them;
-        // without the directories (no daemon yet), polled.
-        let watcher = try? DirectoryWatcher(directories: [paths.endpointStatusDirectory, paths.stateDirectory])
+        // Polled, every millisecond at first: the status usually comes
+        // within a few. Not inotify: closing an inotify instance waits for
+        // an SRCU grace period (fsnotify's mark reaper), 10-25 ms here,
+        // which the plugin paid on every ADD.
+        let started = Date()
         var metadataVersion: [FileAttributeKey: Any] = [:]
         while true {
             if let status = EndpointStatus.read(paths, workload: workload),
@@ -209,7 +211,8 @@ public struct CNIPlugin: Sendable {
                                "manxd on node \(conf.nodename) did not program the policy of \(workload) (\(interface), \(address)) within \(Self.seconds(conf.timeoutSeconds))",
                                details: last)
             }
-            if let watcher { _ = watcher.wait(timeoutMs: 20) } else { usleep(20_000) }
+            let waited = Date().timeIntervalSince(started)
+            usleep(waited < 0.1 ? 1_000 : waited < 1 ? 5_000 : 20_000)
         }
     }
 

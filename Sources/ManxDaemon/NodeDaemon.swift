@@ -98,6 +98,9 @@ public actor NodeDaemon: Service {
     private let cache: ResourceCache
     /// Keys decoded since the last pass (for the log).
     private var decodedSinceSync = 0
+    /// When the oldest update not yet synced was received (for the log:
+    /// how long it waited for the pass, and when it was in force).
+    private var pendingSince: ContinuousClock.Instant?
     /// Whether the cache holds a snapshot: before one, nothing is applied
     /// (an empty cache is not an empty datastore).
     private var listed = false
@@ -145,6 +148,7 @@ public actor NodeDaemon: Service {
             metadata.datastoreError = nil
             metadataWriter.submit(metadata)
         }
+        pendingSince = pendingSince ?? ContinuousClock.now
         let decoded = cache.apply(update)
         decodedSinceSync += decoded
         if case .snapshot(let all, let revision) = update {
@@ -178,6 +182,9 @@ public actor NodeDaemon: Service {
         }
         let decoded = decodedSinceSync
         decodedSinceSync = 0
+        let received = pendingSince ?? started
+        pendingSince = nil
+        var inForce: Duration?
         do {
             let resources = try cache.assemble()
             let state = compiler.compile(resources, options: .init(nodeName: config.nodeName))
@@ -187,6 +194,7 @@ public actor NodeDaemon: Service {
             if let underlay = routing?.prepared.underlay?.name { try Self.checkNotUnderlay(state, resources, underlay: underlay) }
             var programmed: [EndpointStatus] = []
             var (fields, missing) = try dataplane.program(state) { enforced in
+                inForce = ContinuousClock.now - received
                 programmed = enforced
                 do {
                     try endpointStatus.publish(enforced)
@@ -213,7 +221,8 @@ public actor NodeDaemon: Service {
             logger.info("applied", metadata: fields.merging([
                 "generation": "\(generation)", "endpoints": "\(state.endpoints.count)",
                 "rulesets": "\(state.rulesets.count)", "keysDecoded": "\(decoded)", "revision": "\(cache.revision)",
-                "duration": "\(ContinuousClock.now - started)",
+                "duration": "\(ContinuousClock.now - started)", "queued": "\(started - received)",
+                "inForceSinceReceived": "\(inForce.map { "\($0)" } ?? "-")",
             ]) { a, _ in a })
             if !missing.isEmpty {
                 logger.warning("endpoints without interface, not enforced yet",

@@ -5,14 +5,11 @@ import Glibc
 public final class DirectoryWatcher: @unchecked Sendable {
     private let fd: Int32
 
-    public convenience init(directory: String) throws { try self.init(directories: [directory]) }
-
-    /// One watcher for changes in any of the directories.
-    public init(directories: [String]) throws {
+    public init(directory: String) throws {
         fd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
         guard fd >= 0 else { throw WatchError(reason: "inotify_init1: \(String(cString: strerror(errno)))") }
         let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_ATTRIB)
-        for directory in directories where inotify_add_watch(fd, directory, mask) < 0 {
+        guard inotify_add_watch(fd, directory, mask) >= 0 else {
             let reason = String(cString: strerror(errno))
             close(fd)
             throw WatchError(reason: "inotify_add_watch \(directory): \(reason)")

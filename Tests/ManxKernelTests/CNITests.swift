@@ -252,8 +252,14 @@ final class CNITests: XCTestCase {
               mac: "\(podMAC)"
 
             """)
+        // ADD answered once manxd published the endpoint as enforced on
+        // this very interface; the metadata of that pass follows it.
+        let status = try XCTUnwrap(EndpointStatus.read(paths, workload: "demo/a"))
+        XCTAssertEqual(status.interface, host)
+        XCTAssertEqual(status.ip, "10.77.0.1")
+        try waitApplied()
         let meta = try NodeMetadata.read(paths)
-        XCTAssertTrue(meta.endpoints.contains { $0.workload == "demo/a" && $0.interface == host && $0.ip == "10.77.0.1" })
+        XCTAssertTrue(meta.endpoints.contains { $0.workload == "demo/a" && $0.interface == host && $0.ip == "10.77.0.1" && $0.ifindex == status.ifindex })
         XCTAssertTrue(try sh("tc", "-n", lab.node, "filter", "show", "dev", host, "ingress").contains("bpf"))
         XCTAssertEqual(try allocations("ctr-a").map(\.address.description), ["10.77.0.1"])
 
@@ -501,6 +507,12 @@ final class CNITests: XCTestCase {
         let addresses = calls.map { address($0.json) }
         XCTAssertEqual(Set(addresses).count, n, "\(addresses)")
         XCTAssertTrue(addresses.allSatisfy { $0.hasPrefix("10.77.0.") }, "\(addresses)")
+        for i in 1...n {
+            let status = EndpointStatus.read(paths, workload: "demo/c\(i)")
+            XCTAssertEqual(status?.interface, PodInterface.hostName(namespace: "demo", pod: "c\(i)"))
+            XCTAssertEqual(status?.ip, addresses[i - 1])
+        }
+        try waitApplied()
         let meta = try NodeMetadata.read(paths)
         for i in 1...n {
             let host = PodInterface.hostName(namespace: "demo", pod: "c\(i)")
