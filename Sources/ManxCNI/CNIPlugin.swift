@@ -185,14 +185,15 @@ public struct CNIPlugin: Sendable {
         // an SRCU grace period (fsnotify's mark reaper), 10-25 ms here,
         // which the plugin paid on every ADD.
         let started = Date()
-        var metadataVersion: [FileAttributeKey: Any] = [:]
+        var metadataVersion: (Date?, UInt64?) = (nil, nil)
         while true {
             if let status = EndpointStatus.read(paths, workload: workload),
                status.interface == interface, status.ifindex == link.ifindex, status.ip == address.description {
                 return
             }
-            let version = (try? FileManager.default.attributesOfItem(atPath: paths.metadataFile))?.filter { [.modificationDate, .size].contains($0.key) } ?? [:]
-            if !NSDictionary(dictionary: version).isEqual(to: metadataVersion), let meta = try? NodeMetadata.read(paths) {
+            let attributes = try? FileManager.default.attributesOfItem(atPath: paths.metadataFile)
+            let version = (attributes?[.modificationDate] as? Date, (attributes?[.size] as? NSNumber)?.uint64Value)
+            if version != metadataVersion, let meta = try? NodeMetadata.read(paths) {
                 metadataVersion = version
                 if store.rejected(meta, since: revision) {
                     throw CNIError(.policyRejected, "manxd on node \(conf.nodename) rejected the datastore, so the policy of \(workload) cannot be applied",

@@ -169,16 +169,14 @@ public struct DirectoryDatastore: Datastore {
     }
 
     static func fnv(_ bytes: some Sequence<UInt8>) -> UInt64 {
+        func hash(_ bytes: some Sequence<UInt8>) -> UInt64 {
+            var h: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in bytes { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            return h
+        }
         // Over contiguous bytes where there are some: iterating a String's
         // UTF8View a byte at a time was most of a CNI ADD's datastore read.
-        if let h = bytes.withContiguousStorageIfAvailable({ buffer in
-            var h: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in buffer { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
-            return h
-        }) { return h }
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return h
+        return bytes.withContiguousStorageIfAvailable { hash($0) } ?? hash(bytes)
     }
 
     /// Writes a file atomically and durably: a temporary file of this

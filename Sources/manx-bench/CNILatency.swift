@@ -79,7 +79,7 @@ struct CNILatency: ParsableCommand {
         """
         if backgroundPolicies > 0 {
             base += "\n---\n" + ControlPlane.resources(policies: backgroundPolicies, endpoints: 100)
-                .replacingOccurrences(of: #", annotations: \{manx.io/interface: cp[0-9]+\}"#, with: "", options: .regularExpression)
+                .replacingOccurrences(of: ControlPlane.interfaceAnnotation, with: "", options: .regularExpression)
         }
         try cluster.datastore.write("base.yaml", base + "\n")
         try cluster.waitApplied(timeout: 300)
@@ -130,8 +130,8 @@ struct CNILatency: ParsableCommand {
         if let json {
             var runs = (try? JSONDecoder().decode([Run].self, from: Data(contentsOf: URL(fileURLWithPath: json)))) ?? []
             runs.append(Run(datastore: datastore, policies: backgroundPolicies, pods: count, stages: names.indices.map { i in
-                let values = rows.map { $0[i] }.sorted()
-                return Stage(stage: names[i], p50: values[values.count / 2], p99: values[min(values.count - 1, values.count * 99 / 100)])
+                let values = rows.map { $0[i] }
+                return Stage(stage: names[i], p50: EndpointLatency.quantile(values, 0.5) ?? 0, p99: EndpointLatency.quantile(values, 0.99) ?? 0)
             }))
             try writeJSON(runs, to: json)
         }

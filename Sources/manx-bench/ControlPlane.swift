@@ -53,6 +53,10 @@ struct ControlPlane: ParsableCommand {
         return y
     }
 
+    /// The interface annotation of `resources`' pods (a regular expression):
+    /// removed, they are peers elsewhere rather than this node's endpoints.
+    static let interfaceAnnotation = #", annotations: \{manx.io/interface: cp[0-9]+\}"#
+
     /// The documents of `resources`, one per key, as a keyed datastore
     /// (etcd) holds them.
     static func keyed(_ yaml: String) -> [String: String] {

@@ -90,7 +90,7 @@ struct EndpointLatency: ParsableCommand {
             } else {
                 // Their pods are peers elsewhere, not endpoints of this node.
                 base += "\n---\n" + background
-                    .replacingOccurrences(of: #", annotations: \{manx.io/interface: cp[0-9]+\}"#, with: "", options: .regularExpression)
+                    .replacingOccurrences(of: ControlPlane.interfaceAnnotation, with: "", options: .regularExpression)
             }
         }
         try base.write(toFile: "\(ds)/base.yaml", atomically: true, encoding: .utf8)
@@ -201,10 +201,15 @@ struct EndpointLatency: ParsableCommand {
         }
     }
 
-    /// The p-quantile of `values` (the nearest rank), "-" for none.
-    static func pct(_ values: [Double], _ p: Double) -> String {
+    /// The p-quantile of `values` (the nearest rank); nil for none.
+    static func quantile(_ values: [Double], _ p: Double) -> Double? {
         let sorted = values.sorted()
-        return sorted.isEmpty ? "-" : String(format: "%.1f", sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))])
+        return sorted.isEmpty ? nil : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+    }
+
+    /// The same as table text, "-" for none.
+    static func pct(_ values: [Double], _ p: Double) -> String {
+        quantile(values, p).map { String(format: "%.1f", $0) } ?? "-"
     }
 
     static func now() -> Double {

@@ -150,6 +150,33 @@ final class AttackProgramTests: XCTestCase {
         XCTAssertEqual(try receive(as: web, reply), TC_ACT_SHOT, "newcomer inherits web's flow")
     }
 
+    /// What the daemon publishes as enforced (the endpoint status manx-cni
+    /// waits for before bringing a veth up) names the interface index the
+    /// apply programmed, not the name looked up again: a veth made again
+    /// under the same name afterwards has a new index, no entry, and no
+    /// status naming it until an apply programs it.
+    func testEnforcedStatusNamesTheProgrammedInterfaceIndex() throws {
+        final class Index: @unchecked Sendable { var value: Int32 = 1 }
+        let index = Index()
+        let scratch = NodePaths(node: testPrefix("ats"))
+        defer { removeTestPins(scratch) }
+        let other = try Dataplane(paths: scratch, interfaces: .init(resolve: { $0 == "test-web" ? index.value : nil }, attach: false))
+        defer { try? other.uninstall() }
+        let state = PolicyCompiler(recovering: other.allocations).compile(try ResourceSet.decode(files: [("all.yaml", Self.resources)]))
+        var published: [EndpointStatus] = []
+        _ = try other.apply(state) { published = $0 }
+        XCTAssertEqual(published.map(\.ifindex), [1])
+        XCTAssertNotNil(try other.maps.endpoints.lookup(UInt32(1), as: manx_endpoint.self))
+
+        index.value = 7 // the veth is made again
+        XCTAssertNil(try other.maps.endpoints.lookup(UInt32(7), as: manx_endpoint.self), "the new veth has no programs' entry")
+        XCTAssertFalse(published.contains { $0.ifindex == 7 }, "no status names the new veth")
+        _ = try other.apply(state) { published = $0 }
+        XCTAssertEqual(published.map(\.ifindex), [7])
+        XCTAssertNotNil(try other.maps.endpoints.lookup(UInt32(7), as: manx_endpoint.self))
+        XCTAssertNil(try other.maps.endpoints.lookup(UInt32(1), as: manx_endpoint.self))
+    }
+
     /// Revocation and expiry skip a table whose manx_ct_live mark is clear.
     /// An expiry pass that empties web's table clears the mark; the next
     /// flow sets it again, so relabelling its peer still revokes that flow.
