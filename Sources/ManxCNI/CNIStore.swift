@@ -64,10 +64,11 @@ struct DirectoryCNIStore: CNIStore {
     }
 
     func read(_ unit: String) throws(CNIError) -> String? {
-        let path = URL(fileURLWithPath: datastore.directory).appendingPathComponent(unit).path
-        guard FileManager.default.fileExists(atPath: path) else { return nil }
-        guard let data = FileManager.default.contents(atPath: path) else { throw CNIError(.datastore, "cannot read \(path)") }
-        return String(decoding: data, as: UTF8.self)
+        do {
+            return try datastore.readIfPresent(unit)
+        } catch {
+            throw CNIError(.datastore, "cannot read \(unit) in \(datastore.directory): \(error)")
+        }
     }
 
     func write(_ unit: String, _ endpoint: WorkloadEndpoint) throws(CNIError) -> Int64? {

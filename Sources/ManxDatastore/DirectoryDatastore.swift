@@ -109,7 +109,7 @@ public struct DirectoryDatastore: Datastore {
 
     /// What each file defines.
     private func definitions() throws -> [(name: String, headers: [ResourceHeader])] {
-        try fileNames().map { ($0, ResourceSet.decodeFile(name: $0, text: try read($0)).headers) }
+        try files().map { ($0.name, ResourceSet.decodeFile(name: $0.name, text: $0.text).headers) }
     }
 
     public struct Snapshot: Sendable {
@@ -125,8 +125,11 @@ public struct DirectoryDatastore: Datastore {
 
     /// Every file and its text, without the digest (a reader that only
     /// looks for some resources does not hash megabytes of policies).
+    /// A file removed between the listing and its read is skipped, as a
+    /// listing taken a moment later would not have named it: writers
+    /// replace and remove files while others read (a CNI DEL beside an ADD).
     public func files() throws -> [(name: String, text: String)] {
-        try fileNames().map { ($0, try read($0)) }
+        try fileNames().compactMap { name in try readIfPresent(name).map { (name, $0) } }
     }
 
     /// The datastore's files: `*.yaml` and `*.yml`, not hidden, sorted.
@@ -137,7 +140,20 @@ public struct DirectoryDatastore: Datastore {
     }
 
     func read(_ name: String) throws -> String {
-        let data = try Data(contentsOf: URL(fileURLWithPath: directory).appendingPathComponent(name))
+        guard let text = try readIfPresent(name) else {
+            throw CocoaError(.fileReadNoSuchFile, userInfo: [NSFilePathErrorKey: directory + "/" + name])
+        }
+        return text
+    }
+
+    /// The file's text, or nil when it does not exist.
+    public func readIfPresent(_ name: String) throws -> String? {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: directory).appendingPathComponent(name))
+        } catch let error as CocoaError where error.code == .fileReadNoSuchFile {
+            return nil
+        }
         guard let text = String(data: data, encoding: .utf8) else {
             throw ValidationErrors([ValidationError(file: name, resource: "", field: "", reason: "not UTF-8 text")])
         }

@@ -30,11 +30,14 @@ final class DirectoryScanner {
         for name in try datastore.fileNames() {
             guard var stamp = stamp(name) else { continue } // removed meanwhile
             if stamps[name] != stamp {
-                // Read until the file holds still across the read.
-                var text = try datastore.read(name)
-                while let again = self.stamp(name), again != stamp {
+                // Read until the file holds still across the read; a file
+                // removed meanwhile is gone, as if it had not been listed.
+                guard var text = try datastore.readIfPresent(name) else { continue }
+                // (Removed during this loop: the next scan reports it.)
+                while let again = self.stamp(name), again != stamp,
+                      let reread = try datastore.readIfPresent(name) {
                     stamp = again
-                    text = try datastore.read(name)
+                    text = reread
                 }
                 changes[name] = .some(text)
             }

@@ -31,6 +31,36 @@ final class DatastoreTests: XCTestCase {
         }
     }
 
+    /// A CNI DEL removes a pod's file while another plugin or manxd reads
+    /// the directory: a file listed and then removed before its read is
+    /// gone, not an error (CI once failed an ADD on exactly this).
+    func testReadersRideOutFilesRemovedMidRead() throws {
+        let ds = DirectoryDatastore(directory: dir)
+        for i in 0..<20 { try ds.write("keep-\(i).yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: keep\(i)}\n") }
+        let stop = ManagedAtomicFlag()
+        let churn = Thread {
+            var i = 0
+            while !stop.isSet {
+                let name = "churn-\(i % 8).yaml"
+                try? ds.write(name, "apiVersion: v1\nkind: Namespace\nmetadata: {name: churn\(i % 8)}\n")
+                try? FileManager.default.removeItem(atPath: ds.directory + "/" + name)
+                i += 1
+            }
+        }
+        churn.start()
+        defer { stop.set() }
+        let scanner = DirectoryScanner(ds)
+        let deadline = Date().addingTimeInterval(1)
+        var reads = 0
+        while Date() < deadline {
+            XCTAssertGreaterThanOrEqual(try ds.files().count, 20)
+            XCTAssertNoThrow(try ds.load())
+            XCTAssertNoThrow(try scanner.scan())
+            reads += 1
+        }
+        XCTAssertGreaterThan(reads, 10)
+    }
+
     func testDigestChangesWithContent() throws {
         let ds = DirectoryDatastore(directory: dir)
         try ds.write("a.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: one}\n")
@@ -152,4 +182,12 @@ final class DatastoreTests: XCTestCase {
         XCTAssertEqual(fromYAML, fromJSON)
         XCTAssertThrowsError(try ResourceSet.documents(file: "bad.yaml", text: "apiVersion: v1\nkind: Namespace\nmetadata: {name: Bad_Name}\n"))
     }
+}
+
+/// A flag one thread sets and another polls.
+private final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
 }
