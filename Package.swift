@@ -43,6 +43,9 @@ let package = Package(
         .systemLibrary(name: "CSpawn"),
         // Runs short-lived external programs (ip, iptables, CNI plugins).
         .target(name: "ManxCommand", dependencies: ["CSpawn"]),
+        .systemLibrary(name: "CNetlink"),
+        // rtnetlink requests for links, addresses and routes, in any network namespace.
+        .target(name: "ManxNetlink", dependencies: ["CNetlink"]),
         // The thin typed libbpf layer: the only code that touches raw pointers.
         .target(name: "ManxBPF", dependencies: ["CLibBPF"]),
         // Resources (Kubernetes and Calico kinds), YAML decoding, validation.
@@ -76,7 +79,7 @@ let package = Package(
         // Routes, encapsulation and MTU of a node, from pools, nodes and blocks.
         .target(name: "ManxRouting", dependencies: ["ManxModel"]),
         // The CNI plugin (spec 1.0): veth, address, routes, endpoint registration.
-        .target(name: "ManxCNI", dependencies: ["ManxModel", "ManxDatastore", "ManxIPAM", "ManxNodeState", "ManxCommand", "ManxEtcd"]),
+        .target(name: "ManxCNI", dependencies: ["ManxModel", "ManxDatastore", "ManxIPAM", "ManxNodeState", "ManxCommand", "ManxEtcd", "ManxNetlink"]),
         .executableTarget(
             name: "manx-cni", dependencies: ["ManxCNI"],
             // A runtime starts the plugin for every pod: linked statically it
@@ -126,7 +129,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference", "ManxIptables", "ManxIPAM", "ManxRouting"]),
-        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables", "ManxIPAM", "ManxCNI", "ManxRouting", "ManxEtcd", "ManxDaemon", "ManxNodeState"]),
+        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables", "ManxIPAM", "ManxCNI", "ManxRouting", "ManxEtcd", "ManxDaemon", "ManxNodeState", "ManxNetlink"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -143,7 +143,7 @@ public struct CNIPlugin: Sendable {
             stages.mark("endpoint written")
             try waitProgrammed(workload: workload, interface: links.host, address: assignment.address, revision: revision)
             stages.mark("policy programmed")
-            try Links.activate(host: host, address: assignment.address)
+            try Links.activate(host: links.host, address: assignment.address)
             stages.mark("activated")
             return CNIResult(cniVersion: conf.cniVersion, host: links.host, pod: links.pod, sandbox: environment.netns,
                              address: assignment.address)
@@ -328,7 +328,7 @@ public struct CNIPlugin: Sendable {
             }
             if !pod.up { problems.append("\(environment.ifname) in \(environment.netns) is down") }
             let routes = try Links.routes(netns: environment.netns)
-            if !routes.contains(where: { $0.dst == "default" && $0.gateway == PodInterface.gateway && $0.dev == environment.ifname }) {
+            if !routes.contains(where: { $0.prefix == 0 && $0.gateway == PodInterface.gateway && $0.interface == pod.ifindex }) {
                 problems.append("\(environment.netns) has no default route via \(PodInterface.gateway) dev \(environment.ifname)")
             }
         } else {
