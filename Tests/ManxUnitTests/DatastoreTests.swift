@@ -106,8 +106,9 @@ final class DatastoreTests: XCTestCase {
 
     /// The cache keeps its policies in order change by change; whatever the
     /// changes (policies moved between keys, duplicated, removed, files
-    /// with other kinds or errors), it assembles what a full assemble of
-    /// every key gives, and digests as the directory does.
+    /// with other kinds or errors, snapshots of many keys), it assembles
+    /// what a full assemble of every key gives, and digests as the
+    /// directory does.
     func testCacheAssemblesAsAFullAssembleUnderChurn() throws {
         var rng = IncrementalCompileTests.Generator(state: 7)
         let cache = ResourceCache()
@@ -126,7 +127,14 @@ final class DatastoreTests: XCTestCase {
             default: text = policy(Int.random(in: 0..<6, using: &rng), port: Int.random(in: 1..<4, using: &rng))
             }
             keys[key] = text
-            cache.apply(.changes([key: text], revision: Int64(step)))
+            if step % 100 == 50 || step % 100 == 99 {
+                // A snapshot that adds (or drops) many keys: the cache sorts
+                // its policies again rather than inserting them one by one.
+                for b in 0..<80 { keys["b\(b)"] = step % 100 == 50 ? policy(b % 9, port: 1 + b % 3) : nil }
+                cache.apply(.snapshot(keys, revision: Int64(step)))
+            } else {
+                cache.apply(.changes([key: text], revision: Int64(step)))
+            }
             let files = keys.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
             XCTAssertEqual(cache.digest, DirectoryDatastore.digest(files.map { ($0.0, DirectoryDatastore.fileDigest($0.1)) }), "step \(step)")
             let full = Result { () throws(ValidationErrors) in try ResourceSet.decode(files: files) }
