@@ -213,6 +213,9 @@ public final class PolicyCompiler {
     /// programs that went out of it.
     private var programsInUse: [ObjectIdentifier: ProgramEntry] = [:]
     private var ruleUses: [UInt32: Int] = [:]
+    /// How many programs in use read each matcher, and those matchers in order.
+    private var matcherUses: [Int: Int] = [:]
+    private var usedMatchers: [Int] = []
     private var rulesInUse: [UInt32: RuleInfo] = [:]
     private var ruleAllocations: [Allocations.Key: UInt32] = [:]
 
@@ -294,10 +297,13 @@ public final class PolicyCompiler {
             regions = nil
         }
         var nextWorkloads: [String: Workload] = [:]
-        let workloads = resources.pods.values.sorted { $0.key < $1.key }.map { pod in
-            let w = workloadCache[pod.key].flatMap { $0.pod == pod ? $0 : nil }
+        // Sorted by the dictionary's keys (each pod's key): `Pod.key` builds
+        // its string on every call, which made this sort a fifth of a compile.
+        let workloads = resources.pods.sorted { $0.key < $1.key }.map { key, pod in
+            assert(key == pod.key, "pods are keyed by Pod.key")
+            let w = workloadCache[key].flatMap { $0.pod == pod ? $0 : nil }
                 ?? Workload(pod: pod, namespace: resources.namespaces[pod.namespace], profiles: resources.profiles)
-            nextWorkloads[pod.key] = w
+            nextWorkloads[key] = w
             return w
         }
         workloadCache = nextWorkloads
@@ -424,6 +430,9 @@ public final class PolicyCompiler {
         // for endpoints whose inputs changed.
         var nextEndpoints: [String: EndpointEntry] = [:]
         var endpointPrograms: [(Workload, [ProgramEntry?])] = []
+        // Endpoints of one subject have the same inputs, and the same
+        // programs unless a rule reads the local endpoint: built once.
+        var builtBySubject: [Int: [ProgramEntry?]] = [:]
         for (w, subject) in zip(local, subjectOf) {
             let applying = applyingBySubject[subject]!
             let inputs = Policy.Direction.allCases.map { direction in
@@ -432,12 +441,15 @@ public final class PolicyCompiler {
             var entry: EndpointEntry
             if let cached = endpointCache[w.pod.key], cached.inputs == inputs, cached.workload == w {
                 entry = cached
+            } else if let shared = builtBySubject[subject] {
+                entry = EndpointEntry(workload: w, inputs: inputs, programs: shared)
             } else {
                 let built = Policy.Direction.allCases.map { direction in
                     program(for: w, direction: direction, applying: applying[direction] ?? [], tierNames: tierNames,
                             entries: entries, resources: resources, networkSets: networkSets)
                 }
-                entry = EndpointEntry(workload: w, inputs: inputs, programs: built.map { $0.map(intern) })
+                entry = EndpointEntry(workload: w, inputs: inputs, programs: built.map { $0.program.map(intern) })
+                if !built.contains(where: \.readsLocal) { builtBySubject[subject] = entry.programs }
             }
             for p in entry.programs { p?.used = stamp }
             nextEndpoints[w.pod.key] = entry
@@ -453,7 +465,6 @@ public final class PolicyCompiler {
         if ruleIDOf.count > 2 * state.rules.count + 64 { ruleIDOf = ruleIDOf.filter { state.rules[$0.value.id] != nil } }
 
         // 2. Regions of address space and their identities.
-        let usedMatchers = usedPrograms.reduce(into: Set<Int>()) { $0.formUnion($1.matchers) }.sorted()
         let regionResult = assignIdentities(workloads: workloads, networkSets: networkSets,
                                             matchers: usedMatchers, local: Set(local.map(\.pod.key)), state: &state)
         let identities = regionResult.keys, identityOf = regionResult.identityOf
@@ -522,11 +533,14 @@ public final class PolicyCompiler {
         state.compileID = id
     }
 
-    /// An endpoint's program in one direction; nil when nothing but the
-    /// built-in allow applies (not isolated).
+    /// An endpoint's program in one direction (nil when nothing but the
+    /// built-in allow applies: not isolated), and whether any of its rules
+    /// read the endpoint itself (else every endpoint of its subject has it).
     private func program(for w: Workload, direction: Policy.Direction, applying: [(tier: Int, policies: [Int])], tierNames: [String],
-                         entries: [PolicyEntry], resources: ResourceSet, networkSets: [NetworkSetPeer]) -> RuleProgram? {
+                         entries: [PolicyEntry], resources: ResourceSet,
+                         networkSets: [NetworkSetPeer]) -> (program: RuleProgram?, readsLocal: Bool) {
         var tiers: [TierProgram] = []
+        var readsLocal = false
         for (t, indices) in applying {
             let tierName = tierNames[t]
             var rules: [ProgramRule] = []
@@ -547,7 +561,7 @@ public final class PolicyCompiler {
                         own.append(r)
                     }
                 }
-                if shared { entry.rules[direction] = own }
+                if shared { entry.rules[direction] = own } else { readsLocal = true }
                 rules += own
             }
             let defaultPass = resources.tiers[tierName]?.defaultPass ?? false
@@ -556,13 +570,14 @@ public final class PolicyCompiler {
             tiers.append(TierProgram(name: tierName, defaultPass: defaultPass, defaultRuleID: defaultID, rules: rules))
         }
         // Nothing but the built-in allow: the endpoint is not isolated.
-        if tiers.isEmpty && !w.profileNames.contains(where: { resources.profiles[$0] != nil }) { return nil }
+        if tiers.isEmpty && !w.profileNames.contains(where: { resources.profiles[$0] != nil }) { return (nil, readsLocal) }
         // Profiles decide what no tier did, as one last tier that denies
         // when none of their rules match.
         var profileRules: [ProgramRule] = []
         for name in w.profileNames {
             if let profile = resources.profiles[name] {
                 for rule in profile.rules(direction) {
+                    readsLocal = readsLocal || rule.dependsOnLocal(direction)
                     if let r = programRule(rule, owner: "profile \(name)", tier: "profiles", direction: direction,
                                            local: w, networkSets: networkSets) {
                         profileRules.append(r)
@@ -577,7 +592,7 @@ public final class PolicyCompiler {
         let profileDefault = ruleID(RuleInfo(policy: "profiles", tier: "profiles", direction: direction.rawValue, index: nil,
                                              action: "Deny", summary: "no profile rule matched"))
         tiers.append(TierProgram(name: "profiles", defaultPass: false, defaultRuleID: profileDefault, rules: profileRules))
-        return RuleProgram(tiers: tiers)
+        return (RuleProgram(tiers: tiers), readsLocal)
     }
 
     /// Puts policy `i` of tier `tier` in its place in one direction's
@@ -598,10 +613,16 @@ public final class PolicyCompiler {
         if lists[k].policies.isEmpty { lists.remove(at: k) }
     }
 
-    /// Brings the rules in use to those of `used`, counting each rule's programs.
+    /// Brings the rules and matchers in use to those of `used`, counting
+    /// each one's programs.
     private func countRules(of used: [ProgramEntry]) {
         let next = Dictionary(uniqueKeysWithValues: used.map { (ObjectIdentifier($0), $0) })
+        var matchersChanged = false
         for (key, p) in programsInUse where next[key] == nil {
+            for m in p.matchers {
+                matcherUses[m]! -= 1
+                if matcherUses[m] == 0 { matcherUses[m] = nil; matchersChanged = true }
+            }
             for id in p.ruleIDs {
                 ruleUses[id]! -= 1
                 if ruleUses[id] == 0 {
@@ -614,6 +635,10 @@ public final class PolicyCompiler {
             }
         }
         for (key, p) in next where programsInUse[key] == nil {
+            for m in p.matchers {
+                matcherUses[m, default: 0] += 1
+                if matcherUses[m] == 1 { matchersChanged = true }
+            }
             for id in p.ruleIDs {
                 ruleUses[id, default: 0] += 1
                 if ruleUses[id] == 1 {
@@ -626,6 +651,7 @@ public final class PolicyCompiler {
             }
         }
         programsInUse = next
+        if matchersChanged { usedMatchers = matcherUses.keys.sorted() }
     }
 
     /// One entry per distinct program: equal programs share their table and rule set.
