@@ -219,6 +219,8 @@ public struct ResourceSet: Sendable, Equatable {
     }
 
     static func parseDocuments(_ text: String) throws -> [Node] {
+        // A keyed datastore's value: one JSON object, read without libyaml.
+        if let node = JSONNodes.parse(text) { return [node] }
         // No implicit tag resolution: the decoder reads every scalar's text
         // and style itself, and resolving (regular expressions per scalar,
         // again for each mapping key's duplicate check) was most of the

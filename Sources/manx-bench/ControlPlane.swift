@@ -58,10 +58,10 @@ struct ControlPlane: ParsableCommand {
     static let interfaceAnnotation = #", annotations: \{manx.io/interface: cp[0-9]+\}"#
 
     /// The documents of `resources`, one per key, as a keyed datastore
-    /// (etcd) holds them.
-    static func keyed(_ yaml: String) -> [String: String] {
+    /// holds them: the JSON `bpfctl apply` writes into etcd.
+    static func keyed(_ yaml: String) throws -> [String: String] {
         var keys: [String: String] = [:]
-        for (i, doc) in yaml.components(separatedBy: "\n---\n").enumerated() { keys["k\(i)"] = doc }
+        for (i, doc) in try ResourceSet.documents(file: "bench.yaml", text: yaml).enumerated() { keys["k\(i)"] = doc.json }
         return keys
     }
 
@@ -104,12 +104,12 @@ struct ControlPlane: ParsableCommand {
             let before = try Self.mapBytes(paths)
             let compiler = PolicyCompiler()
             let cache = ResourceCache()
-            let keys = Self.keyed(Self.resources(policies: n, endpoints: endpoints))
+            let keys = try Self.keyed(Self.resources(policies: n, endpoints: endpoints))
             let (initial, state) = try Self.pass(.snapshot(keys, revision: 1), cache: cache, compiler: compiler, dataplane: dataplane)
             let after = try Self.mapBytes(paths)
             // One policy changes its port, back and forth; then new
             // endpoints appear, one at a time.
-            let changed = Self.keyed(Self.resources(policies: n, endpoints: endpoints, changed: n / 2))
+            let changed = try Self.keyed(Self.resources(policies: n, endpoints: endpoints, changed: n / 2))
             let key = changed.first { keys[$0.key] != $0.value }!.key
             var policyChanges: [Stages] = []
             var endpointAdds: [Stages] = []
@@ -121,7 +121,7 @@ struct ControlPlane: ParsableCommand {
             for i in 0..<changes {
                 let e = endpoints + i
                 let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p\(e), namespace: load, labels: {app: a\(e % 20)}, annotations: {manx.io/interface: cp\(e)}}\nstatus: {podIP: 10.70.\(e / 250).\(e % 250 + 1)}\n"
-                endpointAdds.append(try Self.pass(.changes(["pod\(e)": pod], revision: Int64(2 + changes + i)), cache: cache,
+                endpointAdds.append(try Self.pass(.changes(["pod\(e)": try Self.keyed(pod)["k0"]!], revision: Int64(2 + changes + i)), cache: cache,
                                                   compiler: compiler, dataplane: dataplane).0)
             }
             rows.append(Row(policies: n, endpoints: endpoints, decodeSeconds: initial.decode / 1000,
