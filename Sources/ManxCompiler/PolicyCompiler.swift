@@ -89,7 +89,10 @@ public final class PolicyCompiler {
     private var endpointCache: [String: EndpointEntry] = [:]
     private var programs: [RuleProgram: ProgramEntry] = [:]
     private var regions: RegionCache?
-    private var identityKeys: (keys: [UInt32: IdentityKey], version: Int) = ([:], 0)
+    /// The identity keys of the last compile, numbered by version, with the
+    /// fixed part's version and the workload part they were made of.
+    private var identityKeys: (keys: [UInt32: IdentityKey], version: Int, fixedVersion: Int, workload: [UInt32: IdentityKey])
+        = ([:], 0, -1, [:])
 
     struct PolicyOrder {
         var byTier: [String: [Policy.Direction: [Int]]]
@@ -103,6 +106,9 @@ public final class PolicyCompiler {
     /// `(index into the tiers, policy indices in order)`), for one order.
     typealias Applying = [Policy.Direction: [(tier: Int, policies: [Int])]]
     private var applyingCache: (orderVersion: Int, bySubject: [Int: Applying]) = (0, [:])
+    /// Each subject's program inputs (see `EndpointEntry.inputs`), the same
+    /// array while they do not change, so endpoints compare them at once.
+    private var subjectInputs: [Int: [[Int]]] = [:]
 
     struct OrderKey: Equatable {
         var order: Double
@@ -198,6 +204,8 @@ public final class PolicyCompiler {
         var workloads: [Workload]
         var local: Set<String>
         var keys: [UInt32: IdentityKey]
+        /// The part of `keys` that workload addresses have.
+        var workloadKeys: [UInt32: IdentityKey]
         var ipcache: [IPCacheEntry]
         var identities: [UInt32: IdentityInfo]
         /// The fixed regions' identity allocations (at `fixedVersion`), and the workloads'.
@@ -292,6 +300,7 @@ public final class PolicyCompiler {
             lastStamps = []
             subjectNumbers = [:]
             subjects = []
+            subjectInputs = [:]
             endpointCache = [:]
             programs = [:]
             regions = nil
@@ -422,6 +431,10 @@ public final class PolicyCompiler {
             applyingBySubject[subject] = perDirection
             // Their cached rules stay: some program in force holds their ids.
             for list in perDirection.values { for (_, indices) in list { for i in indices { entries[i].used = stamp } } }
+            let inputs = Policy.Direction.allCases.map { direction in
+                [orderVersion] + (perDirection[direction] ?? []).flatMap { [-1 - $0.tier] + $0.policies.map { entries[$0].version } }
+            }
+            if subjectInputs[subject] != inputs { subjectInputs[subject] = inputs }
         }
 
         applyingCache.bySubject = applyingBySubject
@@ -434,10 +447,7 @@ public final class PolicyCompiler {
         // programs unless a rule reads the local endpoint: built once.
         var builtBySubject: [Int: [ProgramEntry?]] = [:]
         for (w, subject) in zip(local, subjectOf) {
-            let applying = applyingBySubject[subject]!
-            let inputs = Policy.Direction.allCases.map { direction in
-                [orderVersion] + (applying[direction] ?? []).flatMap { [-1 - $0.tier] + $0.policies.map { entries[$0].version } }
-            }
+            let applying = applyingBySubject[subject]!, inputs = subjectInputs[subject]!
             var entry: EndpointEntry
             if let cached = endpointCache[w.pod.key], cached.inputs == inputs, cached.workload == w {
                 entry = cached
@@ -468,9 +478,15 @@ public final class PolicyCompiler {
         let regionResult = assignIdentities(workloads: workloads, networkSets: networkSets,
                                             matchers: usedMatchers, local: Set(local.map(\.pod.key)), state: &state)
         let identities = regionResult.keys, identityOf = regionResult.identityOf
-        if identities != identityKeys.keys {
+        // An unchanged fixed part (tens of thousands of keys) has the same
+        // keys: then only the workload part is compared.
+        let sameKeys = regionResult.fixedVersion == identityKeys.fixedVersion
+            ? regionResult.workloadKeys == identityKeys.workload : identities == identityKeys.keys
+        if !sameKeys {
             versions += 1
-            identityKeys = (identities, versions)
+            identityKeys = (identities, versions, regionResult.fixedVersion, regionResult.workloadKeys)
+        } else {
+            (identityKeys.fixedVersion, identityKeys.workload) = (regionResult.fixedVersion, regionResult.workloadKeys)
         }
 
         // 3. Rule sets, shared by content (equal tables have one digest, so
@@ -764,6 +780,7 @@ public final class PolicyCompiler {
         state.ipcache = workloadPart.ipcache + fixed.ipcache
         state.identities = fixed.identities.merging(workloadPart.identities) { a, _ in a }
         regions!.last = RegionResult(workloads: workloads, local: local, keys: fixed.keys.merging(workloadPart.keys) { a, _ in a },
+                                     workloadKeys: workloadPart.keys,
                                      ipcache: state.ipcache, identities: state.identities,
                                      fixedAllocations: fixed.allocations, fixedVersion: fixedVersion,
                                      workloadAllocations: workloadPart.allocations,
