@@ -18,7 +18,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
-        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // libbpf, found with pkg-config. Only ManxBPF imports it.
@@ -72,7 +71,7 @@ let package = Package(
         // etcd v3 through its JSON gateway, and the etcd datastore.
         .target(
             name: "ManxEtcd",
-            dependencies: ["ManxDatastore", "ManxModel", .product(name: "AsyncHTTPClient", package: "async-http-client")]
+            dependencies: ["ManxDatastore", "ManxModel"]
         ),
         // IP address management: pools, node blocks, allocations in the datastore.
         .target(name: "ManxIPAM", dependencies: ["ManxModel", "ManxDatastore", "ManxSelectors", "ManxEtcd"]),

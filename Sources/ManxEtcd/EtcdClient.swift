@@ -1,6 +1,4 @@
-import AsyncHTTPClient
 import Foundation
-import NIOCore
 import Synchronization
 
 /// A client of etcd's v3 API through its JSON gateway (`/v3/kv/...`,
@@ -11,23 +9,36 @@ import Synchronization
 /// generated code and no HTTP/2 stack, and a watch is one streamed POST.
 ///
 /// Requests go to one endpoint; when it cannot be reached the next one is
-/// tried, so losing a member of a cluster loses no request.
+/// tried, so losing a member of a cluster loses no request. HTTP/1.1 over
+/// plain sockets (`HTTPConnection`), each request on a thread of its own;
+/// TLS is not supported.
 public final class EtcdClient: Sendable {
     public let endpoints: [String]
+    private let targets: [HTTPEndpoint]
     private let current = Atomic<Int>(0)
+    private let pool = HTTPConnectionPool()
     /// Operations etcd accepts in one transaction by default (--max-txn-ops).
     public static let maxOperations = 128
 
     /// How long a request (not a watch) may take in all.
-    public let timeout: TimeAmount
+    public let timeout: Duration
+    /// A member that does not answer a connect within this is treated as
+    /// down, and the next one is tried.
+    public static let connectTimeout = Duration.seconds(1)
 
-    public init(endpoints: [String], timeout: TimeAmount = .seconds(3)) throws(EtcdError) {
+    public init(endpoints: [String], timeout: Duration = .seconds(3)) throws(EtcdError) {
         let cleaned = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }.filter { !$0.isEmpty }
         guard !cleaned.isEmpty else { throw EtcdError(message: "no etcd endpoint given") }
-        for e in cleaned where !(e.hasPrefix("http://") || e.hasPrefix("https://")) || URL(string: e)?.host == nil {
-            throw EtcdError(message: "etcd endpoint '\(e)' is not a URL like http://127.0.0.1:2379")
+        var targets: [HTTPEndpoint] = []
+        for e in cleaned {
+            if e.hasPrefix("https://") { throw EtcdError(message: "etcd endpoint '\(e)': TLS is not supported (use http://)") }
+            guard let target = HTTPEndpoint(e) else {
+                throw EtcdError(message: "etcd endpoint '\(e)' is not a URL like http://127.0.0.1:2379")
+            }
+            targets.append(target)
         }
         self.endpoints = cleaned
+        self.targets = targets
         self.timeout = timeout
     }
 
@@ -130,55 +141,66 @@ public final class EtcdClient: Sendable {
     /// an error or when the consumer stops.
     public func watch(prefix: String, from revision: Int64) -> AsyncThrowingStream<(events: [Event], revision: Int64), Error> {
         AsyncThrowingStream { continuation in
-            let task = Task {
+            let reader = WatchReader()
+            let index = current.load(ordering: .relaxed) % targets.count
+            let target = targets[index], timeout = timeout
+            let body = Self.json(["create_request": [
+                "key": b64(prefix), "range_end": b64(Self.prefixEnd(prefix)), "start_revision": "\(revision)",
+            ]])
+            continuation.onTermination = { _ in reader.stop() }
+            Thread.detachNewThread { [self] in
                 do {
-                    let body: [String: Any] = ["create_request": [
-                        "key": b64(prefix), "range_end": b64(Self.prefixEnd(prefix)), "start_revision": "\(revision)",
-                    ]]
-                    let endpoint = endpoints[current.load(ordering: .relaxed) % endpoints.count]
-                    let response = try await Self.send(endpoint + "/v3/watch", body, deadline: .distantFuture)
-                    guard response.status == .ok else {
-                        throw try Self.error(try await response.body.collect(upTo: 1 << 20), endpoint)
+                    let connection = try HTTPConnection.open(target, timeout: Self.connectTimeout, deadline: .now + timeout)
+                    guard reader.start(connection) else { return continuation.finish() }
+                    try connection.post("/v3/watch", body, deadline: .now + timeout)
+                    let (status, framing) = try connection.head(deadline: .now + timeout)
+                    guard status == 200 else {
+                        var answer: [UInt8] = []
+                        try connection.body(framing, deadline: .now + timeout, limit: 1 << 20) { answer += $0 }
+                        throw Self.error(answer, target.description)
                     }
-                    var pending = ByteBuffer()
-                    for try await chunk in response.body {
-                        pending.writeImmutableBuffer(chunk)
+                    var pending: [UInt8] = []
+                    try connection.body(framing, deadline: nil, limit: .max) { piece in
+                        pending += piece
                         while let line = Self.takeLine(&pending) {
-                            guard let message = try? JSONSerialization.jsonObject(with: line) as? [String: Any] else {
-                                throw EtcdError(message: "unreadable watch response from \(endpoint)")
-                            }
-                            if message["error"] != nil { throw try Self.error(ByteBuffer(bytes: line), endpoint) }
-                            let result = Self.object(message["result"])
-                            let compacted = Self.int(result["compact_revision"])
-                            if compacted > 0 { throw EtcdError.compacted(compacted) }
-                            if result["canceled"] as? Bool == true {
-                                throw EtcdError(message: "watch canceled by \(endpoint): \(result["cancel_reason"] ?? "no reason")")
-                            }
-                            let events = try (result["events"] as? [Any] ?? []).map { raw -> Event in
-                                let e = Self.object(raw)
-                                let kv = try Self.keyValue(e["kv"] as Any)
-                                return Event(key: kv.key, value: e["type"] as? String == "DELETE" ? nil : kv.value, modRevision: kv.modRevision)
-                            }
-                            if result["created"] as? Bool == true {
-                                // Established: an empty batch at the revision before
-                                // `from` (the header's is ahead of events still to come).
-                                continuation.yield(([], revision - 1))
-                                continue
-                            }
-                            let at = Self.int(Self.object(result["header"])["revision"])
-                            if !events.isEmpty { continuation.yield((events, at)) }
+                            if let batch = try Self.watchMessage(line, from: revision, target.description) { continuation.yield(batch) }
                         }
                     }
-                    throw EtcdError(message: "watch stream from \(endpoint) ended")
+                    throw EtcdError(message: "watch stream from \(target) ended")
                 } catch {
-                    if Task.isCancelled { continuation.finish() } else {
+                    if reader.stopped { continuation.finish() } else {
                         rotate()
                         continuation.finish(throwing: error)
                     }
                 }
+                reader.end()
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
+    }
+
+    /// One message of a watch stream: a batch to deliver, or nil.
+    private static func watchMessage(_ line: [UInt8], from revision: Int64, _ endpoint: String) throws -> (events: [Event], revision: Int64)? {
+        guard let message = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
+            throw EtcdError(message: "unreadable watch response from \(endpoint)")
+        }
+        if message["error"] != nil { throw error(line, endpoint) }
+        let result = object(message["result"])
+        let compacted = int(result["compact_revision"])
+        if compacted > 0 { throw EtcdError.compacted(compacted) }
+        if result["canceled"] as? Bool == true {
+            throw EtcdError(message: "watch canceled by \(endpoint): \(result["cancel_reason"] ?? "no reason")")
+        }
+        let events = try (result["events"] as? [Any] ?? []).map { raw -> Event in
+            let e = object(raw)
+            let kv = try keyValue(e["kv"] as Any)
+            return Event(key: kv.key, value: e["type"] as? String == "DELETE" ? nil : kv.value, modRevision: kv.modRevision)
+        }
+        if result["created"] as? Bool == true {
+            // Established: an empty batch at the revision before `from`
+            // (the header's is ahead of events still to come).
+            return ([], revision - 1)
+        }
+        return events.isEmpty ? nil : (events, int(object(result["header"])["revision"]))
     }
 
     // MARK: Transport
@@ -186,25 +208,26 @@ public final class EtcdClient: Sendable {
     /// One request, to the current endpoint or, if it cannot be reached,
     /// to each of the others in turn.
     private func call(_ path: String, _ body: [String: Any]) async throws -> [String: Any] {
+        let request = Self.json(body)
         var lastError: Error = EtcdError(message: "no endpoint")
-        for _ in endpoints.indices {
-            let endpoint = endpoints[current.load(ordering: .relaxed) % endpoints.count]
-            let buffer: ByteBuffer
-            let ok: Bool
+        for _ in targets.indices {
+            let target = targets[current.load(ordering: .relaxed) % targets.count]
+            let status: Int, answer: [UInt8]
             do {
-                let response = try await Self.send(endpoint + path, body, deadline: .now() + timeout)
-                ok = response.status == .ok
-                buffer = try await response.body.collect(upTo: 256 << 20)
+                let (pool, timeout) = (pool, timeout)
+                (status, answer) = try await onThread {
+                    try pool.post(target, path, request, connectTimeout: Self.connectTimeout, deadline: .now + timeout)
+                }
             } catch {
                 // Unreachable or too slow: the next member.
-                lastError = EtcdError(message: "\(endpoint): \(error)", unreachable: true)
+                lastError = EtcdError(message: "\(target): \(error)", unreachable: true)
                 rotate()
                 continue
             }
-            if ok, let object = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any] {
+            if status == 200, let object = try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any] {
                 return object
             }
-            let error = try Self.error(buffer, endpoint)
+            let error = Self.error(answer, target.description)
             // A member without a leader, or stopping: another may answer.
             if error.code == 14 || error.code == 4 {
                 lastError = error
@@ -218,28 +241,26 @@ public final class EtcdClient: Sendable {
 
     private func rotate() { current.add(1, ordering: .relaxed) }
 
-    private static func send(_ url: String, _ body: [String: Any], deadline: NIODeadline) async throws -> HTTPClientResponse {
-        var request = HTTPClientRequest(url: url)
-        request.method = .POST
-        request.headers.add(name: "content-type", value: "application/json")
-        request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
-        return try await httpClient.execute(request, deadline: deadline)
+    private static func json(_ body: [String: Any]) -> [UInt8] {
+        Array((try? JSONSerialization.data(withJSONObject: body)) ?? Data())
     }
 
-    private static func error(_ buffer: ByteBuffer, _ endpoint: String) throws -> EtcdError {
-        let object = (try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView))) as? [String: Any]
-        let message = object?["message"] as? String ?? object?["error"] as? String ?? String(buffer: buffer)
+    private static func error(_ answer: [UInt8], _ endpoint: String) -> EtcdError {
+        let object = (try? JSONSerialization.jsonObject(with: Data(answer))) as? [String: Any]
+        let message = object?["message"] as? String ?? object?["error"] as? String ?? String(decoding: answer, as: UTF8.self)
         let code = object?["code"].map { Int(int($0)) }
         if message.contains("required revision has been compacted") { return .compacted(0) }
         return EtcdError(message: "\(endpoint): \(message)", code: code)
     }
 
-    private static func takeLine(_ buffer: inout ByteBuffer) -> Data? {
-        guard let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
-        let length = newline - buffer.readerIndex
-        let line = Data(buffer.readBytes(length: length) ?? [])
-        buffer.moveReaderIndex(forwardBy: 1)
-        return line.isEmpty ? takeLine(&buffer) : line
+    /// The next non-empty line of a newline-delimited stream, taken out of `buffer`.
+    private static func takeLine(_ buffer: inout [UInt8]) -> [UInt8]? {
+        while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+            let line = Array(buffer[..<newline])
+            buffer.removeFirst(newline + 1)
+            if !line.isEmpty { return line }
+        }
+        return nil
     }
 
     // MARK: Encoding
@@ -278,14 +299,31 @@ public final class EtcdClient: Sendable {
     }
 }
 
-/// One HTTP client for the process; it lives as long as the process.
-private let httpClient: HTTPClient = {
-    var configuration = HTTPClient.Configuration()
-    // A member that does not answer a connect within a second is treated
-    // as down, and the next one is tried.
-    configuration.timeout = .init(connect: .seconds(1))
-    return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-}()
+/// A watch's reading thread and the consumer that may stop it: stopping
+/// shuts the connection down, which wakes the thread.
+private final class WatchReader: Sendable {
+    private let state = Mutex<(connection: HTTPConnection?, stopped: Bool)>((nil, false))
+
+    var stopped: Bool { state.withLock { $0.stopped } }
+
+    /// Whether to go on (false: stopped before the connection was made).
+    func start(_ connection: HTTPConnection) -> Bool {
+        state.withLock {
+            if $0.stopped { return false }
+            $0.connection = connection
+            return true
+        }
+    }
+
+    func stop() {
+        state.withLock {
+            $0.stopped = true
+            $0.connection?.shutDown()
+        }
+    }
+
+    func end() { state.withLock { $0.connection = nil } }
+}
 
 public struct EtcdError: Error, CustomStringConvertible, Sendable {
     public var message: String
