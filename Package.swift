@@ -127,7 +127,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "Yams", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference", "ManxIptables", "ManxIPAM", "ManxRouting"]),
+        .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "Yams", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference", "ManxIptables", "ManxIPAM", "ManxRouting", "ManxEtcd"]),
         .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables", "ManxIPAM", "ManxCNI", "ManxRouting", "ManxEtcd", "ManxDaemon", "ManxNodeState", "ManxNetlink"]),
     ],
     swiftLanguageModes: [.v6]
