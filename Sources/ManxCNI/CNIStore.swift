@@ -122,11 +122,10 @@ struct EtcdCNIStore: CNIStore {
         let keys = [ResourceKeys.prefix + "core/pods/\(namespace)/\(pod)", ResourceKeys.prefix + "core/namespaces/\(namespace)"]
         let client = client
         return try blocking("cannot read pod \(namespace)/\(pod)") {
-            var units: [(name: String, text: String)] = []
-            for key in keys {
-                if let kv = try await client.get(key) { units.append((key, kv.value)) }
-            }
-            return units
+            // Both reads at once: each is a round trip.
+            async let pod = client.get(keys[0])
+            async let namespace = client.get(keys[1])
+            return try await [pod, namespace].compactMap { $0.map { ($0.key, $0.value) } }
         }
     }
 

@@ -40,8 +40,10 @@ public struct EtcdIPAM: IPAMStore {
     /// Pools and nodes, read once per call: they change rarely, and a
     /// decision from a stale pool list is still checked against the blocks.
     func loadPools() async throws -> [EtcdClient.KeyValue] {
-        try await client.list(prefix: ResourceKeys.prefix + "projectcalico.org/ippools/").kvs
-            + client.list(prefix: ResourceKeys.prefix + "projectcalico.org/nodes/").kvs
+        // Both at once: each is a round trip.
+        async let pools = client.list(prefix: ResourceKeys.prefix + "projectcalico.org/ippools/").kvs
+        async let nodes = client.list(prefix: ResourceKeys.prefix + "projectcalico.org/nodes/").kvs
+        return try await pools + nodes
     }
 
     func load(_ pools: [EtcdClient.KeyValue]) async throws -> Loaded {
@@ -76,8 +78,10 @@ public struct EtcdIPAM: IPAMStore {
         try locked { () throws(IPAMError) -> IPAMAssignment in try blocking { () async throws -> IPAMAssignment in
             let pools = try await loadPools()
             for attempt in 0..<maxAttempts {
-                let handleRevision = try await client.get(ResourceKeys.handleKey(r.handle))?.modRevision ?? 0
+                // Read together: the transaction checks both revisions anyway.
+                async let handle = client.get(ResourceKeys.handleKey(r.handle))
                 var loaded = try await load(pools)
+                let handleRevision = try await handle?.modRevision ?? 0
                 let (assignment, changed) = try loaded.state.assign(r)
                 guard let block = changed else { return assignment }
                 let known = loaded.revisions[block.cidr]
