@@ -47,8 +47,10 @@ let package = Package(
         .target(name: "ManxNetlink", dependencies: ["CNetlink"]),
         // The thin typed libbpf layer: the only code that touches raw pointers.
         .target(name: "ManxBPF", dependencies: ["CLibBPF"]),
+        // memmem (a GNU declaration Glibc's module lacks).
+        .systemLibrary(name: "CBytes"),
         // Resources (Kubernetes and Calico kinds), YAML decoding, validation.
-        .target(name: "ManxModel", dependencies: ["Yams", "ManxSelectors"]),
+        .target(name: "ManxModel", dependencies: ["Yams", "ManxSelectors", "CBytes"]),
         // Label selectors.
         .target(name: "ManxSelectors"),
         // Policy -> identities, rule sets, decision tables (pure Swift).

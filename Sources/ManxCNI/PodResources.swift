@@ -20,7 +20,10 @@ struct PodRequest: Sendable, Equatable {
         let podRef = "Pod \(namespace)/\(pod)", namespaceRef = "Namespace \(namespace)"
         for file in units {
             do {
-                let set = try ResourceSet.decode(files: [file], kinds: ["Pod", "Namespace"])
+                // Only documents naming the pod or the namespace are parsed
+                // (a file may hold many other pods).
+                let set = try ResourceSet.decode(files: [file], kinds: ["Pod", "Namespace"],
+                                                 mentioning: [["Pod", pod], ["Namespace", namespace]])
                 if let p = set.pods["\(namespace)/\(pod)"] { podResource = p }
                 if let n = set.namespaces[namespace] { namespaceResource = n }
             } catch {

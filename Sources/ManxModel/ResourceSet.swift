@@ -1,3 +1,4 @@
+import CBytes
 import Glibc
 import Yams
 
@@ -37,8 +38,9 @@ public struct ResourceSet: Sendable, Equatable {
     /// does not name one of the kinds is not even parsed (so invalid YAML
     /// there goes unreported); the others are, then kept by their kind.
     /// nil: every kind.
-    public static func decode(files: [(name: String, text: String)], kinds: Set<String>?) throws(ValidationErrors) -> ResourceSet {
-        try assemble(files.map { decodeFile(name: $0.name, text: $0.text, kinds: kinds) })
+    public static func decode(files: [(name: String, text: String)], kinds: Set<String>?,
+                              mentioning groups: [[String]]? = nil) throws(ValidationErrors) -> ResourceSet {
+        try assemble(files.map { decodeFile(name: $0.name, text: $0.text, kinds: kinds, mentioning: groups) })
     }
 
     /// The documents of one file, decoded on their own: what a reader that
@@ -70,17 +72,16 @@ public struct ResourceSet: Sendable, Equatable {
         }
     }
 
-    public static func decodeFile(name: String, text: String, kinds: Set<String>? = nil) -> DecodedFile {
+    /// With `kinds`, only documents of those kinds are decoded, and only
+    /// those whose text names one (or, with `mentioning`, holds every word
+    /// of one of its groups) are parsed: a pod's read in a directory that
+    /// also holds 10k policies parsed all of them (0.4 s for each CNI ADD).
+    public static func decodeFile(name: String, text: String, kinds: Set<String>? = nil,
+                                  mentioning groups: [[String]]? = nil) -> DecodedFile {
         let documents: [Node]
         do {
             if let kinds {
-                // Only the documents whose text names one of the kinds are
-                // parsed: a pod's read in a directory that also holds 10k
-                // policies parsed all of them (0.4 s for each CNI ADD).
-                // One stream of them (each but the file's first begins with
-                // its `---`): one parser, not one per document.
-                let words = kinds.map { Array($0.utf8) }
-                documents = try parseDocuments(String(decoding: documentTexts(text).filter { mentions($0, words) }.joined(), as: UTF8.self))
+                documents = try parseDocuments(Self.documents(of: text, mentioning: groups ?? kinds.map { [$0] }))
             } else {
                 documents = try parseDocuments(text)
             }
@@ -176,44 +177,90 @@ public struct ResourceSet: Sendable, Equatable {
     /// with `---` and a space, a tab or its end begins the next one (YAML
     /// allows no such line inside a document).
     static func documentTexts(_ text: String) -> [ArraySlice<UInt8>] {
-        let bytes = Array(text.utf8)[...]
+        let bytes = Array(text.utf8)
         let marker = Array("\n---".utf8)
         var pieces: [ArraySlice<UInt8>] = []
         var start = 0, from = 0
         while let newline = find(marker, in: bytes[from...]) {
-            let line = newline + 1, after = line + 3
-            if after == bytes.endIndex || [UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r")].contains(bytes[after]) {
-                pieces.append(bytes[start..<line])
-                start = line
+            if isMarker(bytes, newline + 1) {
+                pieces.append(bytes[start..<(newline + 1)])
+                start = newline + 1
             }
-            from = line
+            from = newline + 1
         }
-        if start < bytes.endIndex { pieces.append(bytes[start...]) }
+        if start < bytes.count { pieces.append(bytes[start...]) }
         return pieces
+    }
+
+    /// The documents of `text` that hold, for one of `groups`, every word of
+    /// it, in order, as one stream (each but the file's first begins with
+    /// its `---`), for one parser. Each group's first word is searched for
+    /// in the whole text and only the documents around its hits are looked
+    /// at: splitting a file of 10k policies into documents, and searching
+    /// each, was most of a pod's read from it.
+    static func documents(of text: String, mentioning groups: [[String]]) -> String {
+        let bytes = Array(text.utf8)
+        var kept: [Range<Int>] = []
+        for group in groups.map({ $0.map { Array($0.utf8) } }) {
+            guard let first = group.first else { continue }
+            var from = 0
+            while from < bytes.count, let hit = find(first, in: bytes[from...]) {
+                let document = document(around: hit, in: bytes)
+                if group.dropFirst().allSatisfy({ find($0, in: bytes[document]) != nil }) { kept.append(document) }
+                from = document.upperBound
+            }
+        }
+        var seen = Set<Int>()
+        let ordered = kept.sorted { $0.lowerBound < $1.lowerBound }.filter { seen.insert($0.lowerBound).inserted }
+        return String(decoding: ordered.map { bytes[$0] }.joined(), as: UTF8.self)
+    }
+
+    /// The document (as `documentTexts` splits) that holds byte `at`: from
+    /// the last `---` line at or before it to the next one after it.
+    static func document(around at: Int, in bytes: [UInt8]) -> Range<Int> {
+        var start = at
+        while start > 0 && !(bytes[start - 1] == UInt8(ascii: "\n") && isMarker(bytes, start)) { start -= 1 }
+        let marker = Array("\n---".utf8)
+        var from = at
+        while let newline = find(marker, in: bytes[from...]) {
+            if isMarker(bytes, newline + 1) { return start..<(newline + 1) }
+            from = newline + 1
+        }
+        return start..<bytes.count
+    }
+
+    /// Whether a `---` line starts at `line`: three dashes, then a space, a
+    /// tab, a line end or the end of the text.
+    static func isMarker(_ bytes: [UInt8], _ line: Int) -> Bool {
+        guard line + 3 <= bytes.count, bytes[line..<line + 3].elementsEqual("---".utf8) else { return false }
+        return line + 3 == bytes.count || [UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r")].contains(bytes[line + 3])
     }
 
     /// Whether the text holds one of the words, bytes compared (String's
     /// `contains` compares characters: 50 ms for a file of 10k policies).
-    public static func mentions(_ text: String, _ words: Set<String>) -> Bool { mentions(Array(text.utf8)[...], words.map { Array($0.utf8) }) }
-
-    static func mentions(_ text: ArraySlice<UInt8>, _ words: [[UInt8]]) -> Bool {
-        words.contains { find($0, in: text) != nil }
+    public static func mentions(_ text: String, _ words: Set<String>) -> Bool {
+        let words = words.map { Array($0.utf8) }
+        // In place when the string is contiguous UTF-8 (a file read whole is).
+        return text.utf8.withContiguousStorageIfAvailable { mentions(UnsafeRawBufferPointer($0), words) }
+            ?? Array(text.utf8).withUnsafeBytes { mentions($0, words) }
     }
 
-    /// Where `word` first starts in `bytes` (memchr for its first byte,
-    /// memcmp for the rest), as an index of `bytes`.
+    static func mentions(_ text: UnsafeRawBufferPointer, _ words: [[UInt8]]) -> Bool {
+        words.contains { word in
+            word.withUnsafeBytes { w in
+                text.count >= w.count && w.count > 0 && memmem(text.baseAddress!, text.count, w.baseAddress!, w.count) != nil
+            }
+        }
+    }
+
+    /// Where `word` first starts in `bytes` (glibc's memmem: the document
+    /// marker starts with a newline, so a search by its first byte stopped
+    /// at every line of a file), as an index of `bytes`.
     static func find(_ word: [UInt8], in bytes: ArraySlice<UInt8>) -> Int? {
-        guard let first = word.first, bytes.count >= word.count else { return nil }
+        guard !word.isEmpty, bytes.count >= word.count else { return nil }
         return bytes.withUnsafeBytes { b in
             word.withUnsafeBytes { w in
-                let base = b.baseAddress!
-                var offset = 0
-                while offset <= b.count - w.count, let hit = memchr(base + offset, Int32(first), b.count - w.count + 1 - offset) {
-                    let at = UnsafeRawPointer(hit) - base
-                    if memcmp(base + at, w.baseAddress!, w.count) == 0 { return bytes.startIndex + at }
-                    offset = at + 1
-                }
-                return nil
+                memmem(b.baseAddress!, b.count, w.baseAddress!, w.count).map { bytes.startIndex + (UnsafeRawPointer($0) - b.baseAddress!) }
             }
         }
     }

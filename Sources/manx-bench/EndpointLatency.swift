@@ -137,6 +137,12 @@ struct EndpointLatency: ParsableCommand {
             _ = try lab.spawn(in: ns, [bin + "/manx-probe", "serve", "--ports", "80,81", "--ready-file", ready], log: "/dev/null")
             for _ in 0..<200 where !FileManager.default.fileExists(atPath: ready) { usleep(5_000) }
             try? FileManager.default.removeItem(atPath: ready)
+            // The node learns the pod's MAC now. Its veth is up before manxd
+            // attaches (manx-cni brings it up only after): attaching creates
+            // the clsact qdisc, which drops a packet in flight, and if that
+            // is the node's first ARP request the neighbour entry waits 1 s
+            // for its retransmission (the ~1 s outliers of earlier runs).
+            _ = try Command.checked(["ip", "netns", "exec", lab.node, "ping", "-c", "1", "-W", "1", ip])
             let t0 = try write("web\(k)", "apiVersion: v1\nkind: Pod\nmetadata: {name: web\(k), namespace: lat, labels: {app: web}, annotations: {manx.io/interface: \(iface)}}\nstatus: {podIP: \(ip)}\n")
             let elapsed = try Self.firstJudged(from: clientNs, inet_addr(ip), allowed: 80, refused: 81, since: t0)
             if change == "pod" { samples.append(elapsed * 1000) }

@@ -192,6 +192,29 @@ final class NetworkingModelTests: XCTestCase {
         XCTAssertFalse(ResourceSet.mentions("kind: Po", ["Pod"]))
         XCTAssertFalse(ResourceSet.mentions("", ["Pod"]))
         XCTAssertEqual(ResourceSet.documentTexts("a: 1\n---").count, 2)
+        // Groups of words: a document is kept when it holds every word of one.
+        let pods = (1...12).map { "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p\($0), namespace: ns}\n" }.joined() + "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ns}\n"
+        func kept(_ groups: [[String]]) -> [String] {
+            ResourceSet.documentTexts(ResourceSet.documents(of: pods, mentioning: groups)).map { String(decoding: $0, as: UTF8.self) }
+        }
+        XCTAssertEqual(kept([["Pod", "p1,"], ["Namespace", "ns"]]), ["---\napiVersion: v1\nkind: Pod\nmetadata: {name: p1, namespace: ns}\n", "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ns}\n"])
+        XCTAssertEqual(kept([["p1"]]).count, 4, "p1, p10, p11, p12")
+        XCTAssertEqual(kept([["ns"]]).count, 13)
+        XCTAssertEqual(kept([["Pod", "absent"]]), [])
+        XCTAssertEqual(try ResourceSet.decode(files: [("p.yaml", pods)], kinds: ["Pod"], mentioning: [["Pod", "p12"]]).pods.keys.sorted(), ["ns/p12"])
+        // The same documents as splitting every document and searching each.
+        var rng = IncrementalCompileTests.Generator(state: 3)
+        let lines = ["---", "--- # c", "---x", "----", " ---", "kind: Pod", "name: a", "a: Pod", "x: [Namespace, a]", "", "--- {a: Pod}", "-- -"]
+        for _ in 0..<500 {
+            let text = (0..<Int.random(in: 0..<12, using: &rng)).map { _ in lines.randomElement(using: &rng)! }.joined(separator: "\n")
+                + (Bool.random(using: &rng) ? "\n" : "")
+            let groups = [[["Pod"]], [["Pod", "a"]], [["a"], ["Namespace"]], [["Namespace", "Pod"]]].randomElement(using: &rng)!
+            let words = groups.map { $0.map { Array($0.utf8) } }
+            let expected = ResourceSet.documentTexts(text).filter { piece in
+                words.contains { group in group.allSatisfy { ResourceSet.find($0, in: piece) != nil } }
+            }
+            XCTAssertEqual(ResourceSet.documents(of: text, mentioning: groups), String(decoding: expected.joined(), as: UTF8.self), text)
+        }
     }
 
     // MARK: Malformed inputs
