@@ -31,7 +31,11 @@ struct DecisionFunction: Hashable {
     /// such a peer are visited (see `ProgramIndex`), so the cost follows the
     /// rules that concern a peer, not every rule of the program.
     static func evaluate(_ index: ProgramIndex, matched: [Int], peerPorts: [NamedPort]) -> DecisionFunction {
-        let candidates = index.candidates(matched: matched)
+        evaluate(index.program.tiers, candidates: index.candidates(matched: matched), peerPorts: peerPorts)
+    }
+
+    /// The same for the rules that can match (per tier, in order).
+    static func evaluate(_ tiers: [TierProgram], candidates: [[ProgramRule]], peerPorts: [NamedPort]) -> DecisionFunction {
         var protos = Set<IPProtocol>()
         for tier in candidates {
             for r in tier {
@@ -39,7 +43,6 @@ struct DecisionFunction: Hashable {
                 if let p = r.notProto { protos.insert(p) }
             }
         }
-        let tiers = index.program.tiers
         let other = evaluate(tiers, candidates, proto: nil, peerPorts: peerPorts)
         var segments: [UInt8: [(ClosedRange<UInt32>, Decision)]] = [:]
         for p in protos { segments[p.number] = evaluate(tiers, candidates, proto: p, peerPorts: peerPorts) }
@@ -133,6 +136,21 @@ struct DecisionFunction: Hashable {
             }
         }
         return segments
+    }
+}
+
+/// What a decision function depends on: the rules that can match a peer
+/// class, each tier's default, and the peer's named ports. Programs that
+/// differ elsewhere (a policy changed, other peers) share the functions of
+/// equal inputs.
+struct DecisionInputs: Hashable {
+    var defaults: [TierDefault]
+    var candidates: [[ProgramRule]]
+    var peerPorts: [NamedPort]
+
+    struct TierDefault: Hashable {
+        var pass: Bool
+        var ruleID: UInt32
     }
 }
 
