@@ -26,15 +26,10 @@ struct DecisionFunction: Hashable {
         other == d && segments.values.allSatisfy { $0.allSatisfy { $0.decision == d } }
     }
 
-    /// Evaluates a program for peers whose matched matchers are `matched`
-    /// and whose named ports are `peerPorts`. Only the rules that can match
-    /// such a peer are visited (see `ProgramIndex`), so the cost follows the
-    /// rules that concern a peer, not every rule of the program.
-    static func evaluate(_ index: ProgramIndex, matched: [Int], peerPorts: [NamedPort]) -> DecisionFunction {
-        evaluate(index.program.tiers, candidates: index.candidates(matched: matched), peerPorts: peerPorts)
-    }
-
-    /// The same for the rules that can match (per tier, in order).
+    /// Evaluates a program's tiers for a class of peers with named ports
+    /// `peerPorts`, given the rules that can match such a peer, per tier in
+    /// order (`ProgramIndex.candidates`): the cost follows the rules that
+    /// concern a peer, not every rule of the program.
     static func evaluate(_ tiers: [TierProgram], candidates: [[ProgramRule]], peerPorts: [NamedPort]) -> DecisionFunction {
         var protos = Set<IPProtocol>()
         for tier in candidates {

@@ -241,27 +241,23 @@ public struct ResourceSet: Sendable, Equatable {
     public static func mentions(_ text: String, _ words: Set<String>) -> Bool {
         let words = words.map { Array($0.utf8) }
         // In place when the string is contiguous UTF-8 (a file read whole is).
-        return text.utf8.withContiguousStorageIfAvailable { mentions(UnsafeRawBufferPointer($0), words) }
-            ?? Array(text.utf8).withUnsafeBytes { mentions($0, words) }
-    }
-
-    static func mentions(_ text: UnsafeRawBufferPointer, _ words: [[UInt8]]) -> Bool {
-        words.contains { word in
-            word.withUnsafeBytes { w in
-                text.count >= w.count && w.count > 0 && memmem(text.baseAddress!, text.count, w.baseAddress!, w.count) != nil
-            }
-        }
+        func inBytes(_ b: UnsafeRawBufferPointer) -> Bool { words.contains { find($0, in: b) != nil } }
+        return text.utf8.withContiguousStorageIfAvailable { inBytes(UnsafeRawBufferPointer($0)) }
+            ?? Array(text.utf8).withUnsafeBytes(inBytes)
     }
 
     /// Where `word` first starts in `bytes` (glibc's memmem: the document
     /// marker starts with a newline, so a search by its first byte stopped
     /// at every line of a file), as an index of `bytes`.
     static func find(_ word: [UInt8], in bytes: ArraySlice<UInt8>) -> Int? {
-        guard !word.isEmpty, bytes.count >= word.count else { return nil }
-        return bytes.withUnsafeBytes { b in
-            word.withUnsafeBytes { w in
-                memmem(b.baseAddress!, b.count, w.baseAddress!, w.count).map { bytes.startIndex + (UnsafeRawPointer($0) - b.baseAddress!) }
-            }
+        bytes.withUnsafeBytes { find(word, in: $0) }.map { bytes.startIndex + $0 }
+    }
+
+    /// The same in raw bytes: an offset from their start.
+    static func find(_ word: [UInt8], in b: UnsafeRawBufferPointer) -> Int? {
+        guard !word.isEmpty, b.count >= word.count else { return nil }
+        return word.withUnsafeBytes { w in
+            memmem(b.baseAddress!, b.count, w.baseAddress!, w.count).map { UnsafeRawPointer($0) - b.baseAddress! }
         }
     }
 
