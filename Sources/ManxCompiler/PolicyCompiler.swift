@@ -324,7 +324,7 @@ public final class PolicyCompiler {
         }
         workloadCache = nextWorkloads
         let local = workloads.filter { w in
-            w.pod.interface != nil && w.ip != nil && (options.nodeName == nil || w.pod.nodeName == nil || w.pod.nodeName == options.nodeName)
+            w.interface != nil && w.ip != nil && (options.nodeName == nil || w.pod.nodeName == nil || w.pod.nodeName == options.nodeName)
         }
         var state = CompiledState()
         live = Allocations(next: allocated.next)
@@ -339,36 +339,42 @@ public final class PolicyCompiler {
         // policies of a change come in the same order but for a few.
         let policies = resources.policies
         var entries: [PolicyEntry] = []
-        entries.reserveCapacity(policies.count)
         var sameOrder = order != nil && policies.count == lastEntries.count
         var changed: [Int] = [] // indices of new entries, while sameOrder
         // Equal stamps (from one ResourceCache): the same policy, not compared.
         let stamps = resources.policyStamps.values.count == policies.count ? resources.policyStamps.values : []
         let lastStamps = self.lastStamps.count == lastEntries.count ? self.lastStamps : []
-        for i in policies.indices {
-            let entry: PolicyEntry
-            if i < lastEntries.count,
-               (i < stamps.count && i < lastStamps.count && stamps[i] == lastStamps[i]) || lastEntries[i].policy == policies[i] {
-                entry = lastEntries[i]
-            } else {
-                let policy = policies[i]
-                let name = policy.qualifiedName
-                if let cached = policyCache[name], cached.policy == policy {
-                    entry = cached
+        if !stamps.isEmpty && stamps == lastStamps {
+            // The same policies as the last compile (a pod changed): its
+            // entries, without a look at each of them.
+            entries = lastEntries
+        } else {
+            entries.reserveCapacity(policies.count)
+            for i in policies.indices {
+                let entry: PolicyEntry
+                if i < lastEntries.count,
+                   (i < stamps.count && i < lastStamps.count && stamps[i] == lastStamps[i]) || lastEntries[i].policy == policies[i] {
+                    entry = lastEntries[i]
                 } else {
-                    versions += 1
-                    entry = PolicyEntry(policy, version: versions)
-                    policyCache[name] = entry
+                    let policy = policies[i]
+                    let name = policy.qualifiedName
+                    if let cached = policyCache[name], cached.policy == policy {
+                        entry = cached
+                    } else {
+                        versions += 1
+                        entry = PolicyEntry(policy, version: versions)
+                        policyCache[name] = entry
+                    }
+                    if sameOrder && OrderKey(lastEntries[i].policy) != OrderKey(policy) { sameOrder = false }
+                    changed.append(i)
                 }
-                if sameOrder && OrderKey(lastEntries[i].policy) != OrderKey(policy) { sameOrder = false }
-                changed.append(i)
+                entry.seen = stamp
+                entries.append(entry)
             }
-            entry.seen = stamp
-            entries.append(entry)
+            lastEntries = entries
+            self.lastStamps = stamps
+            if policyCache.count != entries.count { policyCache = policyCache.filter { $0.value.seen == stamp } }
         }
-        lastEntries = entries
-        self.lastStamps = stamps
-        if policyCache.count != entries.count { policyCache = policyCache.filter { $0.value.seen == stamp } }
         // Each tier's policies in evaluation order, per direction, sorted
         // once (not per endpoint), as indices into resources.policies.
         if !sameOrder {
@@ -456,7 +462,7 @@ public final class PolicyCompiler {
         for (w, subject) in zip(local, subjectOf) {
             let applying = applyingBySubject[subject]!, inputs = subjectInputs[subject]!
             var entry: EndpointEntry
-            if let cached = endpointCache[w.pod.key], cached.inputs == inputs, cached.workload == w {
+            if let cached = endpointCache[w.key], cached.inputs == inputs, cached.workload == w {
                 entry = cached
             } else if let shared = builtBySubject[subject] {
                 entry = EndpointEntry(workload: w, inputs: inputs, programs: shared)
@@ -469,7 +475,7 @@ public final class PolicyCompiler {
                 if !built.contains(where: \.readsLocal) { builtBySubject[subject] = entry.programs }
             }
             for p in entry.programs { p?.used = stamp }
-            nextEndpoints[w.pod.key] = entry
+            nextEndpoints[w.key] = entry
             endpointPrograms.append((w, entry.programs))
         }
         endpointCache = nextEndpoints
@@ -483,7 +489,7 @@ public final class PolicyCompiler {
 
         // 2. Regions of address space and their identities.
         let regionResult = assignIdentities(workloads: workloads, networkSets: networkSets,
-                                            matchers: usedMatchers, local: Set(local.map(\.pod.key)), state: &state)
+                                            matchers: usedMatchers, local: Set(local.map(\.key)), state: &state)
         let identities = regionResult.keys, identityOf = regionResult.identityOf
         // An unchanged fixed part (tens of thousands of keys) has the same
         // keys: then only the workload part is compared.
@@ -514,7 +520,7 @@ public final class PolicyCompiler {
         }
         for (w, programs) in endpointPrograms {
             state.endpoints.append(CompiledEndpoint(
-                workload: w.pod.key, interface: w.pod.interface!, ip: w.ip!,
+                workload: w.key, interface: w.interface!, ip: w.ip!,
                 identity: identityOf[CIDR(w.ip!, 32)]!,
                 ingressRuleset: rulesetID(programs[0]), egressRuleset: rulesetID(programs[1])))
         }
@@ -822,7 +828,7 @@ public final class PolicyCompiler {
                 (key, member) = (cached.key, cached.member)
             } else {
                 key = identityKey(region, networkSets: networkSets)
-                member = region.workload?.pod.key ?? region.cidr.description
+                member = region.workload?.key ?? region.cidr.description
             }
             part.cached[region.cidr] = (region.workload, key, member)
             let id: UInt32
@@ -840,7 +846,7 @@ public final class PolicyCompiler {
             part.keys[id] = key
             members[id, default: []].append(member)
             part.ipcache.append(IPCacheEntry(cidr: region.cidr, identity: id,
-                                             localWorkload: region.workload.map { local.contains($0.pod.key) } ?? false))
+                                             localWorkload: region.workload.map { local.contains($0.key) } ?? false))
         }
         part.identities = members.mapValues { IdentityInfo(members: $0) }
         return part

@@ -3,16 +3,49 @@ import ManxSelectors
 
 /// A pod as policy sees it: its labels plus the labels Calico adds, its
 /// namespace's labels, and its named ports.
+///
+/// Immutable, and held by reference: the compiler copies workloads through
+/// every stage (caches, peers, regions), and a copy of the fields (a pod
+/// is a dozen strings and dictionaries) was a tenth of a compile.
 public struct Workload: Hashable, Sendable {
-    public var pod: Pod
-    public var labels: [String: String]
-    public var namespaceLabels: [String: String]
+    private final class Storage: Sendable {
+        let pod: Pod
+        let labels: [String: String]
+        let namespaceLabels: [String: String]
+        /// `pod.key` and `pod.interface`, computed once.
+        let key: String
+        let interface: String?
+        init(pod: Pod, labels: [String: String], namespaceLabels: [String: String]) {
+            self.pod = pod
+            self.labels = labels
+            self.namespaceLabels = namespaceLabels
+            key = pod.key
+            interface = pod.interface
+        }
+    }
+    private let storage: Storage
 
+    public var pod: Pod { storage.pod }
+    public var labels: [String: String] { storage.labels }
+    public var namespaceLabels: [String: String] { storage.namespaceLabels }
+    /// The pod's key (namespace/name).
+    public var key: String { storage.key }
+    /// The pod's host-side interface, if it is local.
+    public var interface: String? { storage.interface }
     public var ip: IPv4Address? { pod.ip }
     public var namespace: String { pod.namespace }
 
+    public static func == (a: Workload, b: Workload) -> Bool {
+        a.storage === b.storage || (a.pod == b.pod && a.labels == b.labels && a.namespaceLabels == b.namespaceLabels)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(pod)
+        hasher.combine(labels)
+        hasher.combine(namespaceLabels)
+    }
+
     init(pod: Pod, namespace: Namespace?, profiles: [String: Profile] = [:]) {
-        self.pod = pod
         var labels: [String: String] = [:]
         // Labels the endpoint's profiles apply (the namespace's as pcns.*,
         // as Calico's kns profile does), then the pod's own, then Calico's.
@@ -24,8 +57,7 @@ public struct Workload: Hashable, Sendable {
         labels["projectcalico.org/namespace"] = pod.namespace
         labels["projectcalico.org/orchestrator"] = "k8s"
         labels["projectcalico.org/serviceaccount"] = pod.serviceAccount
-        self.labels = labels
-        self.namespaceLabels = Workload.namespaceLabels(pod.namespace, namespace)
+        storage = Storage(pod: pod, labels: labels, namespaceLabels: Workload.namespaceLabels(pod.namespace, namespace))
     }
 
     public static func all(in resources: ResourceSet) -> [Workload] {

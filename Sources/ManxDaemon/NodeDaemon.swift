@@ -32,7 +32,7 @@ extension Dataplane: DataplaneBackend {
         return (["rulesetsAdded": "\(r.rulesetsAdded)", "rulesetsRemoved": "\(r.rulesetsRemoved)",
                  "policyEntries": "\(r.policyEntriesWritten)", "ipcacheChanges": "\(r.ipcacheChanges)",
                  "generationFlipped": "\(r.flipped)", "waitedForPrograms": "\(r.waitedForPrograms)",
-                 "conntrackRevoked": "\(r.conntrackRevoked)", "revoking": "\(r.revoking)", "attached": "\(r.attached.joined(separator: ","))"], r.missingInterfaces)
+                 "conntrackRevoked": "\(r.conntrackRevoked)", "revoking": "\(r.revoking)", "attaching": "\(r.attaching)", "applying": "\(r.inForce)", "attached": "\(r.attached.joined(separator: ","))"], r.missingInterfaces)
     }
     func remove() throws { try uninstall() }
     func expireConntrack() throws -> Int { try expireConntrack(now: monotonicNanoseconds()) }
@@ -187,11 +187,15 @@ public actor NodeDaemon: Service {
         var inForce: Duration?
         do {
             let resources = try cache.assemble()
+            let assembled = ContinuousClock.now
             let state = compiler.compile(resources, options: .init(nodeName: config.nodeName))
+            let compiled = ContinuousClock.now
             // Routing is resolved before anything changes, so a batch that
             // cannot be routed here is rejected whole.
             let routing = try prepareRouting(resources)
             if let underlay = routing?.prepared.underlay?.name { try Self.checkNotUnderlay(state, resources, underlay: underlay) }
+            let stages: Logger.Metadata = ["assembling": "\(assembled - started)", "compiling": "\(compiled - assembled)",
+                                           "preparingRoutes": "\(ContinuousClock.now - compiled)"]
             var programmed: [EndpointStatus] = []
             var (fields, missing) = try dataplane.program(state) { enforced in
                 inForce = ContinuousClock.now - received
@@ -204,6 +208,7 @@ public actor NodeDaemon: Service {
             }
             let routed = try applyRouting(routing)
             fields.merge(routed) { a, _ in a }
+            fields.merge(stages) { a, _ in a }
             let generation = metadata.generation + 1
             metadata = NodeMetadata(state: state)
             metadata.podMTU = routing?.prepared.podMTU

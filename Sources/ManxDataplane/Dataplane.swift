@@ -151,6 +151,8 @@ public final class Dataplane {
         /// Time spent finding and revoking approvals of peers that changed identity.
         public var revoking: Duration = .zero
         public var attached: [String] = []
+        /// Time spent checking and attaching programs on interfaces.
+        public var attaching: Duration = .zero
         /// Endpoints whose interface does not exist (yet): not programmed.
         public var missingInterfaces: [String] = []
     }
@@ -248,6 +250,8 @@ public final class Dataplane {
                 // closed on unknown interfaces. Checked once per interface
                 // per daemon, so a restarted daemon puts its programs in place.
                 if !interfaces.attach || verifiedAttachments.contains(ifindex) { continue }
+                let attachStart = ContinuousClock.now
+                defer { report.attaching += ContinuousClock.now - attachStart }
                 let ingressID = try TC.attachedProgramID(ifindex: ifindex, hook: .ingress)
                 let egressID = try TC.attachedProgramID(ifindex: ifindex, hook: .egress)
                 if ingressID != fromWorkload.id || egressID != toWorkload.id {

@@ -32,6 +32,8 @@ public final class ResourceCache {
     struct Entry: Sendable {
         var digest: UInt64
         var decoded: ResourceSet.DecodedFile
+        /// `decoded` without its policies (the cache keeps those in order).
+        var others: ResourceSet.DecodedFile
     }
 
     public init(check: KeyCheck? = nil) { self.check = check }
@@ -75,7 +77,8 @@ public final class ResourceCache {
 
     private static func decode(_ key: String, _ text: String, _ digest: UInt64, check: KeyCheck?) -> Entry {
         let file = ResourceSet.decodeFile(name: key, text: text)
-        return Entry(digest: digest, decoded: file.adding(check?(key, file) ?? []))
+        let decoded = file.adding(check?(key, file) ?? [])
+        return Entry(digest: digest, decoded: decoded, others: decoded.withoutPolicies)
     }
 
     /// Decodes keys on every CPU (a snapshot of a large datastore is
@@ -170,6 +173,6 @@ public final class ResourceCache {
             // The full path reports each duplicate where it is.
             return try ResourceSet.assemble(entries.sorted { $0.key < $1.key }.map(\.value.decoded))
         }
-        return try ResourceSet.assemble(otherKeys.sorted().map { entries[$0]!.decoded }, policies: policies, stamps: PolicyStamps(stamps))
+        return try ResourceSet.assemble(otherKeys.sorted().map { entries[$0]!.others }, policies: policies, stamps: PolicyStamps(stamps))
     }
 }

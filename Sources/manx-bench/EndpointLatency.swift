@@ -36,6 +36,12 @@ struct EndpointLatency: ParsableCommand {
     @Flag(help: "The background policies' 100 pods are endpoints of this node (on veth pairs in its namespace), so the policies apply here.")
     var localBackground = false
 
+    @Option(help: "Microseconds between the prober's attempts (0: back to back, which keeps a CPU busy).")
+    var probeInterval: Int = 0
+
+    @Option(help: "manxd's log level (info logs each pass's stages).")
+    var daemonLogLevel: String = "warning"
+
     func run() throws {
         guard ["directory", "etcd"].contains(datastore) else { throw ValidationError("--datastore must be directory or etcd") }
         guard ["pod", "policy"].contains(change) else { throw ValidationError("--change must be pod or policy") }
@@ -120,7 +126,7 @@ struct EndpointLatency: ParsableCommand {
         _ = try write("webpolicy", webPolicy(port: 80))
         commits = []
         let store = etcd == nil ? ["--datastore", ds] : ["--etcd-endpoints", "http://127.0.0.1:2379"]
-        _ = try lab.spawn(in: lab.node, [bin + "/manxd"] + store + ["--node", prefix, "--log-level", "warning"],
+        _ = try lab.spawn(in: lab.node, [bin + "/manxd"] + store + ["--node", prefix, "--log-level", daemonLogLevel],
                           log: "/tmp/\(prefix)-manxd.log", needsPins: true)
         // Until the base is in force: the client's endpoint is programmed.
         for _ in 0..<600 {
@@ -144,7 +150,7 @@ struct EndpointLatency: ParsableCommand {
             // for its retransmission (the ~1 s outliers of earlier runs).
             _ = try Command.checked(["ip", "netns", "exec", lab.node, "ping", "-c", "1", "-W", "1", ip])
             let t0 = try write("web\(k)", "apiVersion: v1\nkind: Pod\nmetadata: {name: web\(k), namespace: lat, labels: {app: web}, annotations: {manx.io/interface: \(iface)}}\nstatus: {podIP: \(ip)}\n")
-            let elapsed = try Self.firstJudged(from: clientNs, inet_addr(ip), allowed: 80, refused: 81, since: t0)
+            let elapsed = try Self.firstJudged(from: clientNs, inet_addr(ip), allowed: 80, refused: 81, since: t0, interval: probeInterval)
             if change == "pod" { samples.append(elapsed * 1000) }
         }
         if change == "policy" {
@@ -154,7 +160,7 @@ struct EndpointLatency: ParsableCommand {
             for k in 0..<count {
                 let (allowed, refused): (UInt16, UInt16) = k % 2 == 0 ? (81, 80) : (80, 81)
                 let t0 = try write("webpolicy", webPolicy(port: Int(allowed)))
-                samples.append(try Self.firstJudged(from: clientNs, inet_addr("10.61.1.1"), allowed: allowed, refused: refused, since: t0) * 1000)
+                samples.append(try Self.firstJudged(from: clientNs, inet_addr("10.61.1.1"), allowed: allowed, refused: refused, since: t0, interval: probeInterval) * 1000)
                 usleep(100_000)
             }
         }
@@ -195,13 +201,15 @@ struct EndpointLatency: ParsableCommand {
     /// connection judged by the new state; in seconds from `t0`. Short
     /// timeouts (a veth answers in microseconds): an attempt whose SYN
     /// the old state dropped costs at most its timeout, not a retransmission.
-    static func firstJudged(from netns: String, _ target: in_addr_t, allowed: UInt16, refused: UInt16, since t0: Double) throws -> Double {
+    static func firstJudged(from netns: String, _ target: in_addr_t, allowed: UInt16, refused: UInt16, since t0: Double,
+                            interval: Int = 0) throws -> Double {
         try NetworkNamespace.run(netns) { () -> Double in
             while now() - t0 < 10 {
                 let attempt = now()
                 if !connects(target, refused, timeoutMs: 3) && connects(target, allowed, timeoutMs: 5) {
                     return attempt - t0
                 }
+                if interval > 0 { usleep(UInt32(interval)) }
             }
             return .infinity
         }
