@@ -95,7 +95,6 @@ public final class PolicyCompiler {
         = ([:], 0, -1, [:])
 
     struct PolicyOrder {
-        var byTier: [String: [Policy.Direction: [Int]]]
         var tiers: [String]
         /// Per direction, each policy's place in its tier's list (-1: not in that direction).
         var rank: [Policy.Direction: [Int]]
@@ -106,6 +105,8 @@ public final class PolicyCompiler {
     /// `(index into the tiers, policy indices in order)`), for one order.
     typealias Applying = [Policy.Direction: [(tier: Int, policies: [Int])]]
     private var applyingCache: (orderVersion: Int, bySubject: [Int: Applying]) = (0, [:])
+    /// The policies of `order`, by what their subjects must have.
+    private var applyIndex = ApplyIndex()
     /// Each subject's program inputs (see `EndpointEntry.inputs`), the same
     /// array while they do not change, so endpoints compare them at once.
     private var subjectInputs: [Int: [[Int]]] = [:]
@@ -393,9 +394,12 @@ public final class PolicyCompiler {
             }
             func tierOrder(_ name: String) -> (Double, String) { (resources.tiers[name]?.order ?? .infinity, name) }
             versions += 1
-            order = PolicyOrder(byTier: byTier, tiers: byTier.keys.sorted { tierOrder($0) < tierOrder($1) }, rank: rank, version: versions)
+            order = PolicyOrder(tiers: byTier.keys.sorted { tierOrder($0) < tierOrder($1) }, rank: rank, version: versions)
+            applyIndex = ApplyIndex(policies.map(\.appliesTo))
+        } else {
+            for i in changed { applyIndex.update(i, policies[i].appliesTo) }
         }
-        let policiesByTier = order!.byTier, tierNames = order!.tiers, orderVersion = order!.version
+        let tierNames = order!.tiers, orderVersion = order!.version
 
         // Which policies apply to each local endpoint: evaluated once per
         // policy and subject (the labels and namespace selectors read).
@@ -434,10 +438,14 @@ public final class PolicyCompiler {
                 }
             } else {
                 perDirection = [:]
+                let applying = applyIndex.candidates(subjects[subject]).filter { applies(entries[$0], subject) }
+                let tierOf = Dictionary(uniqueKeysWithValues: tierNames.enumerated().map { ($1, $0) })
                 for direction in Policy.Direction.allCases {
-                    for (t, tierName) in tierNames.enumerated() {
-                        let applying = (policiesByTier[tierName]![direction] ?? []).filter { applies(entries[$0], subject) }
-                        if !applying.isEmpty { perDirection[direction, default: []].append((t, applying)) }
+                    let rank = order!.rank[direction]!
+                    var byTier: [Int: [Int]] = [:]
+                    for i in applying where rank[i] >= 0 { byTier[tierOf[entries[i].policy.tier]!, default: []].append(i) }
+                    for t in byTier.keys.sorted() {
+                        perDirection[direction, default: []].append((t, byTier[t]!.sorted { rank[$0] < rank[$1] }))
                     }
                 }
             }
