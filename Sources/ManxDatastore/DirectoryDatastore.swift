@@ -42,10 +42,19 @@ public struct DirectoryDatastore: Datastore {
                 backoffMs = 100
                 var lastScan = ContinuousClock.now
                 while !stopped.flag.load(ordering: .relaxed) {
-                    let changed = watcher.wait(timeoutMs: 250)
-                    guard changed || ContinuousClock.now - lastScan >= .seconds(2) else { continue }
-                    lastScan = ContinuousClock.now
-                    let changes = try scanner.scan()
+                    // The files the events name are read; every 2 s, and when
+                    // events were lost, the whole directory is (a change that
+                    // raised no event, such as one through a bind mount).
+                    let changes: [String: String?]
+                    switch watcher.wait(timeoutMs: 250) {
+                    case .names(let names) where ContinuousClock.now - lastScan < .seconds(2):
+                        changes = try scanner.scan(only: names)
+                    case .none where ContinuousClock.now - lastScan < .seconds(2):
+                        continue
+                    default:
+                        lastScan = ContinuousClock.now
+                        changes = try scanner.scan()
+                    }
                     if changes.isEmpty { continue }
                     revision += 1
                     out.yield(.changes(changes, revision: revision))
@@ -134,9 +143,12 @@ public struct DirectoryDatastore: Datastore {
 
     /// The datastore's files: `*.yaml` and `*.yml`, not hidden, sorted.
     public func fileNames() throws -> [String] {
-        try FileManager.default.contentsOfDirectory(atPath: directory)
-            .filter { !$0.hasPrefix(".") && ($0.hasSuffix(".yaml") || $0.hasSuffix(".yml")) }
-            .sorted()
+        try FileManager.default.contentsOfDirectory(atPath: directory).filter(Self.isResourceFile).sorted()
+    }
+
+    /// Whether a directory entry of this name is read: `*.yaml` and `*.yml`, not hidden.
+    static func isResourceFile(_ name: String) -> Bool {
+        !name.hasPrefix(".") && (name.hasSuffix(".yaml") || name.hasSuffix(".yml"))
     }
 
     func read(_ name: String) throws -> String {

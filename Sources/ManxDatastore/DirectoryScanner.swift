@@ -23,12 +23,25 @@ final class DirectoryScanner {
     init(_ datastore: DirectoryDatastore) { self.datastore = datastore }
 
     /// Files changed since the last scan: their text, or nil if removed.
-    /// The first scan reports every file.
-    func scan() throws -> [String: String?] {
+    /// The first scan reports every file. With `names`, only those entries
+    /// are looked at (what the directory's events were about); the others
+    /// are as they were.
+    func scan(only names: Set<String>? = nil) throws -> [String: String?] {
+        guard let names else { return try scan(try datastore.fileNames(), all: true) }
+        return try scan(names.filter(DirectoryDatastore.isResourceFile).sorted(), all: false)
+    }
+
+    private func scan(_ listed: [String], all: Bool) throws -> [String: String?] {
         var changes: [String: String?] = [:]
-        var next: [String: Stamp] = [:]
-        for name in try datastore.fileNames() {
-            guard var stamp = stamp(name) else { continue } // removed meanwhile
+        var next: [String: Stamp] = all ? [:] : stamps
+        for name in listed {
+            guard var stamp = stamp(name) else { // removed (meanwhile)
+                if !all, stamps[name] != nil {
+                    changes[name] = .some(nil)
+                    next[name] = nil
+                }
+                continue
+            }
             if stamps[name] != stamp {
                 // Read until the file holds still across the read; a file
                 // removed meanwhile is gone, as if it had not been listed.
@@ -43,7 +56,7 @@ final class DirectoryScanner {
             }
             next[name] = stamp
         }
-        for name in stamps.keys where next[name] == nil { changes[name] = .some(nil) }
+        if all { for name in stamps.keys where next[name] == nil { changes[name] = .some(nil) } }
         stamps = next
         return changes
     }

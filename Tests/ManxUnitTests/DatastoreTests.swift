@@ -104,6 +104,61 @@ final class DatastoreTests: XCTestCase {
         }
     }
 
+    /// Each event is about one entry, and only that file is read (at once,
+    /// not at the next full scan): written
+    /// in place, renamed into place from a hidden file (ignored), renamed
+    /// away, removed; a file of another suffix changes nothing.
+    func testWatchReadsTheFilesItsEventsName() async throws {
+        let ds = DirectoryDatastore(directory: dir)
+        try ds.write("a.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n")
+        /// The cache, fed by the updates on a task of its own.
+        final class Follower: @unchecked Sendable {
+            let lock = NSLock()
+            let cache = ResourceCache()
+            var keys = Set<String>()
+            func take(_ update: DatastoreUpdate) {
+                lock.withLock {
+                    cache.apply(update)
+                    if case .changes(let changes, _) = update { keys.formUnion(changes.keys) }
+                }
+            }
+        }
+        let follower = Follower()
+        let updates = ds.updates()
+        let task = Task { for await update in updates { follower.take(update) } }
+        defer { task.cancel() }
+        /// The keys of the updates until the cache holds these namespaces,
+        /// which must be within 1 s (from the events, not the full scan
+        /// every 2 s).
+        func changedKeys(until namespaces: Set<String>) throws -> Set<String> {
+            let deadline = Date().addingTimeInterval(1)
+            while follower.lock.withLock({ (try? Set(follower.cache.assemble().namespaces.keys)) != namespaces }) {
+                guard Date() < deadline else {
+                    XCTFail("not \(namespaces) within 1 s")
+                    return []
+                }
+                usleep(2_000)
+            }
+            return try follower.lock.withLock {
+                XCTAssertEqual(follower.cache.digest, try ds.snapshot().digest)
+                defer { follower.keys = [] }
+                return follower.keys
+            }
+        }
+        _ = try changedKeys(until: ["a"])
+        let namespace = { (name: String) in "apiVersion: v1\nkind: Namespace\nmetadata: {name: \(name)}\n" }
+        try namespace("b").write(toFile: "\(dir)/b.yaml", atomically: false, encoding: .utf8)
+        XCTAssertEqual(try changedKeys(until: ["a", "b"]), ["b.yaml"])
+        try namespace("notes").write(toFile: "\(dir)/notes.txt", atomically: false, encoding: .utf8)
+        try namespace("c").write(toFile: "\(dir)/.c.tmp", atomically: false, encoding: .utf8)
+        XCTAssertEqual(rename("\(dir)/.c.tmp", "\(dir)/c.yaml"), 0)
+        XCTAssertEqual(try changedKeys(until: ["a", "b", "c"]), ["c.yaml"])
+        XCTAssertEqual(rename("\(dir)/a.yaml", "\(dir)/a.yaml.old"), 0)
+        XCTAssertEqual(try changedKeys(until: ["b", "c"]), ["a.yaml"])
+        try ds.remove("b.yaml")
+        XCTAssertEqual(try changedKeys(until: ["c"]), ["b.yaml"])
+    }
+
     /// The cache keeps its policies in order change by change; whatever the
     /// changes (policies moved between keys, duplicated, removed, files
     /// with other kinds or errors, snapshots of many keys), it assembles
