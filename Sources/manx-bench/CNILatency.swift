@@ -1,8 +1,11 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import ManxBPF
 import ManxCommand
 import ManxConformance
+import ManxMapLayout
+import ManxNodeState
 
 /// Time from the start of a CNI ADD to the pod's first policed packet, on a
 /// one-node simulated cluster (manxd running, either datastore), broken
@@ -85,6 +88,7 @@ struct CNILatency: ParsableCommand {
         try cluster.waitApplied(timeout: 300)
         let client = try cluster.addPod("lat/client", node: node)
 
+        let events = try BPFRingBuffer(try BPFMap.openPinned("\(NodePaths(node: node).pinRoot)/\(MANX_MAP_EVENTS)"))
         var rows: [[Double]] = [] // per pod: the stages' times, the first packet after ADD returned, the total
         for k in 0..<count {
             let name = "web\(k)"
@@ -110,7 +114,8 @@ struct CNILatency: ParsableCommand {
                 throw RunnerError("manx-cni ADD of lat/\(name) failed: \(out.stdout) \(out.stderr)")
             }
             let marks = try Self.marks(out.stderr)
-            let judged = try t0 + EndpointLatency.firstJudged(from: client.netns, inet_addr(ip), allowed: 80, refused: 81, since: t0)
+            let judged = try t0 + EndpointLatency.firstJudged(from: client.netns, inet_addr(ip), allowed: 80, refused: 81, since: t0,
+                                                                    events: events, interval: 20)
             var previous = t0, row: [Double] = []
             for (mark, _) in Self.stages {
                 guard let t = marks[mark] else { throw RunnerError("manx-cni reported no '\(mark)' time: \(out.stderr)") }

@@ -5,18 +5,26 @@ import ManxBPF
 import ManxCommand
 import ManxConformance
 import ManxDatastore
+import ManxMapLayout
 import ManxModel
+import ManxNodeState
 
 /// Time from a pod appearing in the datastore to its first correctly
 /// policed packet, with manxd running as a daemon: the new pod's policy
-/// admits the client on port 80 only, so the moment port 81 stops
-/// connecting (while 80 still does) is when enforcement began. With
-/// `--change policy`, one pod stays and its policy changes instead, from
-/// port 80 to 81 and back: the first connection judged by the new rule set
-/// is the one to the newly allowed port that succeeds while the other port
-/// is refused. The clock starts when the write is done: the file renamed
-/// into the directory, or etcd's answer to the put (whose own latency is
-/// reported beside).
+/// admits the client on port 80 only. With `--change policy`, one pod stays
+/// and its policy changes instead, from port 80 to 81 and back.
+///
+/// The client keeps sending SYNs to the port the new state refuses, and
+/// the first packet judged by the new rule set is the first of them that
+/// the dataplane denies by a policy rule: its flow event carries the
+/// kernel's timestamp (CLOCK_MONOTONIC, the bench's clock). A new pod's
+/// interface is attached with a slot that denies everything until the
+/// flip; those drops name no rule, and do not count. Once found, the
+/// other port must connect. (Timing a connect that fails by its timeout
+/// instead, as before, was off by up to the timeout, in either direction.)
+/// The clock starts when the write is done: the file renamed into the
+/// directory, or etcd's answer to the put (whose own latency is reported
+/// beside).
 struct EndpointLatency: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "endpoint-latency",
                                                     abstract: "Datastore write to first policed packet, p50/p99.")
@@ -36,8 +44,11 @@ struct EndpointLatency: ParsableCommand {
     @Flag(help: "The background policies' 100 pods are endpoints of this node (on veth pairs in its namespace), so the policies apply here.")
     var localBackground = false
 
-    @Option(help: "Microseconds between the prober's attempts (0: back to back, which keeps a CPU busy).")
-    var probeInterval: Int = 0
+    @Option(help: "Microseconds between the client's SYNs (0: back to back, which keeps a CPU busy).")
+    var probeInterval: Int = 20
+
+    @Flag(help: "Print every sample (ms, in order) to stderr.")
+    var printSamples = false
 
     @Option(help: "manxd's log level (info logs each pass's stages).")
     var daemonLogLevel: String = "warning"
@@ -116,11 +127,11 @@ struct EndpointLatency: ParsableCommand {
                 commits.append((acknowledged - sent) * 1000)
                 return acknowledged
             }
-            let t0 = Self.now()
-            // Atomic write: the daemon sees the whole resource at once.
+            // Atomic write: the daemon sees the whole resource at once; it is
+            // written when the rename returns.
             try yaml.write(toFile: "\(ds)/.\(name).tmp", atomically: false, encoding: .utf8)
             rename("\(ds)/.\(name).tmp", "\(ds)/\(name).yaml")
-            return t0
+            return Self.now()
         }
         // The pods' policy in a key (file) of its own, so that it can change alone.
         _ = try write("webpolicy", webPolicy(port: 80))
@@ -135,6 +146,7 @@ struct EndpointLatency: ParsableCommand {
         }
         usleep(500_000)
 
+        let events = try BPFRingBuffer(try BPFMap.openPinned("\(NodePaths(node: prefix).pinRoot)/\(MANX_MAP_EVENTS)"))
         var samples: [Double] = []
         for k in 0..<(change == "pod" ? count : 1) {
             let ip = "10.61.1.\(k + 1)"
@@ -150,7 +162,7 @@ struct EndpointLatency: ParsableCommand {
             // for its retransmission (the ~1 s outliers of earlier runs).
             _ = try Command.checked(["ip", "netns", "exec", lab.node, "ping", "-c", "1", "-W", "1", ip])
             let t0 = try write("web\(k)", "apiVersion: v1\nkind: Pod\nmetadata: {name: web\(k), namespace: lat, labels: {app: web}, annotations: {manx.io/interface: \(iface)}}\nstatus: {podIP: \(ip)}\n")
-            let elapsed = try Self.firstJudged(from: clientNs, inet_addr(ip), allowed: 80, refused: 81, since: t0, interval: probeInterval)
+            let elapsed = try Self.firstJudged(from: clientNs, inet_addr(ip), allowed: 80, refused: 81, since: t0, events: events, interval: probeInterval)
             if change == "pod" { samples.append(elapsed * 1000) }
         }
         if change == "policy" {
@@ -160,10 +172,12 @@ struct EndpointLatency: ParsableCommand {
             for k in 0..<count {
                 let (allowed, refused): (UInt16, UInt16) = k % 2 == 0 ? (81, 80) : (80, 81)
                 let t0 = try write("webpolicy", webPolicy(port: Int(allowed)))
-                samples.append(try Self.firstJudged(from: clientNs, inet_addr("10.61.1.1"), allowed: allowed, refused: refused, since: t0, interval: probeInterval) * 1000)
+                samples.append(try Self.firstJudged(from: clientNs, inet_addr("10.61.1.1"), allowed: allowed, refused: refused, since: t0, events: events,
+                                                   interval: probeInterval) * 1000)
                 usleep(100_000)
             }
         }
+        if printSamples { FileHandle.standardError.write(Data(samples.map { String(format: "%.2f\n", $0) }.joined().utf8)) }
         print(Markdown.table(["datastore", "change", "policies loaded", "samples", "p50 ms", "p99 ms", "max ms", "etcd put p50 ms", "etcd put p99 ms"],
                              [[datastore, change, "\(backgroundPolicies)", "\(count)", Self.pct(samples, 0.5), Self.pct(samples, 0.99), Self.pct(samples, 1),
                                Self.pct(commits, 0.5), Self.pct(commits, 0.99)]]))
@@ -197,22 +211,41 @@ struct EndpointLatency: ParsableCommand {
         return (sent, acknowledged)
     }
 
-    /// Until `allowed` connects while `refused` does not: the first
-    /// connection judged by the new state; in seconds from `t0`. Short
-    /// timeouts (a veth answers in microseconds): an attempt whose SYN
-    /// the old state dropped costs at most its timeout, not a retransmission.
+    /// The first SYN to `refused` denied by a policy rule at or after `t0`
+    /// (see the type's comment), in seconds from `t0`; then `allowed` must
+    /// connect and `refused` must not.
     static func firstJudged(from netns: String, _ target: in_addr_t, allowed: UInt16, refused: UInt16, since t0: Double,
-                            interval: Int = 0) throws -> Double {
-        try NetworkNamespace.run(netns) { () -> Double in
-            while now() - t0 < 10 {
-                let attempt = now()
-                if !connects(target, refused, timeoutMs: 3) && connects(target, allowed, timeoutMs: 5) {
-                    return attempt - t0
+                            events: BPFRingBuffer, interval: Int) throws -> Double {
+        nonisolated(unsafe) let events = events // used by this thread alone until it returns
+        return try NetworkNamespace.run(netns) { () throws -> Double in
+            var judged: Double?
+            while judged == nil {
+                guard now() - t0 < 10 else { throw RunnerError("no packet to port \(refused) was denied by a rule within 10 s") }
+                sendSYN(target, refused)
+                for record in try events.poll(timeoutMs: 0) where record.count >= MemoryLayout<manx_flow_event>.size {
+                    let e = record.withUnsafeBytes { $0.loadUnaligned(as: manx_flow_event.self) }
+                    let at = Double(e.timestamp_ns) / 1e9
+                    guard judged == nil, at >= t0, e.daddr == target, UInt16(bigEndian: e.dport) == refused,
+                          e.verdict == UInt8(MANX_VERDICT_DENY.rawValue), e.rule_id >= MANX_RULE_FIRST else { continue }
+                    judged = at - t0
                 }
                 if interval > 0 { usleep(UInt32(interval)) }
             }
-            return .infinity
+            guard connects(target, allowed, timeoutMs: 500), !connects(target, refused, timeoutMs: 50) else {
+                throw RunnerError("after the first denial of port \(refused), port \(allowed) does not connect or \(refused) does")
+            }
+            return judged!
         }
+    }
+
+    /// A SYN to the port, without waiting for anything: the socket is
+    /// closed at once (an answer gets a reset).
+    static func sendSYN(_ ip: in_addr_t, _ port: UInt16) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { return }
+        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: port.bigEndian, sin_addr: in_addr(s_addr: ip), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        close(fd)
     }
 
     /// The p-quantile of `values` (the nearest rank); nil for none.
