@@ -47,7 +47,7 @@ public final class Cluster: @unchecked Sendable {
     public let datastore: ClusterDatastore
     public var underlay: String { "\(prefix)-ul" }
     public private(set) var pods: [String: Pod] = [:]
-    private var logs: String { "/tmp/\(prefix)-logs" }
+    public var logs: String { "/tmp/\(prefix)-logs" }
 
     public init(prefix: String, options: Options) {
         self.prefix = prefix

@@ -66,3 +66,13 @@ public final class Lab: @unchecked Sendable {
         namespaces = []
     }
 }
+
+/// A fresh directory only its creator knows (mkdtemp), never a predictable
+/// path in /tmp; the caller removes it.
+public func makeScratchDirectory(_ prefix: String) throws -> String {
+    var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+    guard let dir = mkdtemp(&template) else {
+        throw RunnerError("mkdtemp /tmp/\(prefix)-XXXXXX: \(String(cString: strerror(errno)))")
+    }
+    return String(cString: dir)
+}

@@ -60,6 +60,8 @@ public final class ConformanceRunner {
         let podNetns: [String: String]
         /// "ns/pod" -> the network namespace of the node it runs on.
         let podNode: [String: String]
+        /// Where the daemons' and servers' logs go.
+        let logs: String
         /// The model as datastore resources, with a case's overrides.
         let renderModel: (Expectation.ModelOverrides?) -> String
     }
@@ -89,28 +91,28 @@ public final class ConformanceRunner {
         }
         try cluster.waitApplied()
         let node = Node(lab: cluster.lab, datastore: cluster.datastore, paths: cluster.nodeNames.map { NodePaths(node: $0) },
-                        podNetns: podNetns, podNode: podNode, renderModel: render)
-        try startServers(node, logs: "/tmp/\(prefix)-logs")
+                        podNetns: podNetns, podNode: podNode, logs: cluster.logs, renderModel: render)
+        try startServers(node, logs: node.logs)
         try body(node)
     }
 
     private func withNode(_ model: ConformanceModel, _ body: (Node) throws -> Void) throws {
         let prefix = "mxc\(getpid() % 100_000)"
         let lab = Lab(prefix: prefix)
-        let dsDir = "/tmp/\(prefix)-datastore"
+        let scratch = try makeScratchDirectory(prefix)
+        let dsDir = "\(scratch)/datastore", logs = "\(scratch)/logs"
         let paths = NodePaths(node: prefix)
         let cleanup = {
             lab.teardown()
-            try? FileManager.default.removeItem(atPath: dsDir)
+            try? FileManager.default.removeItem(atPath: scratch)
             try? FileManager.default.removeItem(atPath: paths.pinRoot)
             try? FileManager.default.removeItem(atPath: paths.stateDirectory)
-            try? FileManager.default.removeItem(atPath: "/tmp/\(prefix)-logs")
         }
         SignalCleanup.install(cleanup)
         defer { cleanup(); SignalCleanup.clear() }
 
         try FileManager.default.createDirectory(atPath: dsDir, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: "/tmp/\(prefix)-logs", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
         try lab.createNode()
         var podNetns: [String: String] = [:]
         var interfaces: [String: String] = [:]
@@ -124,11 +126,11 @@ public final class ConformanceRunner {
         let render = { (o: Expectation.ModelOverrides?) in ModelYAML.render(model, interfaces: interfaces, overrides: o) }
         try datastore.write("model.yaml", render(nil))
         _ = try lab.spawn(in: lab.node, [bin("manxd"), "--datastore", dsDir, "--node", prefix, "--log-level", "notice"] + dataplaneArguments,
-                          log: "/tmp/\(prefix)-logs/manxd.log", needsPins: true)
+                          log: "\(logs)/manxd.log", needsPins: true)
         let node = Node(lab: lab, datastore: datastore, paths: [paths], podNetns: podNetns,
-                        podNode: podNetns.mapValues { _ in lab.node }, renderModel: render)
+                        podNode: podNetns.mapValues { _ in lab.node }, logs: logs, renderModel: render)
         if case .rejected(let error) = try waitApplied(node) { throw RunnerError("the model was rejected: \(error)") }
-        try startServers(node, logs: "/tmp/\(prefix)-logs")
+        try startServers(node, logs: logs)
         try body(node)
     }
 
@@ -160,7 +162,7 @@ public final class ConformanceRunner {
     private func waitApplied(_ node: Node) throws -> ApplyOutcome {
         let target = try node.datastore.target()
         var outcome: ApplyOutcome?
-        try waitFor("manxd to apply the datastore (logs: /tmp/\(node.lab.prefix)-logs)") {
+        try waitFor("manxd to apply the datastore (logs: \(node.logs))") {
             var applied = 0
             for paths in node.paths {
                 guard let meta = try? NodeMetadata.read(paths) else { return false }

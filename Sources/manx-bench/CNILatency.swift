@@ -60,7 +60,11 @@ struct CNILatency: ParsableCommand {
         options.nodes = 1
         options.etcdMembers = datastore == "etcd" ? 1 : 0
         let cluster = Cluster(prefix: prefix, options: options)
-        defer { cluster.teardown() }
+        let scratch = try makeScratchDirectory(prefix)
+        defer {
+            cluster.teardown()
+            try? FileManager.default.removeItem(atPath: scratch)
+        }
         try cluster.up()
         let node = cluster.nodeNames[0]
 
@@ -96,7 +100,7 @@ struct CNILatency: ParsableCommand {
             try cluster.waitApplied()
             let netns = "\(prefix)-lat-\(name)"
             try cluster.lab.createNamespace(netns)
-            let ready = "/tmp/\(prefix)-\(name).ready"
+            let ready = "\(scratch)/\(name).ready"
             _ = try cluster.lab.spawn(in: netns, [bin + "/manx-probe", "serve", "--ports", "80,81", "--ready-file", ready], log: "/dev/null")
             for _ in 0..<200 where !FileManager.default.fileExists(atPath: ready) { usleep(5_000) }
             try? FileManager.default.removeItem(atPath: ready)

@@ -50,7 +50,7 @@ struct EndpointLatency: ParsableCommand {
     @Flag(help: "Print every sample (ms, in order) to stderr.")
     var printSamples = false
 
-    @Option(help: "manxd's log level (info logs each pass's stages).")
+    @Option(help: "manxd's log level (info logs each pass's stages); with another level than warning the scratch directory, logs included, is kept and named on stderr.")
     var daemonLogLevel: String = "warning"
 
     func run() throws {
@@ -59,19 +59,24 @@ struct EndpointLatency: ParsableCommand {
         let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         let prefix = "mxel\(getpid() % 1000)"
         let lab = Lab(prefix: prefix)
-        let ds = "/tmp/\(prefix)-ds"
-        let etcd = datastore == "etcd" ? EtcdMember(name: "m1", host: "127.0.0.1", netns: lab.node, dataDirectory: "\(ds)/etcd") : nil
+        let scratch = try makeScratchDirectory(prefix)
+        let ds = "\(scratch)/ds"
+        let etcd = datastore == "etcd" ? EtcdMember(name: "m1", host: "127.0.0.1", netns: lab.node, dataDirectory: "\(scratch)/etcd") : nil
         defer {
             etcd?.stop()
             lab.teardown()
-            try? FileManager.default.removeItem(atPath: ds)
+            if daemonLogLevel == "warning" {
+                try? FileManager.default.removeItem(atPath: scratch)
+            } else {
+                FileHandle.standardError.write(Data("logs kept in \(scratch)\n".utf8))
+            }
             try? FileManager.default.removeItem(atPath: "/sys/fs/bpf/manx/\(prefix)")
             try? FileManager.default.removeItem(atPath: "/run/manx/\(prefix)")
         }
         try FileManager.default.createDirectory(atPath: ds, withIntermediateDirectories: true)
         try lab.createNode()
         if let etcd {
-            try etcd.start(cluster: [etcd], token: prefix, log: "/tmp/\(prefix)-etcd.log")
+            try etcd.start(cluster: [etcd], token: prefix, log: "\(scratch)/etcd.log")
             try etcd.waitReady()
         }
         let (clientNs, clientIf) = try lab.addPod("c", ip: "10.61.0.1")
@@ -138,7 +143,7 @@ struct EndpointLatency: ParsableCommand {
         commits = []
         let store = etcd == nil ? ["--datastore", ds] : ["--etcd-endpoints", "http://127.0.0.1:2379"]
         _ = try lab.spawn(in: lab.node, [bin + "/manxd"] + store + ["--node", prefix, "--log-level", daemonLogLevel],
-                          log: "/tmp/\(prefix)-manxd.log", needsPins: true)
+                          log: "\(scratch)/manxd.log", needsPins: true)
         // Until the base is in force: the client's endpoint is programmed.
         for _ in 0..<600 {
             if let meta = try? String(contentsOfFile: "/run/manx/\(prefix)/metadata.json", encoding: .utf8), meta.contains("lat/client") { break }
@@ -151,7 +156,7 @@ struct EndpointLatency: ParsableCommand {
         for k in 0..<(change == "pod" ? count : 1) {
             let ip = "10.61.1.\(k + 1)"
             let (ns, iface) = try lab.addPod("n\(k)", ip: ip)
-            let ready = "/tmp/\(prefix)-n\(k).ready"
+            let ready = "\(scratch)/n\(k).ready"
             _ = try lab.spawn(in: ns, [bin + "/manx-probe", "serve", "--ports", "80,81", "--ready-file", ready], log: "/dev/null")
             for _ in 0..<200 where !FileManager.default.fileExists(atPath: ready) { usleep(5_000) }
             try? FileManager.default.removeItem(atPath: ready)

@@ -129,9 +129,10 @@ struct Traffic: ParsableCommand {
     func setUp(mode: String, rules n: Int, index: Int, bin: String) throws -> Setup {
         let prefix = "mxbt\(getpid() % 1000)\(index)"
         let lab = Lab(prefix: prefix)
-        let ds = "/tmp/\(prefix)-ds"
+        let scratch = try makeScratchDirectory(prefix)
+        let ds = "\(scratch)/ds", ready = "\(scratch)/ready"
         var setup = Setup(mode: mode, rules: n, lab: lab, clientNs: "", applySeconds: 0,
-                          paths: [ds, "/sys/fs/bpf/manx/\(prefix)", "/run/manx/\(prefix)", "/tmp/\(prefix)-ready"])
+                          paths: [scratch, "/sys/fs/bpf/manx/\(prefix)", "/run/manx/\(prefix)"])
         do {
             try FileManager.default.createDirectory(atPath: ds, withIntermediateDirectories: true)
             try lab.createNode()
@@ -141,7 +142,7 @@ struct Traffic: ParsableCommand {
             for ns in [clientNs, serverNs] {
                 _ = try? run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
             }
-            _ = try lab.spawn(in: serverNs, [bin + "/manx-probe", "serve", "--ports", "80", "--ready-file", "/tmp/\(prefix)-ready"], log: "/dev/null")
+            _ = try lab.spawn(in: serverNs, [bin + "/manx-probe", "serve", "--ports", "80", "--ready-file", ready], log: "/dev/null")
             _ = try lab.spawn(in: serverNs, ["iperf3", "-s", "-p", "5201"], log: "/dev/null")
             try Self.resources(rules: n, client: clientIf, server: serverIf).write(toFile: "\(ds)/bench.yaml", atomically: true, encoding: .utf8)
             if mode != "none" {
@@ -152,7 +153,7 @@ struct Traffic: ParsableCommand {
                 try run(args)
                 setup.applySeconds = Date().timeIntervalSince(t0)
             }
-            for _ in 0..<100 where !FileManager.default.fileExists(atPath: "/tmp/\(prefix)-ready") { usleep(20_000) }
+            for _ in 0..<100 where !FileManager.default.fileExists(atPath: ready) { usleep(20_000) }
             usleep(200_000) // iperf3 listening
             return setup
         } catch {

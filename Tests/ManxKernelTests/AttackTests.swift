@@ -300,7 +300,7 @@ final class IptablesAttackTests: XCTestCase {
         let prefix = testPrefix("ia\(backend.rawValue.prefix(1))")
         let lab = Lab(prefix: prefix)
         let paths = NodePaths(node: prefix)
-        let work = try makeTemporaryDirectory(prefix)
+        let work = try makeScratchDirectory(prefix)
         defer {
             lab.teardown()
             try? FileManager.default.removeItem(atPath: work)

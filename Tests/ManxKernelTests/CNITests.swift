@@ -50,9 +50,9 @@ final class CNITests: XCTestCase {
         prefix = testPrefix("cni")
         lab = Lab(prefix: prefix)
         paths = NodePaths(node: prefix)
-        dsDir = try makeTemporaryDirectory("\(prefix)-ds")
-        cacheDir = try makeTemporaryDirectory("\(prefix)-cache")
-        logDir = try makeTemporaryDirectory("\(prefix)-log")
+        dsDir = try makeScratchDirectory("\(prefix)-ds")
+        cacheDir = try makeScratchDirectory("\(prefix)-cache")
+        logDir = try makeScratchDirectory("\(prefix)-log")
         // The node: forwarding on, and a default route out of a veth, so the
         // pods' veths answer ARP for 169.254.1.1 by proxy ARP.
         try lab.createNamespace(lab.node)

@@ -19,7 +19,7 @@ final class ClusterNetworkingTests: XCTestCase {
     /// underlay saw meanwhile (one line per packet).
     private func crossNodeTraffic(_ c: Cluster, from a: String, to b: String, capture filter: String) throws -> String {
         let src = c.pods[a]!, dst = c.pods[b]!
-        let scratch = try makeTemporaryDirectory("\(c.prefix)-traffic")
+        let scratch = try makeScratchDirectory("\(c.prefix)-traffic")
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let captureFile = "\(scratch)/capture.txt"
         let tcpdump = Process()

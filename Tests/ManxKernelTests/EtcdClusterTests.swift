@@ -12,7 +12,7 @@ final class EtcdClusterTests: XCTestCase {
         try requireEtcd()
         try withCluster("ec", nodes: 3, { $0.encapsulation = .vxlan; $0.etcdMembers = 3 },
                         pods: [("net/a", 0), ("net/b", 1), ("net/c", 2)]) { c in
-            let scratch = try makeTemporaryDirectory("\(c.prefix)-scratch")
+            let scratch = try makeScratchDirectory("\(c.prefix)-scratch")
             defer { try? FileManager.default.removeItem(atPath: scratch) }
             for key in ["net/b", "net/c"] {
                 _ = try c.lab.spawn(in: c.pods[key]!.netns, [try productPath("manx-probe"), "serve", "--ports", "80,81"],

@@ -26,7 +26,7 @@ final class EtcdDaemonTests: XCTestCase {
         let prefix = testPrefix("ed")
         lab = Lab(prefix: prefix)
         paths = NodePaths(node: prefix)
-        work = try makeTemporaryDirectory("\(prefix)-work")
+        work = try makeScratchDirectory("\(prefix)-work")
         try lab.createNode()
         let (clientNetns, c) = try lab.addPod("c", ip: "10.203.0.1")
         let (webNetns, w) = try lab.addPod("w", ip: "10.203.0.2")

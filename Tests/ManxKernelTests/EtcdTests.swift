@@ -43,7 +43,7 @@ final class EtcdTests: XCTestCase {
 
     override func setUpWithError() throws {
         try requireEtcd()
-        work = try makeTemporaryDirectory(testPrefix("etcd"))
+        work = try makeScratchDirectory(testPrefix("etcd"))
         member = EtcdMember(name: "m1", host: "127.0.0.1", netns: nil, clientPort: try freeLoopbackPort(),
                             peerPort: try freeLoopbackPort(), dataDirectory: work + "/data")
         try member.start(cluster: [member], token: "manx-test-\(getpid())", log: work + "/etcd.log")

@@ -67,7 +67,7 @@ final class FragmentTests: XCTestCase {
             let prefix = testPrefix("fx\(backend.rawValue.prefix(1))")
             let lab = Lab(prefix: prefix)
             let paths = NodePaths(node: prefix)
-            let work = try makeTemporaryDirectory(prefix)
+            let work = try makeScratchDirectory(prefix)
             defer {
                 lab.teardown()
                 try? FileManager.default.removeItem(atPath: work)
@@ -115,7 +115,7 @@ private final class OuterFragmentCapture {
         case .vxlan: filter = "udp port 4789 and (ip[6:2] & 0x3fff != 0)"
         default: process = nil; output = ""; return
         }
-        output = try makeTemporaryDirectory(c.prefix) + "/capture.txt"
+        output = try makeScratchDirectory(c.prefix) + "/capture.txt"
         _ = FileManager.default.createFile(atPath: output, contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")

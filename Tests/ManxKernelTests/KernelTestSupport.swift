@@ -22,16 +22,6 @@ func requireKernel() throws {
     throw XCTSkip("kernel test skipped: \(reason)")
 }
 
-/// A fresh directory only this test knows (mkdtemp), never a predictable
-/// path; the caller removes it.
-func makeTemporaryDirectory(_ prefix: String) throws -> String {
-    var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
-    guard let dir = mkdtemp(&template) else {
-        throw NSError(domain: "mkdtemp", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: String(cString: strerror(errno))])
-    }
-    return String(cString: dir)
-}
-
 func waitUntil(_ what: String, timeout: Double = 20, _ condition: () -> Bool) throws {
     let deadline = Date().addingTimeInterval(timeout)
     while !condition() {

@@ -1,5 +1,6 @@
 import Foundation
 @testable import ManxCompiler
+import ManxConformance
 @testable import ManxNodeState
 import XCTest
 
@@ -48,7 +49,7 @@ final class MetadataTests: XCTestCase {
     /// last: a first publication removes what an earlier daemon left, a
     /// change rewrites one file, an endpoint gone loses its file.
     func testEndpointStatusFollowsThePublishedEndpoints() throws {
-        let root = try makeTemporaryDirectory("mxst")
+        let root = try makeScratchDirectory("mxst")
         defer { try? FileManager.default.removeItem(atPath: root) }
         var paths = NodePaths(node: "")
         paths.stateDirectory = root

@@ -23,8 +23,8 @@ class PolicyChurnTestCase: XCTestCase {
         let prefix = testPrefix("p")
         lab = Lab(prefix: prefix)
         paths = NodePaths(node: prefix)
-        dsDir = try makeTemporaryDirectory("\(prefix)-ds")
-        logDir = try makeTemporaryDirectory("\(prefix)-log")
+        dsDir = try makeScratchDirectory("\(prefix)-ds")
+        logDir = try makeScratchDirectory("\(prefix)-log")
         try lab.createNode()
     }
 
