@@ -295,6 +295,16 @@ public final class PolicyCompiler {
         return number
     }
 
+    /// Keeps the entries of a cache that `keep` says; the storage it drops
+    /// (tens of thousands of entries after a large load: the first change
+    /// after one spent 8 ms freeing them) is freed on a background queue,
+    /// off the path of the change.
+    static func prune<K, V>(_ cache: inout [K: V], keeping keep: (K, V) -> Bool) {
+        let old = cache
+        cache = old.filter { keep($0.key, $0.value) }
+        DeferredRelease.release(old)
+    }
+
     public func compile(_ resources: ResourceSet, options: Options = Options()) -> CompiledState {
         stamp += 1
         let env = Environment(namespaces: resources.namespaces, profiles: resources.profiles, tiers: resources.tiers,
@@ -374,7 +384,7 @@ public final class PolicyCompiler {
             }
             lastEntries = entries
             self.lastStamps = stamps
-            if policyCache.count != entries.count { policyCache = policyCache.filter { $0.value.seen == stamp } }
+            if policyCache.count != entries.count { Self.prune(&policyCache) { $1.seen == stamp } }
         }
         // Each tier's policies in evaluation order, per direction, sorted
         // once (not per endpoint), as indices into resources.policies.
@@ -489,11 +499,11 @@ public final class PolicyCompiler {
         endpointCache = nextEndpoints
         let usedPrograms = programs.values.filter { $0.used == stamp }
         for entry in entries where entry.used != stamp { entry.rules = [:] } // their ids are released below
-        if programs.count > 2 * usedPrograms.count + 16 { programs = programs.filter { $0.value.used == stamp } }
+        if programs.count > 2 * usedPrograms.count + 16 { Self.prune(&programs) { $1.used == stamp } }
         countRules(of: usedPrograms)
         state.rules = rulesInUse
-        if ruleInfos.count > 2 * state.rules.count + 64 { ruleInfos = ruleInfos.filter { state.rules[$0.key] != nil } }
-        if ruleIDOf.count > 2 * state.rules.count + 64 { ruleIDOf = ruleIDOf.filter { state.rules[$0.value.id] != nil } }
+        if ruleInfos.count > 2 * state.rules.count + 64 { Self.prune(&ruleInfos) { key, _ in state.rules[key] != nil } }
+        if ruleIDOf.count > 2 * state.rules.count + 64 { Self.prune(&ruleIDOf) { state.rules[$1.id] != nil } }
 
         // 2. Regions of address space and their identities.
         let regionResult = assignIdentities(workloads: workloads, networkSets: networkSets,
@@ -532,7 +542,7 @@ public final class PolicyCompiler {
                 identity: identityOf[CIDR(w.ip!, 32)]!,
                 ingressRuleset: rulesetID(programs[0]), egressRuleset: rulesetID(programs[1])))
         }
-        if decisions.count > 2 * decisionsUsed + 4096 { decisions = decisions.filter { $0.value.used == stamp } }
+        if decisions.count > 2 * decisionsUsed + 4096 { Self.prune(&decisions) { $1.used == stamp } }
         decisionsUsed = 0
         finishAllocations(regionResult, others: regionResult.workloadAllocations.merging(rulesetAllocations) { a, _ in a },
                           state: &state)
