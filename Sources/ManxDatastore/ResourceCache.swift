@@ -118,7 +118,7 @@ public final class ResourceCache {
     /// compiler then compares each with its place in the last compile).
     private func rebuildOrder() {
         // Ties (one policy in two keys) are rejected by the full assemble.
-        policies = entries.values.flatMap { $0.decoded.policies }.sorted(by: ResourceSet.policyOrder)
+        policies = ResourceSet.inPolicyOrder(entries.values.flatMap { $0.decoded.policies })
         let first = Self.nextStamp.add(UInt64(policies.count), ordering: .relaxed).oldValue
         stamps = (0..<UInt64(policies.count)).map { first + $0 }
         policyNames = [:]

@@ -6,15 +6,31 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
 
     /// Parses dotted quad notation strictly: four decimal octets, no leading zeros.
     public init?(_ text: some StringProtocol) {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        var v: UInt32 = 0
-        for p in parts {
-            guard !p.isEmpty, p.count <= 3, p.allSatisfy(\.isASCII), p.allSatisfy(\.isNumber),
-                  !(p.count > 1 && p.first == "0"), let octet = UInt32(p), octet <= 255 else { return nil }
-            v = v << 8 | octet
-        }
+        guard let v = Self.parse(text.utf8) else { return nil }
         value = v
+    }
+
+    /// The dotted quad in `bytes`, on the bytes (a Character walk was a
+    /// tenth of decoding policies whose rules name nets).
+    static func parse(_ bytes: some Collection<UInt8>) -> UInt32? {
+        var v: UInt32 = 0, octet: UInt32 = 0, digits = 0, dots = 0
+        for c in bytes {
+            if c == UInt8(ascii: ".") {
+                guard digits > 0, dots < 3 else { return nil }
+                v = v << 8 | octet
+                (octet, digits, dots) = (0, 0, dots + 1)
+            } else if (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) {
+                // No leading zeros, at most three digits.
+                guard !(digits == 1 && octet == 0), digits < 3 else { return nil }
+                octet = octet * 10 + UInt32(c - UInt8(ascii: "0"))
+                digits += 1
+                guard octet <= 255 else { return nil }
+            } else {
+                return nil
+            }
+        }
+        guard dots == 3, digits > 0 else { return nil }
+        return v << 8 | octet
     }
 
     public var description: String {
@@ -40,15 +56,22 @@ public struct CIDR: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     /// "a.b.c.d/n", or a bare address meaning /32. Returns the reason on failure.
     public static func parse(_ text: String) -> Result<CIDR, ParseFailure> {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count <= 2 else { return .failure(ParseFailure("'\(text)' is not a CIDR (more than one '/')")) }
-        guard let address = IPv4Address(parts[0]) else {
-            if parts[0].contains(":") { return .failure(ParseFailure("'\(text)' is IPv6; only IPv4 is supported")) }
-            return .failure(ParseFailure("'\(text)' is not a CIDR: '\(parts[0])' is not an IPv4 address"))
+        let utf8 = text.utf8
+        let slash = utf8.firstIndex(of: UInt8(ascii: "/"))
+        guard let address = IPv4Address.parse(utf8[..<(slash ?? utf8.endIndex)]).map(IPv4Address.init) else {
+            let part = text[..<(slash ?? text.endIndex)]
+            if part.contains(":") { return .failure(ParseFailure("'\(text)' is IPv6; only IPv4 is supported")) }
+            if text[(slash ?? text.endIndex)...].dropFirst().contains("/") {
+                return .failure(ParseFailure("'\(text)' is not a CIDR (more than one '/')"))
+            }
+            return .failure(ParseFailure("'\(text)' is not a CIDR: '\(part)' is not an IPv4 address"))
         }
         var length = 32
-        if parts.count == 2 {
-            guard let n = Int(parts[1]), parts[1].allSatisfy(\.isNumber), (0...32).contains(n) else {
+        if let slash {
+            let digits = utf8[utf8.index(after: slash)...]
+            if digits.contains(UInt8(ascii: "/")) { return .failure(ParseFailure("'\(text)' is not a CIDR (more than one '/')")) }
+            guard (1...2).contains(digits.count), digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+                  case let n = digits.reduce(0, { $0 * 10 + Int($1 - UInt8(ascii: "0")) }), n <= 32 else {
                 return .failure(ParseFailure("'\(text)' is not a CIDR: prefix length must be 0-32"))
             }
             length = n

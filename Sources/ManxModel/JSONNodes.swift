@@ -29,12 +29,17 @@ enum JSONNodes {
         let bytes: UnsafeBufferPointer<UInt8>
         var at = 0
         // Each kind's tag as Yams gives it (the basic resolver resolves
-        // every node of a kind alike, so one instance per kind serves all;
-        // a quoted scalar is tagged a string by the parser).
-        let scalarTag = Tag(.implicit, .basic)
-        let quotedTag = Tag(.str, .basic)
-        let mappingTag = Tag(.implicit, .basic)
-        let sequenceTag = Tag(.implicit, .basic)
+        // every node of a kind alike, so one instance per kind serves a
+        // parse; a quoted scalar is tagged a string by the parser). A tag
+        // resolves in place, so tags are not shared between parses; their
+        // constructor is, built once: `Constructor.default` builds a new
+        // one, with its three maps, on every call (a fifth of a parse).
+        let scalarTag = Tag(.implicit, .basic, Reader.constructor)
+        let quotedTag = Tag(.str, .basic, Reader.constructor)
+        let mappingTag = Tag(.implicit, .basic, Reader.constructor)
+        let sequenceTag = Tag(.implicit, .basic, Reader.constructor)
+        /// Immutable (its maps are `let`s), so safe to share between threads.
+        nonisolated(unsafe) static let constructor = Constructor()
 
         init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
@@ -62,7 +67,17 @@ enum JSONNodes {
         mutating func object(depth: Int) -> Node? {
             at += 1
             var pairs: [(Node, Node)] = []
-            var keys = Set<String>()
+            // Objects have a handful of keys, where a scan beats hashing;
+            // a large one (anything may be written) is checked by a set.
+            var keys: [String] = []
+            var keySet: Set<String>?
+            func isNew(_ key: String) -> Bool {
+                if keySet != nil { return keySet!.insert(key).inserted }
+                guard !keys.contains(key) else { return false }
+                keys.append(key)
+                if keys.count == 16 { keySet = Set(keys) }
+                return true
+            }
             skipSpace()
             if next == UInt8(ascii: "}") {
                 at += 1
@@ -71,7 +86,7 @@ enum JSONNodes {
             while true {
                 skipSpace()
                 let start = at
-                guard next == UInt8(ascii: "\""), let key = string(), at - start < 1000, keys.insert(key).inserted,
+                guard next == UInt8(ascii: "\""), let key = string(), at - start < 1000, isNew(key),
                       next == UInt8(ascii: ":") else { return nil }
                 at += 1
                 guard let value = value(depth: depth + 1) else { return nil }

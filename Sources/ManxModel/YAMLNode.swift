@@ -21,8 +21,36 @@ final class DecodeContext {
 /// (rather than throw) mismatches.
 struct YNode {
     let node: Node
-    let path: String
     let ctx: DecodeContext
+    /// The path is built when asked for (errors, and a node's own children):
+    /// most nodes are leaves that are read and never named.
+    private let parent: String
+    private let component: Component
+
+    private enum Component {
+        case none
+        case key(String)
+        case index(Int)
+    }
+
+    init(node: Node, path: String, ctx: DecodeContext) {
+        self.init(node: node, parent: path, component: .none, ctx: ctx)
+    }
+
+    private init(node: Node, parent: String, component: Component, ctx: DecodeContext) {
+        self.node = node
+        self.parent = parent
+        self.component = component
+        self.ctx = ctx
+    }
+
+    var path: String {
+        switch component {
+        case .none: parent
+        case .key(let key): parent.isEmpty ? key : "\(parent).\(key)"
+        case .index(let i): "\(parent)[\(i)]"
+        }
+    }
 
     func child(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
@@ -36,11 +64,12 @@ struct YNode {
             return nil
         }
         var result: [String: YNode] = [:]
+        let path = self.path
         for (k, v) in mapping {
             guard let key = k.scalar?.string else { ctx.fail(path, "keys must be strings"); continue }
-            let sub = YNode(node: v, path: child(key), ctx: ctx)
+            let sub = YNode(node: v, parent: path, component: .key(key), ctx: ctx)
             // `key: null` (or `key:` alone) means the field is not set, as in Kubernetes.
-            if sub.isNull && v.scalar?.style == .plain { continue }
+            if sub.isNull { continue }
             if let allowed, !allowed.contains(key) {
                 ctx.fail(sub.path, "unknown field (expected one of: \(allowed.sorted().joined(separator: ", ")))")
                 continue
@@ -52,7 +81,7 @@ struct YNode {
     }
 
     var isNull: Bool {
-        if case .scalar(let s) = node, s.style == .plain, ["null", "~", ""].contains(s.string) { return true }
+        if case .scalar(let s) = node, s.style == .plain, s.string == "null" || s.string == "~" || s.string.isEmpty { return true }
         return false
     }
 
@@ -82,7 +111,8 @@ struct YNode {
     var list: [YNode]? {
         if isNull { return [] }
         guard let seq = node.sequence else { ctx.fail(path, "expected a list"); return nil }
-        return seq.enumerated().map { YNode(node: $1, path: "\(path)[\($0)]", ctx: ctx) }
+        let path = self.path
+        return seq.enumerated().map { YNode(node: $1, parent: path, component: .index($0), ctx: ctx) }
     }
 
     var stringList: [String]? {

@@ -1,4 +1,4 @@
-import ManxModel
+@testable import ManxModel
 import ManxSelectors
 import XCTest
 
@@ -171,6 +171,15 @@ final class ModelTests: XCTestCase {
         }
     }
 
+    func testDNSNames() {
+        for good in ["a", "a-b", "a.b", "0", "x1.y2-z"] { XCTAssertNil(ResourceDecoder.validateDNSName(good), good) }
+        for bad in ["", "-a", "a-", ".a", "a.", "A", "a_b", "é", "a b", String(repeating: "a", count: 254)] {
+            XCTAssertNotNil(ResourceDecoder.validateDNSName(bad), bad)
+        }
+        XCTAssertNil(ResourceDecoder.validateDNSLabel("kube-system"))
+        for bad in ["a.b", "-a", "", "Ab", String(repeating: "a", count: 64)] { XCTAssertNotNil(ResourceDecoder.validateDNSLabel(bad), bad) }
+    }
+
     func testCIDRParsing() {
         XCTAssertEqual(try CIDR.parse("10.1.2.3/8").get().description, "10.0.0.0/8")
         XCTAssertEqual(try CIDR.parse("10.1.2.3").get().description, "10.1.2.3/32")
@@ -178,5 +187,14 @@ final class ModelTests: XCTestCase {
         XCTAssertNil(try? CIDR.parse("010.1.2.3/8").get())
         XCTAssertNil(try? CIDR.parse("fe80::/10").get())
         XCTAssertTrue(try CIDR.parse("10.0.0.0/8").get().contains(CIDR.parse("10.2.0.0/16").get()))
+        for bad in ["", "10.1.2.3/", "10.1.2.3/33", "10.1.2.3/-1", "10.1.2.3/ 8", "256.1.1.1", "1.2.3.04", "1..2.3", "1.2.3.4.5",
+                    "1.2.3.", ".1.2.3", "1.2.3.4 ", "\u{661}.2.3.4", "1.2.3.1000", "1.2.3.4/8/9", "0x1.2.3.4"] {
+            XCTAssertNil(try? CIDR.parse(bad).get(), bad)
+        }
+        XCTAssertEqual(IPv4Address("0.0.0.0")?.value, 0)
+        XCTAssertEqual(IPv4Address("255.255.255.255")?.value, UInt32.max)
+        XCTAssertEqual(try CIDR.parse("0.0.0.0/0").get(), CIDR.any)
+        if case .failure(let f) = CIDR.parse("1.2.3.4/8/9") { XCTAssertEqual(f.reason, "'1.2.3.4/8/9' is not a CIDR (more than one '/')") }
+        if case .failure(let f) = CIDR.parse("fe80::1/64") { XCTAssertEqual(f.reason, "'fe80::1/64' is IPv6; only IPv4 is supported") }
     }
 }
