@@ -23,6 +23,8 @@ public final class ResourceCache {
     /// How many policies hold each qualified name (more than one: the
     /// batch is invalid, and a full assemble says where).
     private var policyNames: [String: Int] = [:]
+    /// How many policies name each tier.
+    private var policyTiers: [String: Int] = [:]
     private var duplicatePolicies = 0
     /// Keys with anything but policies (or with errors): what assemble reads.
     private var otherKeys = Set<String>()
@@ -122,6 +124,7 @@ public final class ResourceCache {
         let first = Self.nextStamp.add(UInt64(policies.count), ordering: .relaxed).oldValue
         stamps = (0..<UInt64(policies.count)).map { first + $0 }
         policyNames = [:]
+        policyTiers = [:]
         duplicatePolicies = 0
         for p in policies { countName(p) }
     }
@@ -144,6 +147,7 @@ public final class ResourceCache {
     }
 
     private func countName(_ p: Policy) {
+        policyTiers[p.tier, default: 0] += 1
         let count = policyNames[p.qualifiedName, default: 0] + 1
         policyNames[p.qualifiedName] = count
         if count == 2 { duplicatePolicies += 1 }
@@ -156,6 +160,8 @@ public final class ResourceCache {
             policies.remove(at: i)
             stamps.remove(at: i)
         }
+        policyTiers[p.tier, default: 1] -= 1
+        if policyTiers[p.tier] == 0 { policyTiers[p.tier] = nil }
         let count = policyNames[p.qualifiedName, default: 1] - 1
         policyNames[p.qualifiedName] = count == 0 ? nil : count
         if count == 1 { duplicatePolicies -= 1 }
@@ -173,6 +179,7 @@ public final class ResourceCache {
             // The full path reports each duplicate where it is.
             return try ResourceSet.assemble(entries.sorted { $0.key < $1.key }.map(\.value.decoded))
         }
-        return try ResourceSet.assemble(otherKeys.sorted().map { entries[$0]!.others }, policies: policies, stamps: PolicyStamps(stamps))
+        return try ResourceSet.assemble(otherKeys.sorted().map { entries[$0]!.others }, policies: policies, stamps: PolicyStamps(stamps),
+                                      policyTiers: Set(policyTiers.keys))
     }
 }

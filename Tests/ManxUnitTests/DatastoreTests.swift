@@ -168,13 +168,17 @@ final class DatastoreTests: XCTestCase {
         var rng = IncrementalCompileTests.Generator(state: 7)
         let cache = ResourceCache()
         var keys: [String: String] = [:]
-        func policy(_ name: Int, port: Int) -> String {
-            "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p\(name), namespace: ns\(name % 2)}\nspec: {selector: all(), ingress: [{action: Allow, protocol: TCP, destination: {ports: [\(port)]}}]}\n"
+        func policy(_ name: Int, port: Int, tier: String? = nil) -> String {
+            "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p\(name), namespace: ns\(name % 2)}\nspec: {\(tier.map { "tier: \($0), " } ?? "")selector: all(), ingress: [{action: Allow, protocol: TCP, destination: {ports: [\(port)]}}]}\n"
         }
         for step in 0..<400 {
             let key = "k\(Int.random(in: 0..<12, using: &rng))"
             var text: String?
-            switch Int.random(in: 0..<6, using: &rng) {
+            // Policies in a tier that comes and goes, too: the cache counts
+            // the tiers its policies name, and a missing one must be found.
+            switch Int.random(in: 0..<8, using: &rng) {
+            case 6: text = "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: sec}\nspec: {order: 10}\n"
+            case 7: text = policy(6 + Int.random(in: 0..<3, using: &rng), port: 80, tier: "sec")
             case 0: text = nil
             case 1: text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: ns\(Int.random(in: 0..<3, using: &rng))}\n"
             case 2: text = policy(Int.random(in: 0..<6, using: &rng), port: 80) + "---\n" + policy(Int.random(in: 0..<6, using: &rng), port: 81)
@@ -203,6 +207,27 @@ final class DatastoreTests: XCTestCase {
         // A snapshot replaces everything.
         cache.apply(.snapshot(["only": policy(1, port: 9)], revision: 999))
         XCTAssertEqual(try cache.assemble(), try ResourceSet.decode(files: [("only", policy(1, port: 9))]))
+    }
+
+    func testCacheFindsAPolicysMissingTier() throws {
+        let cache = ResourceCache()
+        let tier = "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: sec}\nspec: {order: 10}\n"
+        func policy(_ name: String, tier: String) -> String {
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: \(name)}\nspec: {tier: \(tier), selector: all()}\n"
+        }
+        func reasons() -> [String] {
+            do { _ = try cache.assemble(); return [] } catch { return error.errors.map(\.reason) }
+        }
+        cache.apply(.snapshot(["a": policy("a", tier: "default"), "t": tier, "b": policy("b", tier: "sec")], revision: 1))
+        XCTAssertEqual(reasons(), [])
+        cache.apply(.changes(["t": nil], revision: 2))
+        XCTAssertEqual(reasons(), ["tier 'sec' does not exist"])
+        cache.apply(.changes(["t": tier], revision: 3))
+        XCTAssertEqual(reasons(), [])
+        cache.apply(.changes(["c": policy("c", tier: "other")], revision: 4))
+        XCTAssertEqual(reasons(), ["tier 'other' does not exist"])
+        cache.apply(.changes(["c": nil, "t": nil, "b": nil], revision: 5))
+        XCTAssertEqual(reasons(), [])
     }
 
     func testKeyedCacheRefusesAResourceUnderAnotherKey() throws {
