@@ -93,7 +93,7 @@ extension EndpointMatch {
         switch namespaces {
         case .any: break
         case .named(let ns): if w.namespace != ns { return false }
-        case .matching(let sel): if !sel.matches(w.namespaceLabels) { return false }
+        case .matching(let sel): if !sel.matchesNamespace(w.namespaceLabels, namespaced: true) { return false }
         }
         if let sa = serviceAccountSelector, !sa.matches(["projectcalico.org/name": w.pod.serviceAccount]) { return false }
         return selector.matches(w.labels)
@@ -125,7 +125,7 @@ extension EndpointMatch {
             case .any: break
             case .named(let name): if ns.set.namespace != name { return false }
             case .matching(let sel):
-                if !sel.matches(ns.namespaceLabels, global: ns.set.namespace == nil) { return false }
+                if !sel.matchesNamespace(ns.namespaceLabels, namespaced: ns.set.namespace != nil) { return false }
             }
             return selector.matches(ns.set.labels)
         }

@@ -133,7 +133,7 @@ public struct ReferenceEvaluator {
         switch m.namespaces {
         case .any: break
         case .named(let ns): if pod.namespace != ns { return false }
-        case .matching(let sel): if !sel.matches(namespaceLabels(pod.namespace)) { return false }
+        case .matching(let sel): if !sel.matchesNamespace(namespaceLabels(pod.namespace), namespaced: true) { return false }
         }
         if let sa = m.serviceAccountSelector, !sa.matches(["projectcalico.org/name": pod.serviceAccount]) { return false }
         return m.selector.matches(endpointLabels(pod))
@@ -146,7 +146,7 @@ public struct ReferenceEvaluator {
         case .named(let ns): if set.namespace != ns { return false }
         case .matching(let sel):
             let labels = set.namespace.map(namespaceLabels) ?? [:]
-            if !sel.matches(labels, global: set.namespace == nil) { return false }
+            if !sel.matchesNamespace(labels, namespaced: set.namespace != nil) { return false }
         }
         return m.selector.matches(set.labels)
     }

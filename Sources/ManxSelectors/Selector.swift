@@ -4,11 +4,12 @@
 /// Semantics follow Calico: `k != v` and `k not in {...}` also match when
 /// the label is absent; string operators need the label to be present.
 public indirect enum Selector: Hashable, Sendable {
-    /// `all()`: matches everything.
+    /// `all()`: matches everything; in a rule's namespaceSelector, whatever
+    /// is namespaced (see `matchesNamespace`).
     case all
-    /// `global()`: in a rule's namespaceSelector, "not namespaced" (global
-    /// resources such as GlobalNetworkSets and host endpoints). As a label
-    /// test it matches nothing.
+    /// `global()`: as a label test, matches everything, as in Calico's
+    /// parser; in a rule's namespaceSelector, whatever is not namespaced
+    /// (GlobalNetworkSets, host endpoints).
     case global
     case equals(String, String)
     case notEquals(String, String)
@@ -22,13 +23,22 @@ public indirect enum Selector: Hashable, Sendable {
     case and(Selector, Selector)
     case or(Selector, Selector)
 
-    public func matches(_ labels: [String: String]) -> Bool { matches(labels, global: false) }
+    public func matches(_ labels: [String: String]) -> Bool { evaluate(labels, all: true, global: true) }
 
-    /// `global`: the thing tested is not namespaced (a namespace selector
-    /// tested against a GlobalNetworkSet), which is what `global()` selects.
-    public func matches(_ labels: [String: String], global: Bool) -> Bool {
+    /// As a rule's namespaceSelector, against the namespace labels of a
+    /// workload or network set (none for a global one). Calico prefixes the
+    /// selector's keys and rewrites `all()` to `has(projectcalico.org/namespace)`
+    /// and `global()` to its negation (libcalico-go's rule conversion), so
+    /// `all()` selects only what is namespaced, `global()` only what is not,
+    /// and so does any expression they are in (`!all()` is `global()`).
+    public func matchesNamespace(_ labels: [String: String], namespaced: Bool) -> Bool {
+        evaluate(labels, all: namespaced, global: !namespaced)
+    }
+
+    /// The selector with `all()` and `global()` standing for the given values.
+    private func evaluate(_ labels: [String: String], all: Bool, global: Bool) -> Bool {
         switch self {
-        case .all: return true
+        case .all: return all
         case .global: return global
         case let .equals(k, v): return labels[k] == v
         case let .notEquals(k, v): return labels[k] != v
@@ -38,19 +48,9 @@ public indirect enum Selector: Hashable, Sendable {
         case let .contains(k, s): return labels[k]?.contains(s) ?? false
         case let .startsWith(k, s): return labels[k]?.hasPrefix(s) ?? false
         case let .endsWith(k, s): return labels[k]?.hasSuffix(s) ?? false
-        case let .not(inner): return !inner.matches(labels, global: global)
-        case let .and(a, b): return a.matches(labels, global: global) && b.matches(labels, global: global)
-        case let .or(a, b): return a.matches(labels, global: global) || b.matches(labels, global: global)
-        }
-    }
-
-    /// True when the selector mentions `global()` anywhere.
-    public var mentionsGlobal: Bool {
-        switch self {
-        case .global: return true
-        case let .not(s): return s.mentionsGlobal
-        case let .and(a, b), let .or(a, b): return a.mentionsGlobal || b.mentionsGlobal
-        default: return false
+        case let .not(inner): return !inner.evaluate(labels, all: all, global: global)
+        case let .and(a, b): return a.evaluate(labels, all: all, global: global) && b.evaluate(labels, all: all, global: global)
+        case let .or(a, b): return a.evaluate(labels, all: all, global: global) || b.evaluate(labels, all: all, global: global)
         }
     }
 

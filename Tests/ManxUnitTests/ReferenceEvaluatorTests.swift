@@ -446,6 +446,8 @@ final class ReferenceEvaluatorTests: XCTestCase {
           - {action: Allow, protocol: TCP, destination: {ports: [3]}, source: {namespaceSelector: "team == 'a'", selector: "kind == 'partner'"}}
           - {action: Allow, protocol: TCP, destination: {ports: [4]}, source: {selector: "kind == 'partner'"}}
           - {action: Allow, protocol: TCP, destination: {ports: [5]}, source: {namespaceSelector: "team == 'b'"}}
+          - {action: Allow, protocol: TCP, destination: {ports: [6]}, source: {namespaceSelector: all(), selector: "kind == 'partner'"}}
+          - {action: Allow, protocol: TCP, destination: {ports: [7]}, source: {namespaceSelector: "!all()", selector: "kind == 'partner'"}}
         """)
         // A namespaced policy's selector sees the namespace's network sets only.
         check(e, "shop/web", .ingress, "192.0.2.5", port: 1, true)
@@ -463,6 +465,12 @@ final class ReferenceEvaluatorTests: XCTestCase {
         // Namespace selector alone: pods of the namespace, not other sets.
         check(e, "shop/web", .ingress, "10.0.0.3", port: 5, true)
         check(e, "shop/web", .ingress, "192.0.2.5", port: 5, false)
+        // all(): what is namespaced, so no global set (Calico rewrites it
+        // to has(projectcalico.org/namespace)); !all(): global sets only.
+        check(e, "shop/web", .ingress, "192.0.2.5", port: 6, true)
+        check(e, "shop/web", .ingress, "198.51.100.5", port: 6, false)
+        check(e, "shop/web", .ingress, "198.51.100.5", port: 7, true)
+        check(e, "shop/web", .ingress, "192.0.2.5", port: 7, false)
     }
 
     func testIPv6RulesNeverMatch() throws {

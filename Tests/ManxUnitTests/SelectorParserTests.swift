@@ -17,6 +17,25 @@ final class SelectorParserTests: XCTestCase {
         XCTAssertGreaterThan(checkSelectorRoundTrips { XCTFail($0) }, 500)
     }
 
+    /// As a rule's namespaceSelector, Calico reads all() as "namespaced"
+    /// and global() as "not namespaced", inside any expression.
+    func testNamespaceSelectorsReadAllAndGlobalAsCalicoDoes() throws {
+        let ns = ["team": "a"]
+        func check(_ text: String, namespaced: Bool, global: Bool, line: UInt = #line) throws {
+            let sel = try SelectorParser.parse(text)
+            XCTAssertEqual(sel.matchesNamespace(ns, namespaced: true), namespaced, "\(text) against a namespaced thing", line: line)
+            XCTAssertEqual(sel.matchesNamespace([:], namespaced: false), global, "\(text) against a global thing", line: line)
+        }
+        try check("all()", namespaced: true, global: false)
+        try check("global()", namespaced: false, global: true)
+        try check("!all()", namespaced: false, global: true)
+        try check("all() || global()", namespaced: true, global: true)
+        try check("team == 'a'", namespaced: true, global: false)
+        try check("team != 'b'", namespaced: true, global: true)
+        try check("!has(team)", namespaced: false, global: true)
+        try check("global() || team == 'a'", namespaced: true, global: true)
+    }
+
     func testLabelValidation() {
         XCTAssertGreaterThan(checkLabelValidationCases { XCTFail($0) }, 0)
     }
@@ -93,7 +112,8 @@ fileprivate enum SelectorCases {
         .init("  \t \n ", .all, match: [empty]),
         .init("all()", .all, match: [empty, ["x": "y"]]),
         .init(" all( ) ", .all, match: [empty]),
-        .init("global()", .global, noMatch: [empty, ["a": "b"]]),
+        // As a label test global() matches everything, as Calico's parser has it.
+        .init("global()", .global, match: [empty, ["a": "b"]]),
         // Equality.
         .init("a == 'b'", .equals("a", "b"), match: [["a": "b"], ["a": "b", "c": "d"]],
               noMatch: [empty, ["a": "c"], ["b": "b"], ["a": ""]]),
@@ -162,7 +182,8 @@ fileprivate enum SelectorCases {
         .init("((a == 'x'))", .equals("a", "x"), match: [["a": "x"]]),
         .init("a != 'x' && a != 'y'", .and(.notEquals("a", "x"), .notEquals("a", "y")),
               match: [empty, ["a": "z"]], noMatch: [["a": "x"], ["a": "y"]]),
-        .init("global() || has(a)", .or(.global, .has("a")), match: [["a": "1"]], noMatch: [empty]),
+        .init("global() || has(a)", .or(.global, .has("a")), match: [["a": "1"], empty]),
+        .init("!global() || has(a)", .or(.not(.global), .has("a")), match: [["a": "1"]], noMatch: [empty]),
         .init("all() && !has(a)", .and(.all, .not(.has("a"))), match: [empty], noMatch: [["a": "1"]]),
         .init("a == 'x'\n    && b == 'y'", .and(.equals("a", "x"), .equals("b", "y")),
               match: [["a": "x", "b": "y"]]),
