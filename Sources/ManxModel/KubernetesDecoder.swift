@@ -63,9 +63,11 @@ enum KubernetesDecoder {
         let ingressRules = (spec["ingress"]?.list ?? []).flatMap { rules($0, direction: .ingress, namespace: namespace) }
         let egressRules = (spec["egress"]?.list ?? []).flatMap { rules($0, direction: .egress, namespace: namespace) }
 
-        // policyTypes defaults to Ingress, plus Egress when egress rules exist.
+        // policyTypes defaults to Ingress, plus Egress when there are egress
+        // rules, as the API server's defaulting has it: `egress: []` (no
+        // rules) leaves a policy ingress-only, and its pods' egress open.
         var types: Set<Policy.Direction> = [.ingress]
-        if spec["egress"].map({ !$0.isNull }) ?? false { types.insert(.egress) }
+        if let egress = spec["egress"]?.node.sequence, !egress.isEmpty { types.insert(.egress) }
         if let typesNode = spec["policyTypes"], let list = typesNode.list {
             types = []
             for item in list {

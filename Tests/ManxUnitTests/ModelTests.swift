@@ -171,6 +171,22 @@ final class ModelTests: XCTestCase {
         }
     }
 
+    /// policyTypes defaults as the API server's: Ingress, and Egress only
+    /// when there are egress rules.
+    func testKubernetesPolicyTypesDefaultAsTheAPIServers() throws {
+        func types(_ spec: String) throws -> Set<Policy.Direction> {
+            let yaml = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: ns}\nspec: {podSelector: {}\(spec)}\n"
+            return try XCTUnwrap(decode(yaml).policies.first).types
+        }
+        XCTAssertEqual(try types(""), [.ingress])
+        XCTAssertEqual(try types(", egress: []"), [.ingress])
+        XCTAssertEqual(try types(", egress: null"), [.ingress])
+        XCTAssertEqual(try types(", ingress: []"), [.ingress])
+        XCTAssertEqual(try types(", egress: [{}]"), [.ingress, .egress])
+        XCTAssertEqual(try types(", policyTypes: [Egress], egress: []"), [.egress])
+        XCTAssertEqual(try types(", policyTypes: [Ingress, Egress]"), [.ingress, .egress])
+    }
+
     func testDNSNames() {
         for good in ["a", "a-b", "a.b", "0", "x1.y2-z"] { XCTAssertNil(ResourceDecoder.validateDNSName(good), good) }
         for bad in ["", "-a", "a-", ".a", "a.", "A", "a_b", "é", "a b", String(repeating: "a", count: 254)] {
