@@ -39,6 +39,11 @@ enum ResourceDecoder {
         case ("manx.io/v1", "IPAMBlock"):
             return NetworkingDecoder.ipamBlock(top, file: file, ctx: doc.ctx).map(Resource.ipamBlock)
         default:
+            // Named as far as its metadata says, so the error says which one.
+            if let meta = top["metadata"]?.node.mapping, let name = meta["name"]?.scalar?.string {
+                let namespace = meta["namespace"]?.scalar?.string
+                doc.ctx.resource = "\(kind) \(namespace.map { "\($0)/" } ?? "")\(name)"
+            }
             doc.ctx.fail("kind", "unknown kind '\(kind)' in apiVersion '\(apiVersion)'")
             return nil
         }

@@ -108,6 +108,13 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(e?.description, "test.yaml: NetworkPolicy ns1/bad: spec.ingress[0].ports[0].port: port 70000 is out of range 1-65535")
     }
 
+    func testAnUnknownKindIsNamedByItsMetadata() {
+        let e = rejection("apiVersion: v1\nkind: Gadget\nmetadata: {name: g1, namespace: ns1}\n")
+        XCTAssertEqual(e?.description, "test.yaml: Gadget ns1/g1: kind: unknown kind 'Gadget' in apiVersion 'v1'")
+        XCTAssertEqual(rejection("apiVersion: nope/v9\nkind: NetworkPolicy\nmetadata: {name: p}\n")?.resource, "NetworkPolicy p")
+        XCTAssertEqual(rejection("apiVersion: v1\nkind: Gadget\n")?.resource, "document 1")
+    }
+
     /// Each malformed input with the field and a phrase of the reason.
     static let malformed: [(String, String, String)] = [
         ("kind: NetworkPolicy\nmetadata: {name: a}", "apiVersion", "missing"),
