@@ -32,7 +32,7 @@ extension Dataplane: DataplaneBackend {
         return (["rulesetsAdded": "\(r.rulesetsAdded)", "rulesetsRemoved": "\(r.rulesetsRemoved)",
                  "policyEntries": "\(r.policyEntriesWritten)", "ipcacheChanges": "\(r.ipcacheChanges)",
                  "generationFlipped": "\(r.flipped)", "waitedForPrograms": "\(r.waitedForPrograms)",
-                 "conntrackRevoked": "\(r.conntrackRevoked)", "revoking": "\(r.revoking)", "attaching": "\(r.attaching)", "applying": "\(r.inForce)", "attached": "\(r.attached.joined(separator: ","))"], r.missingInterfaces)
+                 "conntrackRevoked": "\(r.conntrackRevoked)", "conntrackTablesRead": "\(r.conntrackTablesRead)", "revoking": "\(r.revoking)", "attaching": "\(r.attaching)", "applying": "\(r.inForce)", "attached": "\(r.attached.joined(separator: ","))"], r.missingInterfaces)
     }
     func remove() throws { try uninstall() }
     func expireConntrack() throws -> Int { try expireConntrack(now: monotonicNanoseconds()) }

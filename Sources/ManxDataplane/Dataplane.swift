@@ -51,12 +51,26 @@ public final class Dataplane {
     var allocationsCompileID: UInt64?
     var unpruned: [Allocations.Key: UInt32] = [:]
     private var verifiedAttachments = Set<Int32>()
+    /// manx_ct_peers_missed when this daemon last added every table's
+    /// peers to manx_ct_peers itself (nil: not yet): while the count is
+    /// unchanged, the map holds every peer of every table.
+    var peerIndexBaseline: UInt64?
+    /// Whether only this daemon's programs can be creating flows: every
+    /// endpoint's attachment checked (a restarted daemon's predecessor may
+    /// have left older programs, which do not note peers).
+    var programsAreOurs: Bool { !interfaces.attach || endpoints.keys.allSatisfy(verifiedAttachments.contains) }
     /// A table that lives in manx_ct's unused slot 0, and in every slot
     /// whose endpoint is gone (which releases its table): setting slot 0
     /// again is how the daemon waits for running programs, since every
     /// update of a map of maps waits for an RCU grace period and tc
     /// programs run inside an RCU read-side section. No endpoint reads it.
     private let barrierTable: BPFMap
+
+    /// Returns once no program runs that started before: an update of a
+    /// map of maps waits for an RCU grace period (see `barrierTable`).
+    func waitForRunningPrograms() throws(BPFError) {
+        try maps.conntrack.setInners([(UInt32(0), barrierTable)])
+    }
 
     /// How endpoint interfaces become ifindexes, and whether programs are
     /// attached to them. Tests that drive the programs with
@@ -141,6 +155,9 @@ public final class Dataplane {
         public var endpointsRemoved = 0
         /// Conntrack entries whose approval was revoked: their peer's identity changed.
         public var conntrackRevoked = 0
+        /// Conntrack tables read to find them (none when no table can hold
+        /// a flow with a peer that changed: see `revokeChangedPeers`).
+        public var conntrackTablesRead = 0
         /// Whether a new generation came into force.
         public var flipped = false
         /// From the start of the apply to its commit point: the new state
@@ -323,7 +340,8 @@ public final class Dataplane {
             }
             if report.flipped && report.ipcacheChanges > 0 {
                 let start = ContinuousClock.now
-                report.conntrackRevoked = try revokeChangedPeers(of: kept, before: ipcache[Int(active)], after: ipcache[Int(idle)])
+                (report.conntrackRevoked, report.conntrackTablesRead) = try revokeChangedPeers(of: kept, before: ipcache[Int(active)],
+                                                                                               after: ipcache[Int(idle)])
                 report.revoking = ContinuousClock.now - start
             }
             try pruneAllocations(state, byChanges: allocationsByChanges)

@@ -10,6 +10,10 @@ public struct KernelMaps: Sendable {
     public let conntrack: BPFMap
     /// Which endpoints' conntrack tables may hold entries (by endpoint id).
     public let conntrackLive: BPFMap
+    /// Every peer address some conntrack table may hold, and how many the
+    /// programs could not add (manx_ct_peers in maps.h).
+    public let conntrackPeers: BPFMap
+    public let conntrackPeersMissed: BPFMap
     public let counters: BPFMap
     public let ruleHits: BPFMap
     public let events: BPFMap
@@ -17,18 +21,14 @@ public struct KernelMaps: Sendable {
     public let generation: BPFMap
     public let allocations: BPFMap
 
-    public static let names = [
-        MANX_MAP_ENDPOINTS, MANX_MAP_IPCACHE, MANX_MAP_POLICY, MANX_MAP_CONNTRACK,
-        MANX_MAP_COUNTERS, MANX_MAP_RULE_HITS, MANX_MAP_EVENTS,
-        MANX_MAP_EP_POLICY, MANX_MAP_GENERATION, MANX_MAP_ALLOC, MANX_MAP_CT_LIVE,
-    ]
-
     init(_ open: (String) throws(BPFError) -> BPFMap) throws(BPFError) {
         endpoints = try open(MANX_MAP_ENDPOINTS)
         ipcache = try open(MANX_MAP_IPCACHE)
         policy = try open(MANX_MAP_POLICY)
         conntrack = try open(MANX_MAP_CONNTRACK)
         conntrackLive = try open(MANX_MAP_CT_LIVE)
+        conntrackPeers = try open(MANX_MAP_CT_PEERS)
+        conntrackPeersMissed = try open(MANX_MAP_CT_PEERS_MISSED)
         counters = try open(MANX_MAP_COUNTERS)
         ruleHits = try open(MANX_MAP_RULE_HITS)
         events = try open(MANX_MAP_EVENTS)

@@ -34,10 +34,12 @@ final class AttackProgramTests: XCTestCase {
         try apply(Self.resources)
     }
 
-    func apply(_ yaml: String) throws {
-        _ = try dataplane.apply(PolicyCompiler(recovering: dataplane.allocations).compile(try ResourceSet.decode(files: [("all.yaml", yaml)])))
+    @discardableResult
+    func apply(_ yaml: String) throws -> Dataplane.ApplyReport {
+        let report = try dataplane.apply(PolicyCompiler(recovering: dataplane.allocations).compile(try ResourceSet.decode(files: [("all.yaml", yaml)])))
         web = try dataplane.maps.endpoints.lookup(UInt32(1), as: manx_endpoint.self) ?? manx_endpoint()
         stranger = try dataplane.maps.endpoints.lookup(UInt32(1002), as: manx_endpoint.self) ?? manx_endpoint()
+        return report
     }
 
     override func tearDownWithError() throws {
@@ -204,6 +206,87 @@ final class AttackProgramTests: XCTestCase {
         // An expiry pass that leaves entries keeps the mark.
         XCTAssertEqual(try dataplane.expireConntrack(now: 0), 0)
         XCTAssertEqual(try live(), 1)
+    }
+
+    /// A new pod's address may already be the far end of flows approved
+    /// while it was nobody's (the world, or a pod gone before): when the pod
+    /// appears, those approvals are revoked. manx_ct_peers spares reading
+    /// every table for an address no flow has, and must never spare it for
+    /// one that a flow has.
+    /// stranger may reach anything but pods labelled db.
+    static let strangerEgress = """
+
+    ---
+    apiVersion: projectcalico.org/v3
+    kind: NetworkPolicy
+    metadata: {name: stranger-out, namespace: shop}
+    spec:
+      selector: "app == 'other'"
+      types: [Egress]
+      egress: [{action: Deny, destination: {selector: "app == 'db'"}}, {action: Allow}]
+    """
+
+    static func db(_ name: String, _ ip: String) -> String {
+        "\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: \(name), namespace: shop, labels: {app: db}}\nstatus: {podIP: \(ip)}\n"
+    }
+
+    func testAFlowToAnAddressThatBecomesAPodIsRevoked() throws {
+        let (egress, db) = (Self.strangerEgress, Self.db)
+        try apply(Self.resources + egress)
+        XCTAssertEqual(try dataplane.expireConntrack(now: 0), 0) // from here on the index is trusted
+        let ack = Frame.tcp("10.0.0.3", 40000, "10.0.0.9", 5432, flags: Frame.ack)
+        XCTAssertEqual(try send(as: stranger, Frame.tcp("10.0.0.3", 40000, "10.0.0.9", 5432, flags: Frame.syn)), TC_ACT_OK,
+                       "10.0.0.9 is nobody's yet")
+        XCTAssertEqual(try send(as: stranger, ack), TC_ACT_OK, "control: established")
+        XCTAssertNotNil(try dataplane.maps.conntrackPeers.lookup(IPv4Address("10.0.0.9")!.networkOrder, as: UInt32.self))
+
+        var report = try apply(Self.resources + egress + db("db2", "10.0.0.10"))
+        XCTAssertEqual(report.conntrackTablesRead, 0, "no flow has 10.0.0.10: no table is read")
+        XCTAssertEqual(try send(as: stranger, ack), TC_ACT_OK)
+        report = try apply(Self.resources + egress + db("db2", "10.0.0.10") + db("db", "10.0.0.9"))
+        XCTAssertGreaterThan(report.conntrackTablesRead, 0)
+        XCTAssertEqual(report.conntrackRevoked, 1)
+        XCTAssertEqual(try send(as: stranger, ack), TC_ACT_SHOT, "judged again, as a flow to a db pod")
+    }
+
+    /// A flow approved while its endpoint had no policy ("allow all", which
+    /// nothing revokes) notes no peer. Approved again by a rule set once a
+    /// policy came, it is noted then, and a pod at its peer revokes it.
+    func testAFlowApprovedAgainByARuleSetIsNotedThen() throws {
+        let peer = IPv4Address("10.0.0.9")!.networkOrder
+        XCTAssertEqual(try dataplane.expireConntrack(now: 0), 0)
+        let ack = Frame.tcp("10.0.0.3", 40000, "10.0.0.9", 5432, flags: Frame.ack)
+        XCTAssertEqual(try send(as: stranger, Frame.tcp("10.0.0.3", 40000, "10.0.0.9", 5432, flags: Frame.syn)), TC_ACT_OK)
+        XCTAssertNil(try dataplane.maps.conntrackPeers.lookup(peer, as: UInt32.self), "allow all: nothing to revoke")
+        try apply(Self.resources + Self.strangerEgress)
+        XCTAssertEqual(try send(as: stranger, ack), TC_ACT_OK, "judged again under stranger's new rule set")
+        XCTAssertNotNil(try dataplane.maps.conntrackPeers.lookup(peer, as: UInt32.self))
+        let report = try apply(Self.resources + Self.strangerEgress + Self.db("db", "10.0.0.9"))
+        XCTAssertEqual(report.conntrackRevoked, 1)
+        XCTAssertEqual(try send(as: stranger, ack), TC_ACT_SHOT)
+    }
+
+    /// Once the programs failed to note a peer, the index is not trusted
+    /// (every table is read) until an expiry pass has noted every table's
+    /// peers itself; a daemon starts without trusting it.
+    func testAPeerTheProgramsMissedMakesEveryTableRead() throws {
+        let pod = Self.db
+        XCTAssertEqual(try receive(as: web, Frame.tcp("10.0.0.2", 40000, "10.0.0.1", 8080, flags: Frame.syn)), TC_ACT_OK)
+        XCTAssertGreaterThan(try apply(Self.resources + pod("n1", "10.0.0.11")).conntrackTablesRead, 0, "not trusted before an expiry pass")
+        XCTAssertEqual(try dataplane.expireConntrack(now: 0), 0)
+        XCTAssertEqual(try apply(Self.resources + pod("n2", "10.0.0.12")).conntrackTablesRead, 0)
+        // The programs missed one (the map was full).
+        try dataplane.maps.conntrackPeersMissed.update(UInt32(0), UInt64(1))
+        XCTAssertGreaterThan(try apply(Self.resources + pod("n3", "10.0.0.13")).conntrackTablesRead, 0)
+        XCTAssertEqual(try dataplane.expireConntrack(now: 0), 0)
+        XCTAssertEqual(try apply(Self.resources + pod("n4", "10.0.0.14")).conntrackTablesRead, 0, "trusted again")
+        // What an expiry pass notes itself: a flow whose peer is not there
+        // (a predecessor's programs did not note it) is noted.
+        let client = IPv4Address("10.0.0.2")!.networkOrder
+        XCTAssertTrue(try dataplane.maps.conntrackPeers.delete(client))
+        try dataplane.maps.conntrackPeersMissed.update(UInt32(0), UInt64(2))
+        XCTAssertEqual(try dataplane.expireConntrack(now: 0), 0)
+        XCTAssertNotNil(try dataplane.maps.conntrackPeers.lookup(client, as: UInt32.self))
     }
 
     /// An endpoint's table holds its budget: past it, its new flows are

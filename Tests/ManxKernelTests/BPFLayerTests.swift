@@ -39,6 +39,9 @@ final class BPFLayerTests: XCTestCase {
             (MANX_MAP_FRAGS, MemoryLayout<manx_frag_key>.size, MemoryLayout<manx_frag_value>.size),
             (MANX_MAP_NODE_CONFIG, MemoryLayout<UInt32>.size, MemoryLayout<manx_node_config>.size),
             (MANX_MAP_NODE_STATS, MemoryLayout<UInt32>.size, MemoryLayout<UInt64>.size),
+            (MANX_MAP_CT_LIVE, MemoryLayout<UInt32>.size, MemoryLayout<UInt32>.size),
+            (MANX_MAP_CT_PEERS, MemoryLayout<UInt32>.size, MemoryLayout<UInt32>.size), // peer address -> 1
+            (MANX_MAP_CT_PEERS_MISSED, MemoryLayout<UInt32>.size, MemoryLayout<UInt64>.size),
         ]
         for (name, key, value) in checks {
             let map = try object.map(named: name)

@@ -103,12 +103,36 @@ static __always_inline bool manx_ct_node_flow(const struct manx_ct_value *v, boo
 	return (v->flags & MANX_CT_F_FROM_NODE) && (from_node || !is_orig);
 }
 
+/* Notes that a flow with `peer` is about to be approved by `ruleset`
+ * (manx_ct_peers in maps.h). Only approvals that revocation may take back
+ * count: not "allow all" (no policy: nothing to revoke) nor a reserved
+ * value; an entry later approved by a real rule set is noted then. A peer
+ * already there costs one lookup; a new one that does not fit is
+ * counted, so the daemon stops trusting the map. */
+static __always_inline void manx_ct_note_peer(__be32 peer, __u32 ruleset)
+{
+	if (ruleset == MANX_RULESET_ALLOW_ALL || ruleset >= MANX_RULESET_RESERVED)
+		return;
+	if (bpf_map_lookup_elem(&manx_ct_peers, &peer))
+		return;
+	__u32 one = 1;
+	/* Another CPU may add it meanwhile: only its absence counts. */
+	if (bpf_map_update_elem(&manx_ct_peers, &peer, &one, BPF_NOEXIST) == 0 ||
+	    bpf_map_lookup_elem(&manx_ct_peers, &peer))
+		return;
+	__u32 zero = 0;
+	__u64 *missed = bpf_map_lookup_elem(&manx_ct_peers_missed, &zero);
+	if (missed)
+		__sync_fetch_and_add(missed, 1);
+}
+
 /* Records a new flow of the endpoint; false when its table is full (its
  * budget is used up): the caller drops the packet. An expired entry with
- * the same key is replaced in place, which needs no room. The endpoint's
+ * the same key is replaced in place, which needs no room. `peer` is the
+ * far end of the flow (see manx_ct_note_peer). The endpoint's
  * manx_ct_live mark is set after the entry exists (see maps.h), and
  * written only when clear: new flows only, no shared cache line dirtied. */
-static __always_inline bool manx_ct_create(void *table, __u32 endpoint_id, const struct manx_ct_key *k,
+static __always_inline bool manx_ct_create(void *table, __u32 endpoint_id, __be32 peer, const struct manx_ct_key *k,
 					   const struct manx_pkt *p, bool src_is_a, __u32 flags, __u32 ruleset,
 					   __u32 rule_id, __u64 now)
 {
@@ -127,6 +151,8 @@ static __always_inline bool manx_ct_create(void *table, __u32 endpoint_id, const
 		v.flags |= MANX_CT_F_FIN_ORIG;
 	if (p->tcp_flags & MANX_TCP_RST)
 		v.flags |= MANX_CT_F_RST;
+	/* Before the entry exists: whoever finds the entry finds its peer noted. */
+	manx_ct_note_peer(peer, ruleset);
 	if (bpf_map_update_elem(table, k, &v, BPF_ANY) != 0)
 		return false;
 	__u32 *live = bpf_map_lookup_elem(&manx_ct_live, &endpoint_id);

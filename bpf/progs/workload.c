@@ -206,12 +206,14 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 	if (stateless) {
 		/* nothing to record */
 	} else if (ct) {
+		/* Before the approval shows: revocation must find its peer noted. */
+		manx_ct_note_peer(peer, approved);
 		ct->ruleset = approved;
 		ct->rule_id = d.rule_id;
 		if (node_opened && !(ct->flags & MANX_CT_F_FROM_NODE))
 			__sync_fetch_and_or(&ct->flags, MANX_CT_F_FROM_NODE);
 		manx_ct_touch(ct, &pkt, is_orig, now);
-	} else if (!manx_ct_create(table, ep->id, &key, &pkt, src_is_a,
+	} else if (!manx_ct_create(table, ep->id, peer, &key, &pkt, src_is_a,
 				   (endpoint_originated ? MANX_CT_F_EP_ORIGINATED : 0) | (node_opened ? MANX_CT_F_FROM_NODE : 0),
 				   approved, d.rule_id, now)) {
 		/* Untracked, its replies would be judged as new flows: refuse it. */

@@ -30,6 +30,8 @@
 #define MANX_MAP_GENERATION  "manx_generation"
 #define MANX_MAP_ALLOC       "manx_alloc"
 #define MANX_MAP_CT_LIVE     "manx_ct_live"
+#define MANX_MAP_CT_PEERS    "manx_ct_peers"
+#define MANX_MAP_CT_PEERS_MISSED "manx_ct_peers_missed"
 
 #define MANX_ENDPOINTS_MAX   65536
 #define MANX_IPCACHE_MAX     1048576
@@ -225,6 +227,23 @@ struct manx_ct_value {
  * and expiry skip those tables: reading an empty one still walks all of
  * its buckets (2 MiB at the default budget).
  */
+
+/*
+ * manx_ct_peers: a hash from a peer address (__be32) to __u32 1. It holds
+ * every address that is the far end of a flow that some endpoint's table
+ * holds approved by a rule set (not "allow all", nor a reserved value:
+ * revocation skips those): a program adds the peer before the entry shows
+ * such an approval, and nothing ever removes one. A peer that cannot be added (the map is full) is
+ * counted in manx_ct_peers_missed (an array of one __u64) instead.
+ *
+ * When a pod appears, its address changes identity, and approvals of flows
+ * with that address must be revoked. That means reading every table, and
+ * reading one walks all of its buckets. While the missed count is still
+ * what it was when the daemon last added every table's peers itself, an
+ * address absent from this map is in no table, and the daemon skips the
+ * read.
+ */
+#define MANX_CT_PEERS_MAX 262144
 
 /* Conntrack entries an endpoint may hold unless the daemon is told
  * otherwise (manxd --conntrack-budget): room for a busy server. */
