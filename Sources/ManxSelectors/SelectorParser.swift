@@ -11,7 +11,7 @@
 ///                 | key ('in' | 'not' 'in') '{' [string (',' string)* [',']] '}'
 ///     string     := '...' | "..."       (no escapes, as in Calico)
 ///
-/// Label keys must be valid Kubernetes label keys (`LabelValidation`).
+/// Label keys are what Calico's tokenizer takes: 1 to 512 of `[A-Za-z0-9_./-]`.
 /// Beyond Calico, this accepts newlines as whitespace and reports every
 /// error with its position.
 public enum SelectorParser {
@@ -33,6 +33,8 @@ public enum SelectorParser {
     public static let maxNesting = 512
     /// A selector has at most this many `&&`, `||` and `!` operators.
     public static let maxOperators = 1000
+    /// A label key in a selector is at most this long, as in Calico.
+    public static let maxKeyLength = 512
 }
 
 /// Why a selector did not parse, and where.
@@ -310,9 +312,12 @@ private struct Parser {
         }
     }
 
+    /// Calico's tokenizer takes any run of 1 to 512 key characters as a
+    /// label key, as Manx does: a key no label can have (labels are
+    /// Kubernetes label keys) matches nothing, and rejects no batch.
     private func validateKey(_ key: String, at position: Int) throws(SelectorParseError) {
-        if let problem = LabelValidation.validateKey(key) {
-            throw error("invalid label key '\(key)': \(problem)", at: position)
+        if key.unicodeScalars.count > SelectorParser.maxKeyLength {
+            throw error("invalid label key: longer than \(SelectorParser.maxKeyLength) characters", at: position)
         }
     }
 

@@ -6,7 +6,7 @@ import ManxModel
 /// `tools/cluster`: a simulated multi-node cluster to look at and poke.
 struct ManxCluster: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cluster",
+        commandName: "manx-cluster",
         abstract: "Bring a simulated cluster up (nodes as network namespaces running manxd, pods through manx-cni), or tear it down.",
         subcommands: [Up.self, Down.self])
 

@@ -5,7 +5,7 @@ import ManxModel
 
 struct Conformance: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "conformance",
+        commandName: "manx-conformance",
         abstract: "Run policy conformance cases against a real simulated node.")
 
     @Option(help: "Dataplane, or several comma-separated: bpf, iptables (nft-backed), iptables-legacy.")

@@ -45,11 +45,11 @@ struct Manxd: AsyncParsableCommand {
     @Flag(help: "Detach all programs and remove all pins of this node, then exit.")
     var uninstall = false
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
-    var logLevel: String = "info"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
+        let level = logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -85,3 +85,7 @@ struct Manxd: AsyncParsableCommand {
         try await group.run()
     }
 }
+
+/// An unknown level is refused with the levels that exist (it used to
+/// become `info` silently).
+extension Logger.Level: @retroactive ExpressibleByArgument {}
