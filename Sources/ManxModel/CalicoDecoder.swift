@@ -98,8 +98,20 @@ enum CalicoDecoder {
         }
         rule.icmp = icmp(f["icmp"], rule: rule)
         rule.notICMP = icmp(f["notICMP"], rule: rule)
-        if let s = f["source"] { rule.source = entity(s, namespace: namespace, rule: rule, isSource: true) ?? EntityRule() }
-        if let d = f["destination"] { rule.destination = entity(d, namespace: namespace, rule: rule, isSource: false) ?? EntityRule() }
+        var versions = Set<Int>()
+        if let s = f["source"] { rule.source = entity(s, namespace: namespace, rule: rule, isSource: true, versions: &versions) ?? EntityRule() }
+        if let d = f["destination"] {
+            rule.destination = entity(d, namespace: namespace, rule: rule, isSource: false, versions: &versions) ?? EntityRule()
+        }
+        // A rule's CIDRs are of one IP version, as Calico's validation has
+        // it. IPv6 ones make the rule an IPv6 rule, which no IPv4 packet
+        // matches (`notNets: [fd00::/8]` is no match-all for IPv4).
+        if versions.count > 1 {
+            ctx.fail(node.path, "the rule's CIDRs mix IPv4 and IPv6 (one IP version per rule)")
+        } else if versions == [6] {
+            if rule.ipVersion == 4 { ctx.fail(node.child("ipVersion"), "ipVersion is 4 but the rule's CIDRs are IPv6") }
+            rule.ipVersion = 6
+        }
         return rule
     }
 
@@ -128,13 +140,16 @@ enum CalicoDecoder {
         "nets", "notNets", "selector", "notSelector", "namespaceSelector", "ports", "notPorts", "serviceAccounts", "services",
     ]
 
-    static func entity(_ node: YNode, namespace: String?, rule: Rule, isSource: Bool) -> EntityRule? {
+    /// `versions`: the IP versions of the CIDRs it names are added there.
+    static func entity(_ node: YNode, namespace: String?, rule: Rule, isSource: Bool, versions: inout Set<Int>) -> EntityRule? {
         guard let f = node.fields(allowed: entityFields) else { return nil }
         let ctx = node.ctx
         var e = EntityRule()
         if let s = f["services"] { ctx.fail(s.path, "service matches are not supported by Manx") }
-        e.nets = cidrs(f["nets"])
-        e.notNets = cidrs(f["notNets"])
+        let nets = addresses(f["nets"]), notNets = addresses(f["notNets"])
+        (e.nets, e.notNets) = (nets.v4, notNets.v4)
+        if !nets.v4.isEmpty || !notNets.v4.isEmpty { versions.insert(4) }
+        if nets.v6 || notNets.v6 { versions.insert(6) }
         // A selector is scoped to the policy's namespace unless the rule
         // names namespaces; in a global policy it spans all of them.
         var scope: NamespaceScope = namespace.map(NamespaceScope.named) ?? .any
@@ -166,16 +181,29 @@ enum CalicoDecoder {
         return e
     }
 
-    static func cidrs(_ node: YNode?) -> [CIDR] {
-        guard let items = node?.list else { return [] }
-        return items.compactMap { item in
+    /// The IPv4 CIDRs of a list, and whether it holds IPv6 ones (valid, and
+    /// never matching: Manx drops IPv6 traffic).
+    static func addresses(_ node: YNode?) -> (v4: [CIDR], v6: Bool) {
+        guard let items = node?.list else { return ([], false) }
+        var v6 = false
+        let v4 = items.compactMap { item -> CIDR? in
             guard let text = item.string else { return nil }
             switch CIDR.parse(text) {
             case .success(let c): return c
-            case .failure(let f): item.ctx.fail(item.path, f.reason); return nil
+            case .failure(let f):
+                if text.contains(":") {
+                    if IPv6Prefix(text) != nil { v6 = true } else { item.ctx.fail(item.path, "'\(text)' is not an IPv6 CIDR") }
+                } else {
+                    item.ctx.fail(item.path, f.reason)
+                }
+                return nil
             }
         }
+        return (v4, v6)
     }
+
+    /// A network set's IPv4 CIDRs (its IPv6 ones match no packet here).
+    static func cidrs(_ node: YNode?) -> [CIDR] { addresses(node).v4 }
 
     /// 80, "80", "1000:2000", or a port name.
     static func port(_ node: YNode) -> PortMatch? {

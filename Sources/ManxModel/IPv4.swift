@@ -1,3 +1,5 @@
+import Glibc
+
 /// An IPv4 address as a host-order integer.
 public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertible {
     public var value: UInt32
@@ -94,4 +96,46 @@ public struct CIDR: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 
     public static let any = CIDR(IPv4Address(0), 0)
+}
+
+/// An IPv6 prefix, as policies may name one. Manx carries no IPv6 traffic
+/// (it is dropped), so these are only validated, and tell which rules and
+/// peers are for IPv6 and so never match an IPv4 packet.
+public struct IPv6Prefix: Hashable, Sendable {
+    public let bytes: [UInt8]
+    public let length: Int
+
+    /// "addr/n" or a bare address (/128), in any form inet_pton reads; nil
+    /// when it is not IPv6.
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), parts[0].contains(":") else { return nil }
+        var address = in6_addr()
+        guard inet_pton(AF_INET6, String(parts[0]), &address) == 1 else { return nil }
+        var length = 128
+        if parts.count == 2 {
+            guard (1...3).contains(parts[1].count), parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(parts[1]), n <= 128 else {
+                return nil
+            }
+            length = n
+        }
+        var bytes = withUnsafeBytes(of: address) { Array($0) }
+        // Host bits cleared, as for IPv4.
+        for i in 0..<16 {
+            let keep = max(0, min(8, length - i * 8))
+            bytes[i] &= keep == 8 ? 0xff : UInt8(truncatingIfNeeded: 0xff << (8 - keep))
+        }
+        self.bytes = bytes
+        self.length = length
+    }
+
+    public func contains(_ other: IPv6Prefix) -> Bool {
+        guard other.length >= length else { return false }
+        for i in 0..<16 {
+            let keep = max(0, min(8, length - i * 8))
+            let mask: UInt8 = keep == 8 ? 0xff : UInt8(truncatingIfNeeded: 0xff << (8 - keep))
+            if bytes[i] & mask != other.bytes[i] & mask { return false }
+        }
+        return true
+    }
 }

@@ -95,7 +95,7 @@ enum KubernetesDecoder {
     static func rules(_ node: YNode, direction: Policy.Direction, namespace: String) -> [Rule] {
         let peersKey = direction == .ingress ? "from" : "to"
         guard let fields = node.fields(allowed: [peersKey, "ports"]) else { return [] }
-        var peers: [EntityRule?] = [EntityRule()]
+        var peers: [(EntityRule, ipv6: Bool)?] = [(EntityRule(), false)]
         if let peerList = fields[peersKey]?.list, !peerList.isEmpty {
             peers = peerList.map { peer($0, namespace: namespace) }
         }
@@ -104,10 +104,12 @@ enum KubernetesDecoder {
             ports = portList.map(port)
         }
         var result: [Rule] = []
-        for case let entity? in peers {
+        for case let (entity, ipv6)? in peers {
             for case let (proto, portMatch)? in ports {
                 var rule = Rule(action: .allow, index: 0)
                 rule.proto = proto
+                // An IPv6 ipBlock: a rule no IPv4 packet matches.
+                if ipv6 { rule.ipVersion = 6 }
                 // Ingress: the peer is the source and the ports are ours.
                 // Egress: the peer is the destination and owns the ports.
                 if direction == .ingress { rule.source = entity } else { rule.destination = entity }
@@ -118,7 +120,8 @@ enum KubernetesDecoder {
         return result
     }
 
-    static func peer(_ node: YNode, namespace: String) -> EntityRule? {
+    /// The peer, and whether it is an IPv6 ipBlock.
+    static func peer(_ node: YNode, namespace: String) -> (EntityRule, ipv6: Bool)? {
         guard let fields = node.fields(allowed: ["podSelector", "namespaceSelector", "ipBlock"]) else { return nil }
         if fields.isEmpty { node.ctx.fail(node.path, "a peer must set podSelector, namespaceSelector or ipBlock"); return nil }
         var entity = EntityRule()
@@ -126,6 +129,7 @@ enum KubernetesDecoder {
             if fields.count > 1 { node.ctx.fail(block.path, "ipBlock cannot be combined with podSelector or namespaceSelector") }
             guard let b = block.fields(allowed: ["cidr", "except"]) else { return nil }
             guard let cidrNode = b["cidr"], let text = cidrNode.string else { node.ctx.fail(block.child("cidr"), "missing"); return nil }
+            if text.contains(":") { return ipv6Block(text, cidrNode, except: b["except"]).map { (entity, $0) } }
             guard case .success(let cidr) = parseCIDR(text, cidrNode) else { return nil }
             entity.nets = [cidr]
             for ex in b["except"]?.list ?? [] {
@@ -136,7 +140,7 @@ enum KubernetesDecoder {
                 }
                 entity.notNets.append(e)
             }
-            return entity
+            return (entity, false)
         }
         let pods = fields["podSelector"].map(labelSelector) ?? .all
         let namespaces: NamespaceScope
@@ -151,7 +155,19 @@ enum KubernetesDecoder {
         // network sets, which lack this label.
         entity.endpoints = EndpointMatch(selector: .and(pods, .equals("projectcalico.org/orchestrator", "k8s")),
                                          namespaces: namespaces)
-        return entity
+        return (entity, false)
+    }
+
+    /// An IPv6 ipBlock, validated as the API server does (its excepts
+    /// strictly inside it); true when valid.
+    static func ipv6Block(_ text: String, _ node: YNode, except: YNode?) -> Bool? {
+        guard let cidr = IPv6Prefix(text) else { node.ctx.fail(node.path, "'\(text)' is not an IPv6 CIDR"); return nil }
+        for ex in except?.list ?? [] {
+            guard let t = ex.string else { continue }
+            guard let e = IPv6Prefix(t) else { ex.ctx.fail(ex.path, "'\(t)' is not an IPv6 CIDR"); continue }
+            if !cidr.contains(e) || e == cidr { ex.ctx.fail(ex.path, "except '\(t)' must be strictly inside cidr '\(text)'") }
+        }
+        return true
     }
 
     static func parseCIDR(_ text: String, _ node: YNode) -> Result<CIDR, CIDR.ParseFailure> {

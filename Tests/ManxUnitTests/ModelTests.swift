@@ -194,6 +194,45 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(try types(", policyTypes: [Ingress, Egress]"), [.ingress, .egress])
     }
 
+    /// IPv6 CIDRs are valid where Kubernetes and Calico take them; the
+    /// rules (and peers) they make are IPv6 ones, which no IPv4 packet
+    /// matches, and a network set keeps only its IPv4 nets.
+    func testIPv6CIDRsMakeIPv6Rules() throws {
+        let calico = """
+        apiVersion: projectcalico.org/v3
+        kind: NetworkPolicy
+        metadata: {name: p, namespace: ns}
+        spec:
+          ingress:
+          - {action: Deny, source: {notNets: ['fd00::/8']}}
+          - {action: Allow, source: {nets: ['2001:db8::1']}}
+          - {action: Allow, source: {nets: [10.0.0.0/8]}}
+        ---
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkSet
+        metadata: {name: s}
+        spec: {nets: [192.0.2.0/24, '2001:db8::/32']}
+        ---
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: k, namespace: ns}
+        spec:
+          podSelector: {}
+          ingress: [{from: [{ipBlock: {cidr: 'fd00::/8', except: ['fd00:1::/32']}}, {ipBlock: {cidr: 10.0.0.0/8}}]}]
+        """
+        let set = try decode(calico)
+        let p = try XCTUnwrap(set.policies.first { $0.name == "p" })
+        XCTAssertEqual(p.ingress.map(\.ipVersion), [6, 6, nil])
+        XCTAssertEqual(p.ingress[0].source.notNets, [], "no IPv4 match-all")
+        XCTAssertEqual(set.networkSets.first?.nets.map(\.description), ["192.0.2.0/24"])
+        let k = try XCTUnwrap(set.policies.first { $0.name == "knp.default.k" })
+        XCTAssertEqual(k.ingress.map(\.ipVersion), [6, nil])
+        XCTAssertEqual(rejection("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: k}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 'fd00::/8', except: ['fe80::/16']}}]}]}")?.reason,
+                       "except 'fe80::/16' must be strictly inside cidr 'fd00::/8'")
+        XCTAssertEqual(IPv6Prefix("fd00::1/8"), IPv6Prefix("fd00::/8"), "host bits cleared")
+        XCTAssertNil(IPv6Prefix("10.0.0.1"))
+    }
+
     func testDNSNames() {
         for good in ["a", "a-b", "a.b", "0", "x1.y2-z"] { XCTAssertNil(ResourceDecoder.validateDNSName(good), good) }
         for bad in ["", "-a", "a-", ".a", "a.", "A", "a_b", "é", "a b", String(repeating: "a", count: 254)] {
