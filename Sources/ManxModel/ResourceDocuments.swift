@@ -23,6 +23,32 @@ extension ResourceSet {
         }
     }
 
+    /// A document `documents` gave, as block YAML (what `bpfctl get -o yaml`
+    /// prints; it decodes to the same resource).
+    public static func yaml(ofJSON json: String) throws -> String {
+        guard let node = try parseDocuments(json).first else { return "" }
+        return try Yams.serialize(node: unquoted(node))
+    }
+
+    /// Strings (JSON quotes all of them) unquoted where a YAML reader would
+    /// still read a string (`y` or `10` would read as a boolean or number).
+    static func unquoted(_ node: Node) -> Node {
+        switch node {
+        case .scalar(let s):
+            guard s.style != .plain else { return node }
+            let plain = Node.scalar(.init(s.string, Tag(.implicit), .plain))
+            let keepsQuotes = Resolver.default.resolveTag(of: plain) != .str
+                || s.string.isEmpty || s.string.first == " " || s.string.last == " "
+            return keepsQuotes ? node : plain
+        case .mapping(let m):
+            return .mapping(.init(m.map { (unquoted($0.key), unquoted($0.value)) }, m.tag, m.style))
+        case .sequence(let q):
+            return .sequence(.init(q.map(unquoted), q.tag, q.style))
+        case .alias:
+            return node
+        }
+    }
+
     /// A YAML node as a JSON value that decodes back to the same resource:
     /// plain (unquoted) scalars that the decoder reads as numbers, booleans
     /// or null become those; everything else stays the string it was.

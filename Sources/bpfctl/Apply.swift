@@ -110,3 +110,73 @@ struct Delete: AsyncParsableCommand {
         try await options.run("delete") { datastore, file, _, documents in try await datastore.remove(documents, file: file) }
     }
 }
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List resources of one kind in the datastore (a table, or YAML or JSON), as calicoctl get does.")
+
+    @Argument(help: "The kind: networkpolicy (np), globalnetworkpolicy (gnp), networkset, globalnetworkset, tier, profile, ippool, node, felixconfiguration, workloadendpoint (wep), namespace (ns), pod, ipamblock.")
+    var kind: String
+
+    @Argument(help: "Only the resource of this name.")
+    var name: String?
+
+    @Option(name: .shortAndLong, help: "Namespace of a namespaced kind (default: default).")
+    var namespace: String?
+
+    @Flag(name: [.customShort("A"), .long], help: "Every namespace.")
+    var allNamespaces = false
+
+    @OptionGroup var store: DatastoreOptions
+
+    @Option(name: .shortAndLong, help: "Output format: table, yaml or json.")
+    var output: GetFormat = .table
+
+    enum GetFormat: String, ExpressibleByArgument { case table, yaml, json }
+
+    func run() async throws {
+        let query: ResourceQuery
+        do {
+            query = try ResourceQuery(kind: kind, name: name, namespace: namespace, allNamespaces: allNamespaces)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        let datastore = try store.open()
+        var keys: [String: String] = [:]
+        for await update in datastore.updates() {
+            switch update {
+            case .snapshot(let snapshot, _): keys = snapshot
+            case .unreachable(let reason): Self.fail("cannot read \(datastore): \(reason)", status: 1)
+            case .changes: continue
+            }
+            break
+        }
+        let (matches, errors) = query.select(keys)
+        for error in errors { FileHandle.standardError.write(Data("bpfctl get: skipped: \(error)\n".utf8)) }
+        if name != nil && matches.isEmpty { Self.fail("resource does not exist: \(query.missing)", status: 1) }
+        switch output {
+        case .json:
+            let objects = matches.compactMap { try? JSONSerialization.jsonObject(with: Data($0.document.json.utf8)) }
+            let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            print(objects.isEmpty ? "[]" : String(decoding: data, as: UTF8.self))
+        case .yaml:
+            print(try matches.map { try ResourceSet.yaml(ofJSON: $0.document.json) }.joined(separator: "---\n"), terminator: "")
+        case .table:
+            let showNamespace = query.namespaced && query.namespace == nil
+            var rows = [(showNamespace ? ["NAMESPACE"] : []) + ["NAME", "API VERSION"]]
+            for m in matches {
+                rows.append((showNamespace ? [m.document.header.namespace ?? ""] : []) + [m.document.header.name, m.document.header.apiVersion])
+            }
+            let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max()! }
+            for row in rows {
+                print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "   ")
+                    .trimmingCharacters(in: .whitespaces))
+            }
+        }
+    }
+
+    static func fail(_ message: String, status: Int32) -> Never {
+        FileHandle.standardError.write(Data("bpfctl get: \(message)\n".utf8))
+        Foundation.exit(status)
+    }
+}

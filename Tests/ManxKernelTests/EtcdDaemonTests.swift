@@ -114,6 +114,10 @@ final class EtcdDaemonTests: XCTestCase {
         try apply("policy", policy(allowing: "nobody"))
         try waitApplied()
         XCTAssertFalse(try connects(), "isolated: denied")
+        // `bpfctl get` reads it back from etcd.
+        let got = try sh("ip", "netns", "exec", etcdNetns, try productPath("bpfctl"), "get", "np", "-n", "demo", "-o", "yaml",
+                         "--etcd-endpoints", member.clientURL)
+        XCTAssertTrue(got.contains("name: web") && got.contains("app: nobody"), got)
 
         // etcd gone: the node says so and keeps enforcing the last state.
         member.stop()
