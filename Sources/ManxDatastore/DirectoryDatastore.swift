@@ -69,56 +69,61 @@ public struct DirectoryDatastore: Datastore {
         out.finish()
     }
 
-    /// A directory removes whole files: each file that defines one of the
-    /// resources must define nothing else, or nothing is removed.
-    public func remove(_ documents: [ResourceDocument], file: String) async throws -> [String] {
-        let wanted = Set(documents.map(\.header))
-        var files: [String] = []
+    /// A file applied is kept whole, as one file of the same name written
+    /// atomically: the daemon sees all of its documents or none. A delete
+    /// removes whole files: each file that defines one of the resources
+    /// must define nothing else. The content left is validated whole
+    /// first (a resource that another file defines is a duplicate there).
+    /// Files are written one at a time, each atomically (a change of several
+    /// files can be seen half done, for as long as the renames take).
+    public func change(_ changes: [ResourceChange]) async throws -> [[String]] {
+        let before = Dictionary(try files(), uniquingKeysWith: { a, _ in a })
+        var after = before
+        var names: [[String]] = []
         var errors: [ValidationError] = []
-        for (name, headers) in try definitions() {
-            guard headers.contains(where: wanted.contains) else { continue }
-            let others = headers.filter { !wanted.contains($0) }
-            if others.isEmpty {
-                files.append(name)
-            } else {
-                errors.append(ValidationError(file: file, resource: others[0].description, field: "",
-                                              reason: "\(name) of \(directory) also defines \(others.map(\.description).joined(separator: ", ")); edit that file"))
+        for change in changes {
+            switch change.action {
+            case .apply:
+                let name = try Self.fileName(for: change)
+                after[name] = change.text
+                names.append([name])
+            case .delete:
+                let wanted = Set(change.documents.map(\.header))
+                var removed: [String] = []
+                for (name, text) in after.sorted(by: { $0.key < $1.key }) {
+                    let headers = ResourceSet.decodeFile(name: name, text: text).headers
+                    guard headers.contains(where: wanted.contains) else { continue }
+                    let others = headers.filter { !wanted.contains($0) }
+                    if others.isEmpty {
+                        after[name] = nil
+                        removed.append(name)
+                    } else {
+                        errors.append(ValidationError(file: change.file, resource: others[0].description, field: "",
+                                                      reason: "\(name) of \(directory) also defines \(others.map(\.description).joined(separator: ", ")); edit that file"))
+                    }
+                }
+                names.append(removed)
             }
         }
         if !errors.isEmpty { throw ValidationErrors(errors) }
-        for name in files { try remove(name) }
-        return files
+        try checkChange(from: before, to: after)
+        for (name, text) in after.sorted(by: { $0.key < $1.key }) where before[name] != text { try write(name, text) }
+        for name in before.keys.sorted() where after[name] == nil { try remove(name) }
+        return names
     }
 
-    /// A directory keeps an applied file whole, as one file of the same name
-    /// written atomically: the daemon sees all of its documents or none.
-    /// A resource that another file already defines is refused (the daemon
-    /// would reject the duplicate), naming that file.
-    public func apply(_ documents: [ResourceDocument], file: String, text: String) async throws -> [String] {
-        var name = (file as NSString).lastPathComponent
-        if name == "-" || name.isEmpty, let first = documents.first {
+    /// The file an applied file becomes: its own name (standard input: one
+    /// named after its first resource).
+    static func fileName(for change: ResourceChange) throws(ValidationErrors) -> String {
+        var name = (change.file as NSString).lastPathComponent
+        if name == "-" || name.isEmpty, let first = change.documents.first {
             name = "\(first.header.kind.lowercased())-\(first.header.namespace.map { "\($0)-" } ?? "")\(first.header.name).yaml"
         }
         guard !name.hasPrefix("."), name.hasSuffix(".yaml") || name.hasSuffix(".yml") else {
-            throw ValidationErrors([ValidationError(file: file, resource: "", field: "",
+            throw ValidationErrors([ValidationError(file: change.file, resource: "", field: "",
                                                     reason: "a directory datastore reads only *.yaml and *.yml files that are not hidden")])
         }
-        let wanted = Set(documents.map(\.header))
-        var errors: [ValidationError] = []
-        for (other, headers) in try definitions() where other != name {
-            for header in headers where wanted.contains(header) {
-                errors.append(ValidationError(file: file, resource: header.description, field: "metadata.name",
-                                              reason: "already defined in \(other) of \(directory); change or remove that file"))
-            }
-        }
-        if !errors.isEmpty { throw ValidationErrors(errors) }
-        try write(name, text)
-        return [name]
-    }
-
-    /// What each file defines.
-    private func definitions() throws -> [(name: String, headers: [ResourceHeader])] {
-        try files().map { ($0.name, ResourceSet.decodeFile(name: $0.name, text: $0.text).headers) }
+        return name
     }
 
     public struct Snapshot: Sendable {

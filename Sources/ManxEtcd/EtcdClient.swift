@@ -107,8 +107,13 @@ public final class EtcdClient: Sendable {
     /// Applies `operations` only if every comparison holds (compare-and-swap
     /// on mod revisions). Returns whether it did, and the revision.
     public func transaction(if compares: [Compare], then operations: [Operation]) async throws -> (succeeded: Bool, revision: Int64) {
+        try await transaction(compares: compares.map { ["target": "MOD", "key": b64($0.key), "mod_revision": "\($0.modRevision)", "result": "EQUAL"] },
+                              then: operations)
+    }
+
+    private func transaction(compares: [[String: String]], then operations: [Operation]) async throws -> (succeeded: Bool, revision: Int64) {
         let body: [String: Any] = [
-            "compare": compares.map { ["target": "MOD", "key": b64($0.key), "mod_revision": "\($0.modRevision)", "result": "EQUAL"] },
+            "compare": compares,
             "success": operations.map { op -> [String: Any] in
                 switch op {
                 case .put(let k, let v): return ["request_put": ["key": b64(k), "value": b64(v)]]
@@ -118,6 +123,18 @@ public final class EtcdClient: Sendable {
         ]
         let r = try await call("/v3/kv/txn", body)
         return (r["succeeded"] as? Bool ?? false, Self.int(Self.object(r["header"])["revision"]))
+    }
+
+    /// Applies `operations` only if no key under `prefix` was written after
+    /// `revision` (one compare over the whole range: a key created or
+    /// changed since has a later mod revision). A key deleted since is not
+    /// seen by it.
+    public func transaction(ifUnchangedSince revision: Int64, under prefix: String,
+                            then operations: [Operation]) async throws -> (succeeded: Bool, revision: Int64) {
+        try await transaction(compares: [[
+            "target": "MOD", "key": b64(prefix), "range_end": b64(Self.prefixEnd(prefix)),
+            "mod_revision": "\(revision + 1)", "result": "LESS",
+        ]], then: operations)
     }
 
     /// Discards the history before `revision`.

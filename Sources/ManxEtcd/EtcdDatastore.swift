@@ -99,20 +99,52 @@ public struct EtcdDatastore: Datastore {
 
     public func check(key: String, _ file: ResourceSet.DecodedFile) -> [ValidationError] { ResourceKeys.check(key: key, file) }
 
-    /// Each resource under its own key, as JSON, in one transaction per
-    /// `EtcdClient.maxOperations` resources (etcd's default limit per
-    /// transaction): a file of up to that many is applied all or none.
-    public func apply(_ documents: [ResourceDocument], file: String, text: String) async throws -> [String] {
-        let keys = try Self.keys(documents, file: file)
-        try await transact(zip(keys, documents).map { .put($0, $1.json) })
-        return keys
+    /// Each resource under its own key, as JSON, in one transaction, all
+    /// or none. The content is listed, the result validated whole, and the
+    /// transaction succeeds only if no key was written since the listing
+    /// (else it is tried again, from the listing). etcd takes at most
+    /// `EtcdClient.maxOperations` operations and `maxRequestBytes` per
+    /// transaction (its defaults); a larger change is refused, not split,
+    /// so that what is written is always all of it.
+    public func change(_ changes: [ResourceChange]) async throws -> [[String]] {
+        for _ in 0..<3 {
+            let (kvs, revision) = try await client.list(prefix: ResourceKeys.watchPrefix)
+            var before: [String: String] = [:]
+            for kv in kvs where ResourceKeys.isFollowed(kv.key) { before[kv.key] = kv.value }
+            var after = before
+            var keys: [[String]] = []
+            for change in changes {
+                let fileKeys = try Self.keys(change.documents, file: change.file)
+                keys.append(fileKeys)
+                for (key, document) in zip(fileKeys, change.documents) { after[key] = change.action == .apply ? document.json : nil }
+            }
+            var operations: [EtcdClient.Operation] = []
+            var bytes = 0
+            for (key, value) in after.sorted(by: { $0.key < $1.key }) where before[key] != value {
+                operations.append(.put(key, value))
+                bytes += key.utf8.count + value.utf8.count
+            }
+            for key in before.keys.sorted() where after[key] == nil {
+                operations.append(.delete(key))
+                bytes += key.utf8.count
+            }
+            if operations.count > EtcdClient.maxOperations {
+                throw EtcdError(message: "this changes \(operations.count) keys, and etcd takes at most \(EtcdClient.maxOperations) operations in one transaction (--max-txn-ops): nothing was written; apply it in parts of at most \(EtcdClient.maxOperations) resources, each all or nothing")
+            }
+            if bytes > Self.maxRequestBytes {
+                throw EtcdError(message: "this writes \(bytes) bytes, and etcd takes at most \(Self.maxRequestBytes) in one request (--max-request-bytes, 1.5 MiB): nothing was written; apply it in smaller parts")
+            }
+            try checkChange(from: before, to: after)
+            if operations.isEmpty { return keys }
+            if try await client.transaction(ifUnchangedSince: revision, under: ResourceKeys.watchPrefix, then: operations).succeeded {
+                return keys
+            }
+        }
+        throw EtcdError(message: "the datastore kept changing while this change was checked; nothing was written, try again")
     }
 
-    public func remove(_ documents: [ResourceDocument], file: String) async throws -> [String] {
-        let keys = try Self.keys(documents, file: file)
-        try await transact(keys.map { .delete($0) })
-        return keys
-    }
+    /// etcd's default --max-request-bytes, less room for the request's own framing.
+    static let maxRequestBytes = 1_572_864 - 16_384
 
     static func keys(_ documents: [ResourceDocument], file: String) throws -> [String] {
         try documents.map { document in
@@ -121,13 +153,6 @@ public struct EtcdDatastore: Datastore {
                                                         reason: "has no place in the etcd layout")])
             }
             return key
-        }
-    }
-
-    /// One transaction per `EtcdClient.maxOperations` operations.
-    private func transact(_ operations: [EtcdClient.Operation]) async throws {
-        for start in stride(from: 0, to: operations.count, by: EtcdClient.maxOperations) {
-            _ = try await client.transaction(if: [], then: Array(operations[start..<min(start + EtcdClient.maxOperations, operations.count)]))
         }
     }
 

@@ -48,20 +48,18 @@ struct ResourceFiles {
         var keys: [String]
     }
 
-    /// Makes the change for every file, in order, and reports it.
-    func each(output: OutputFormat, _ change: (_ file: String, _ text: String, [ResourceDocument]) async throws -> [String]) async throws {
-        var done: [Done] = []
-        for file in files {
-            do {
-                let keys = try await change(file.name, file.text, file.documents)
-                done.append(Done(file: file.name, resources: file.documents.map { $0.header.description }, keys: keys))
-            } catch {
-                fail(error)
-            }
+    /// Makes the change for every file at once, all or nothing, and reports it.
+    func change(_ action: ResourceChange.Action, in datastore: any Datastore, output: OutputFormat) async throws {
+        let keys: [[String]]
+        do {
+            keys = try await datastore.change(files.map { ResourceChange(action, file: $0.name, text: $0.text, documents: $0.documents) })
+        } catch {
+            fail(error)
         }
+        let done = zip(files, keys).map { file, keys in Done(file: file.name, resources: file.documents.map(\.header.description), keys: keys) }
         if output == .json { return try printJSON(done) }
         for d in done {
-            for resource in d.resources { print("\(command == "apply" ? "applied" : "deleted") \(resource)") }
+            for resource in d.resources { print("\(action == .apply ? "applied" : "deleted") \(resource)") }
         }
     }
 
@@ -81,33 +79,32 @@ struct ResourceCommandOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: "Output format: text or json.")
     var output: OutputFormat = .text
 
-    /// Validates every file, then makes the change for each.
-    func run(_ command: String, _ change: (any Datastore, _ file: String, _ text: String, [ResourceDocument]) async throws -> [String]) async throws {
-        let files = ResourceFiles(filename, command: command)
-        let datastore = try store.open()
-        try await files.each(output: output) { try await change(datastore, $0, $1, $2) }
+    /// Validates every file, then makes the change for all of them.
+    func run(_ action: ResourceChange.Action) async throws {
+        let files = ResourceFiles(filename, command: action == .apply ? "apply" : "delete")
+        try await files.change(action, in: try store.open(), output: output)
     }
 }
 
 struct Apply: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Validate resources and write them into the datastore: every document of a file, or none.")
+        abstract: "Validate resources and write them into the datastore: every document of every file, or none, and only if the content they leave is valid.")
 
     @OptionGroup var options: ResourceCommandOptions
 
     func run() async throws {
-        try await options.run("apply") { datastore, file, text, documents in try await datastore.apply(documents, file: file, text: text) }
+        try await options.run(.apply)
     }
 }
 
 struct Delete: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Remove the resources a file names from the datastore.")
+        abstract: "Remove the resources the files name from the datastore: all of them or none, and only if the content left is valid.")
 
     @OptionGroup var options: ResourceCommandOptions
 
     func run() async throws {
-        try await options.run("delete") { datastore, file, _, documents in try await datastore.remove(documents, file: file) }
+        try await options.run(.delete)
     }
 }
 

@@ -156,6 +156,55 @@ final class EtcdTests: XCTestCase {
         }
     }
 
+    /// `bpfctl apply` into etcd: all files or none, and never content that
+    /// every node would reject; a fix for content that is already wrong
+    /// still goes in; past etcd's limit per transaction nothing is written.
+    func testApplyIsWholeAndNeverWritesInvalidContent() async throws {
+        let store = EtcdDatastore(client: client)
+        func change(_ action: ResourceChange.Action, _ files: [(String, String)]) async throws -> [[String]] {
+            try await store.change(try files.map { ResourceChange(action, file: $0.0, text: $0.1, documents: try ResourceSet.documents(file: $0.0, text: $0.1)) })
+        }
+        func keys() async throws -> [String] { try await client.list(prefix: ResourceKeys.prefix).kvs.map(\.key) }
+        let tier = "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: sec}\nspec: {order: 10}\n"
+        let policy = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: sec.p}\nspec: {tier: sec, selector: all()}\n"
+        // A policy in a tier that is not there: refused, nothing written.
+        do {
+            _ = try await change(.apply, [("p.yaml", policy)])
+            XCTFail("applied a policy whose tier does not exist")
+        } catch {
+            XCTAssertTrue("\(error)".contains("tier 'sec' does not exist"), "\(error)")
+        }
+        let none = try await keys()
+        XCTAssertEqual(none, [String]())
+        // Both files: one transaction.
+        let written = try await change(.apply, [("t.yaml", tier), ("p.yaml", policy)])
+        XCTAssertEqual(written, [[ResourceKeys.prefix + "projectcalico.org/tiers/sec"], [ResourceKeys.prefix + "projectcalico.org/globalnetworkpolicies/sec.p"]])
+        do { let count = try await keys().count; XCTAssertEqual(count, 2) }
+        // Deleting the tier alone would strand the policy.
+        do {
+            _ = try await change(.delete, [("t.yaml", tier)])
+            XCTFail("deleted a tier a policy is in")
+        } catch {
+            XCTAssertTrue("\(error)".contains("tier 'sec' does not exist"), "\(error)")
+        }
+        do { let count = try await keys().count; XCTAssertEqual(count, 2) }
+        // Content already wrong (written around bpfctl): a fix goes in.
+        try await client.put(ResourceKeys.prefix + "projectcalico.org/tiers/sec", "kind: [")
+        _ = try await change(.apply, [("t.yaml", tier)])
+        // Past etcd's 128 operations per transaction: nothing is written.
+        let many = (0..<129).map { "apiVersion: v1\nkind: Namespace\nmetadata: {name: n\($0)}\n" }.joined(separator: "---\n")
+        do {
+            _ = try await change(.apply, [("many.yaml", many)])
+            XCTFail("applied 129 resources in one transaction")
+        } catch {
+            XCTAssertTrue("\(error)".contains("at most 128 operations"), "\(error)")
+        }
+        do { let count = try await keys().count; XCTAssertEqual(count, 2) }
+        _ = try await change(.delete, [("t.yaml", tier), ("p.yaml", policy)])
+        let left = try await keys()
+        XCTAssertEqual(left, [String]())
+    }
+
     /// Three nodes, fifty concurrent assignments each: 150 distinct
     /// addresses, each node's from its own blocks; releasing frees all.
     func testIPAMHandsOutDistinctAddressesUnderContention() async throws {
@@ -165,7 +214,8 @@ final class EtcdTests: XCTestCase {
         metadata: {name: pods}
         spec: {cidr: 10.60.0.0/16, blockSize: 28}
         """
-        _ = try await EtcdDatastore(client: client).apply(try ResourceSet.documents(file: "pool.yaml", text: pool), file: "pool.yaml", text: pool)
+        _ = try await EtcdDatastore(client: client).change([ResourceChange(.apply, file: "pool.yaml", text: pool,
+                                                                           documents: try ResourceSet.documents(file: "pool.yaml", text: pool))])
         let results = Mutex<[String: IPAMAssignment]>([:])
         let failures = Mutex<[String]>([])
         var threads: [Thread] = []

@@ -230,6 +230,49 @@ final class DatastoreTests: XCTestCase {
         XCTAssertEqual(reasons(), [])
     }
 
+    /// `bpfctl apply` into a directory: all files or none, never content
+    /// the daemon would reject, a delete that would strand another
+    /// resource refused, a fix for content already wrong let in.
+    func testChangeIsWholeAndNeverWritesInvalidContent() async throws {
+        let store = DirectoryDatastore(directory: dir)
+        func change(_ action: ResourceChange.Action, _ files: [(String, String)]) async throws -> [[String]] {
+            try await store.change(try files.map { ResourceChange(action, file: "/some/where/\($0.0)", text: $0.1,
+                                                                   documents: try ResourceSet.documents(file: $0.0, text: $0.1)) })
+        }
+        func names() throws -> [String] { try store.fileNames().sorted() }
+        let tier = "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: sec}\nspec: {order: 10}\n"
+        let policy = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: sec.p}\nspec: {tier: sec, selector: all()}\n"
+        do {
+            _ = try await change(.apply, [("p.yaml", policy)])
+            XCTFail("applied a policy whose tier does not exist")
+        } catch {
+            XCTAssertTrue("\(error)".contains("tier 'sec' does not exist"), "\(error)")
+        }
+        XCTAssertEqual(try names(), [])
+        let written = try await change(.apply, [("t.yaml", tier), ("p.yaml", policy)])
+        XCTAssertEqual(written, [["t.yaml"], ["p.yaml"]])
+        do {
+            _ = try await change(.delete, [("t.yaml", tier)])
+            XCTFail("deleted a tier a policy is in")
+        } catch {
+            XCTAssertTrue("\(error)".contains("tier 'sec' does not exist"), "\(error)")
+        }
+        // The same resource from another file: a duplicate, refused.
+        do {
+            _ = try await change(.apply, [("other.yaml", tier)])
+            XCTFail("applied a duplicate")
+        } catch {
+            XCTAssertTrue("\(error)".contains("duplicate: already defined in"), "\(error)")
+        }
+        XCTAssertEqual(try names(), ["p.yaml", "t.yaml"])
+        // Content already wrong (written around bpfctl): a fix goes in.
+        try store.write("broken.yaml", "kind: [")
+        _ = try await change(.apply, [("t.yaml", tier.replacingOccurrences(of: "10", with: "20"))])
+        let removed = try await change(.delete, [("t.yaml", tier), ("p.yaml", policy)])
+        XCTAssertEqual(removed, [["t.yaml"], ["p.yaml"]])
+        XCTAssertEqual(try names(), ["broken.yaml"])
+    }
+
     func testKeyedCacheRefusesAResourceUnderAnotherKey() throws {
         let cache = ResourceCache { key, file in ResourceKeys.check(key: key, file) }
         let ns = #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}}"#
