@@ -65,7 +65,8 @@ public final class ClusterDatastore: @unchecked Sendable {
     private var via: EtcdMember { members.first { $0.isRunning } ?? members[0] }
 
     private func bpfctl(_ command: String, _ file: String) throws {
-        try Shell.run((via.netns.map { ["ip", "netns", "exec", $0] } ?? []) + [bpfctl, command, "-f", file, "--etcd-endpoints", endpoints])
+        // In parts: benches load 10k policies through here.
+        try Shell.run((via.netns.map { ["ip", "netns", "exec", $0] } ?? []) + [bpfctl, command, "-f", file, "--etcd-endpoints", endpoints, "--in-parts"])
     }
 
     /// What a node must have applied to hold the current content.

@@ -17,7 +17,10 @@ public protocol Datastore: Sendable, CustomStringConvertible {
     /// `bpfctl delete`), all of them or none: the content they would leave
     /// is validated whole first, and refused if it has an error the
     /// current content does not have. Returns each file's keys.
-    func change(_ changes: [ResourceChange]) async throws -> [[String]]
+    /// `inParts`: what one write cannot hold (etcd's limits per
+    /// transaction) is written in several, one after another (a bulk
+    /// load: nodes may see it part written).
+    func change(_ changes: [ResourceChange], inParts: Bool) async throws -> [[String]]
 
     /// Errors in a key's decoded documents that only the datastore can
     /// see (etcd: a key holds one resource, under its own key).

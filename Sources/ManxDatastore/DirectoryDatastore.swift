@@ -76,7 +76,7 @@ public struct DirectoryDatastore: Datastore {
     /// first (a resource that another file defines is a duplicate there).
     /// Files are written one at a time, each atomically (a change of several
     /// files can be seen half done, for as long as the renames take).
-    public func change(_ changes: [ResourceChange]) async throws -> [[String]] {
+    public func change(_ changes: [ResourceChange], inParts: Bool = false) async throws -> [[String]] {
         let before = Dictionary(try files(), uniquingKeysWith: { a, _ in a })
         var after = before
         var names: [[String]] = []

@@ -106,7 +106,7 @@ public struct EtcdDatastore: Datastore {
     /// `EtcdClient.maxOperations` operations and `maxRequestBytes` per
     /// transaction (its defaults); a larger change is refused, not split,
     /// so that what is written is always all of it.
-    public func change(_ changes: [ResourceChange]) async throws -> [[String]] {
+    public func change(_ changes: [ResourceChange], inParts: Bool = false) async throws -> [[String]] {
         for _ in 0..<3 {
             let (kvs, revision) = try await client.list(prefix: ResourceKeys.watchPrefix)
             var before: [String: String] = [:]
@@ -128,19 +128,46 @@ public struct EtcdDatastore: Datastore {
                 operations.append(.delete(key))
                 bytes += key.utf8.count
             }
-            if operations.count > EtcdClient.maxOperations {
-                throw EtcdError(message: "this changes \(operations.count) keys, and etcd takes at most \(EtcdClient.maxOperations) operations in one transaction (--max-txn-ops): nothing was written; apply it in parts of at most \(EtcdClient.maxOperations) resources, each all or nothing")
+            if !inParts && operations.count > EtcdClient.maxOperations {
+                throw EtcdError(message: "this changes \(operations.count) keys, and etcd takes at most \(EtcdClient.maxOperations) operations in one transaction (--max-txn-ops): nothing was written; apply it in parts of at most \(EtcdClient.maxOperations) resources, each all or nothing, or with --in-parts")
             }
-            if bytes > Self.maxRequestBytes {
-                throw EtcdError(message: "this writes \(bytes) bytes, and etcd takes at most \(Self.maxRequestBytes) in one request (--max-request-bytes, 1.5 MiB): nothing was written; apply it in smaller parts")
+            if !inParts && bytes > Self.maxRequestBytes {
+                throw EtcdError(message: "this writes \(bytes) bytes, and etcd takes at most \(Self.maxRequestBytes) in one request (--max-request-bytes, 1.5 MiB): nothing was written; apply it in smaller parts, or with --in-parts")
             }
             try checkChange(from: before, to: after)
-            if operations.isEmpty { return keys }
-            if try await client.transaction(ifUnchangedSince: revision, under: ResourceKeys.watchPrefix, then: operations).succeeded {
-                return keys
+            // Each part only if nothing was written since the one before it
+            // (or the listing): a writer in between makes the rest wait for
+            // a new listing.
+            var since = revision, parts = Self.parts(operations)
+            while let part = parts.first {
+                let result = try await client.transaction(ifUnchangedSince: since, under: ResourceKeys.watchPrefix, then: part)
+                guard result.succeeded else { break }
+                since = result.revision
+                parts.removeFirst()
             }
+            if parts.isEmpty { return keys }
         }
         throw EtcdError(message: "the datastore kept changing while this change was checked; nothing was written, try again")
+    }
+
+    /// Operations in transactions within etcd's limits, in order.
+    static func parts(_ operations: [EtcdClient.Operation]) -> [[EtcdClient.Operation]] {
+        var parts: [[EtcdClient.Operation]] = [], part: [EtcdClient.Operation] = [], bytes = 0
+        for op in operations {
+            let size: Int
+            switch op {
+            case .put(let k, let v): size = k.utf8.count + v.utf8.count
+            case .delete(let k): size = k.utf8.count
+            }
+            if !part.isEmpty && (part.count == EtcdClient.maxOperations || bytes + size > maxRequestBytes) {
+                parts.append(part)
+                (part, bytes) = ([], 0)
+            }
+            part.append(op)
+            bytes += size
+        }
+        if !part.isEmpty { parts.append(part) }
+        return parts
     }
 
     /// etcd's default --max-request-bytes, less room for the request's own framing.

@@ -49,10 +49,11 @@ struct ResourceFiles {
     }
 
     /// Makes the change for every file at once, all or nothing, and reports it.
-    func change(_ action: ResourceChange.Action, in datastore: any Datastore, output: OutputFormat) async throws {
+    func change(_ action: ResourceChange.Action, in datastore: any Datastore, output: OutputFormat, inParts: Bool) async throws {
         let keys: [[String]]
         do {
-            keys = try await datastore.change(files.map { ResourceChange(action, file: $0.name, text: $0.text, documents: $0.documents) })
+            keys = try await datastore.change(files.map { ResourceChange(action, file: $0.name, text: $0.text, documents: $0.documents) },
+                                              inParts: inParts)
         } catch {
             fail(error)
         }
@@ -79,10 +80,13 @@ struct ResourceCommandOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: "Output format: text or json.")
     var output: OutputFormat = .text
 
+    @Flag(help: "etcd: what one transaction cannot hold (128 operations, 1.5 MiB) is written in several, one after another, for a bulk load (validated whole once, but nodes may see it part written).")
+    var inParts = false
+
     /// Validates every file, then makes the change for all of them.
     func run(_ action: ResourceChange.Action) async throws {
         let files = ResourceFiles(filename, command: action == .apply ? "apply" : "delete")
-        try await files.change(action, in: try store.open(), output: output)
+        try await files.change(action, in: try store.open(), output: output, inParts: inParts)
     }
 }
 

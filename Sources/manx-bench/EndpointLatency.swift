@@ -118,7 +118,8 @@ struct EndpointLatency: ParsableCommand {
         try base.write(toFile: "\(ds)/base.yaml", atomically: true, encoding: .utf8)
         if etcd != nil {
             // Into etcd, and out of the directory (which is then only scratch).
-            _ = try Command.checked(["ip", "netns", "exec", lab.node, bin + "/bpfctl", "apply", "-f", "\(ds)/base.yaml", "--etcd-endpoints", "http://127.0.0.1:2379"])
+            _ = try Command.checked(["ip", "netns", "exec", lab.node, bin + "/bpfctl", "apply", "-f", "\(ds)/base.yaml", "--etcd-endpoints", "http://127.0.0.1:2379",
+                                     "--in-parts"])
             try FileManager.default.removeItem(atPath: "\(ds)/base.yaml")
         }
         var commits: [Double] = []

@@ -161,8 +161,9 @@ final class EtcdTests: XCTestCase {
     /// still goes in; past etcd's limit per transaction nothing is written.
     func testApplyIsWholeAndNeverWritesInvalidContent() async throws {
         let store = EtcdDatastore(client: client)
-        func change(_ action: ResourceChange.Action, _ files: [(String, String)]) async throws -> [[String]] {
-            try await store.change(try files.map { ResourceChange(action, file: $0.0, text: $0.1, documents: try ResourceSet.documents(file: $0.0, text: $0.1)) })
+        func change(_ action: ResourceChange.Action, _ files: [(String, String)], inParts: Bool = false) async throws -> [[String]] {
+            try await store.change(try files.map { ResourceChange(action, file: $0.0, text: $0.1, documents: try ResourceSet.documents(file: $0.0, text: $0.1)) },
+                                   inParts: inParts)
         }
         func keys() async throws -> [String] { try await client.list(prefix: ResourceKeys.prefix).kvs.map(\.key) }
         let tier = "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: sec}\nspec: {order: 10}\n"
@@ -200,6 +201,10 @@ final class EtcdTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("at most 128 operations"), "\(error)")
         }
         do { let count = try await keys().count; XCTAssertEqual(count, 2) }
+        // A bulk load, in parts.
+        _ = try await change(.apply, [("many.yaml", many)], inParts: true)
+        do { let count = try await keys().count; XCTAssertEqual(count, 131) }
+        _ = try await change(.delete, [("many.yaml", many)], inParts: true)
         _ = try await change(.delete, [("t.yaml", tier), ("p.yaml", policy)])
         let left = try await keys()
         XCTAssertEqual(left, [String]())
