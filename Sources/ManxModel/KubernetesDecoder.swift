@@ -129,7 +129,7 @@ enum KubernetesDecoder {
             if fields.count > 1 { node.ctx.fail(block.path, "ipBlock cannot be combined with podSelector or namespaceSelector") }
             guard let b = block.fields(allowed: ["cidr", "except"]) else { return nil }
             guard let cidrNode = b["cidr"], let text = cidrNode.string else { node.ctx.fail(block.child("cidr"), "missing"); return nil }
-            if text.contains(":") { return ipv6Block(text, cidrNode, except: b["except"]).map { (entity, $0) } }
+            if text.contains(":") { return isIPv6Block(text, cidrNode, except: b["except"]) ? (entity, true) : nil }
             guard case .success(let cidr) = parseCIDR(text, cidrNode) else { return nil }
             entity.nets = [cidr]
             for ex in b["except"]?.list ?? [] {
@@ -158,10 +158,10 @@ enum KubernetesDecoder {
         return (entity, false)
     }
 
-    /// An IPv6 ipBlock, validated as the API server does (its excepts
-    /// strictly inside it); true when valid.
-    static func ipv6Block(_ text: String, _ node: YNode, except: YNode?) -> Bool? {
-        guard let cidr = IPv6Prefix(text) else { node.ctx.fail(node.path, "'\(text)' is not an IPv6 CIDR"); return nil }
+    /// Whether an IPv6 ipBlock is valid as the API server has it (its
+    /// excepts strictly inside it); its errors are reported.
+    static func isIPv6Block(_ text: String, _ node: YNode, except: YNode?) -> Bool {
+        guard let cidr = IPv6Prefix(text) else { node.ctx.fail(node.path, "'\(text)' is not an IPv6 CIDR"); return false }
         for ex in except?.list ?? [] {
             guard let t = ex.string else { continue }
             guard let e = IPv6Prefix(t) else { ex.ctx.fail(ex.path, "'\(t)' is not an IPv6 CIDR"); continue }

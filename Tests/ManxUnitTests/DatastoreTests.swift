@@ -6,8 +6,7 @@ final class DatastoreTests: XCTestCase {
     var dir = ""
 
     override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "manx-ds-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        dir = try makeScratchDirectory("manx-ds")
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }

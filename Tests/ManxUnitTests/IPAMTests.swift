@@ -9,8 +9,7 @@ final class IPAMTests: XCTestCase {
     var ds: DirectoryDatastore { DirectoryDatastore(directory: dir) }
 
     override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "manx-ipam-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        dir = try makeScratchDirectory("manx-ipam")
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
