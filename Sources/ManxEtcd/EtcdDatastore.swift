@@ -107,6 +107,7 @@ public struct EtcdDatastore: Datastore {
     /// transaction (its defaults); a larger change is refused, not split,
     /// so that what is written is always all of it.
     public func change(_ changes: [ResourceChange], inParts: Bool = false) async throws -> [[String]] {
+        var partsWritten = 0
         for _ in 0..<3 {
             let (kvs, revision) = try await client.list(prefix: ResourceKeys.watchPrefix)
             var before: [String: String] = [:]
@@ -144,10 +145,14 @@ public struct EtcdDatastore: Datastore {
                 guard result.succeeded else { break }
                 since = result.revision
                 parts.removeFirst()
+                partsWritten += 1
             }
             if parts.isEmpty { return keys }
         }
-        throw EtcdError(message: "the datastore kept changing while this change was checked; nothing was written, try again")
+        // Only in parts can some of it be in already; applying it again
+        // writes the rest.
+        let written = partsWritten == 0 ? "nothing was written" : "\(partsWritten) parts were written, the rest was not"
+        throw EtcdError(message: "the datastore kept changing while this change was checked; \(written), try again")
     }
 
     /// Operations in transactions within etcd's limits, in order.
