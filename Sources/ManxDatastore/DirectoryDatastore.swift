@@ -74,9 +74,16 @@ public struct DirectoryDatastore: Datastore {
     /// removes whole files: each file that defines one of the resources
     /// must define nothing else. The content left is validated whole
     /// first (a resource that another file defines is a duplicate there).
-    /// Files are written one at a time, each atomically (a change of several
-    /// files can be seen half done, for as long as the renames take).
+    /// All files change in one commit (`DirectoryCommit`): readers see the
+    /// directory before it or after it, and a crash leaves one of the two.
+    /// Concurrent changes are serialised, each validated against the
+    /// content the one before it left.
     public func change(_ changes: [ResourceChange], inParts: Bool = false) async throws -> [[String]] {
+        let commit = DirectoryCommit(directory: directory)
+        return try commit.withLock { try change(changes, commit) }
+    }
+
+    private func change(_ changes: [ResourceChange], _ commit: DirectoryCommit) throws -> [[String]] {
         let before = Dictionary(try files(), uniquingKeysWith: { a, _ in a })
         var after = before
         var names: [[String]] = []
@@ -107,8 +114,10 @@ public struct DirectoryDatastore: Datastore {
         }
         if !errors.isEmpty { throw ValidationErrors(errors) }
         try checkChange(from: before, to: after)
-        for (name, text) in after.sorted(by: { $0.key < $1.key }) where before[name] != text { try write(name, text) }
-        for name in before.keys.sorted() where after[name] == nil { try remove(name) }
+        var writes: [String: String] = [:]
+        for (name, text) in after where before[name] != text { writes[name] = text }
+        let removes = before.keys.filter { after[$0] == nil }
+        if !writes.isEmpty || !removes.isEmpty { try commit.commit(writes: writes, removes: removes) }
         return names
     }
 
@@ -142,8 +151,11 @@ public struct DirectoryDatastore: Datastore {
     /// A file removed between the listing and its read is skipped, as a
     /// listing taken a moment later would not have named it: writers
     /// replace and remove files while others read (a CNI DEL beside an ADD).
+    /// Never part of a commit (see `change`).
     public func files() throws -> [(name: String, text: String)] {
-        try fileNames().compactMap { name in try readIfPresent(name).map { (name, $0) } }
+        try DirectoryCommit(directory: directory).read { _ in
+            try fileNames().compactMap { name in try readIfPresent(name).map { (name, $0) } }
+        }
     }
 
     /// The datastore's files: `*.yaml` and `*.yml`, not hidden, sorted.

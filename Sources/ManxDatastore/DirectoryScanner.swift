@@ -7,6 +7,8 @@ import Foundation
 final class DirectoryScanner {
     let datastore: DirectoryDatastore
     private var stamps: [String: Stamp] = [:]
+    /// The commit generation of the last scan.
+    private var generation: UInt64?
 
     struct Stamp: Equatable {
         var inode: UInt64
@@ -25,13 +27,22 @@ final class DirectoryScanner {
     /// Files changed since the last scan: their text, or nil if removed.
     /// The first scan reports every file. With `names`, only those entries
     /// are looked at (what the directory's events were about); the others
-    /// are as they were.
+    /// are as they were. A scan never sees part of a commit (several files
+    /// `bpfctl apply` changes at once); after one, it reads every file the
+    /// commit touched, so their changes come in one report.
     func scan(only names: Set<String>? = nil) throws -> [String: String?] {
-        guard let names else { return try scan(try datastore.fileNames(), all: true) }
-        return try scan(names.filter(DirectoryDatastore.isResourceFile).sorted(), all: false)
+        let (scanned, generation) = try DirectoryCommit(directory: datastore.directory).read { record in
+            guard var names else { return (try scan(try datastore.fileNames(), all: true), record.generation) }
+            if record.generation != self.generation { names.formUnion(record.names) }
+            return (try scan(names.filter(DirectoryDatastore.isResourceFile).sorted(), all: false), record.generation)
+        }
+        (stamps, self.generation) = (scanned.1, generation)
+        return scanned.0
     }
 
-    private func scan(_ listed: [String], all: Bool) throws -> [String: String?] {
+    /// The changes, and the stamps after them (kept by the caller once the
+    /// read is known to be whole).
+    private func scan(_ listed: [String], all: Bool) throws -> ([String: String?], [String: Stamp]) {
         var changes: [String: String?] = [:]
         var next: [String: Stamp] = all ? [:] : stamps
         for name in listed {
@@ -57,8 +68,7 @@ final class DirectoryScanner {
             next[name] = stamp
         }
         if all { for name in stamps.keys where next[name] == nil { changes[name] = .some(nil) } }
-        stamps = next
-        return changes
+        return (changes, next)
     }
 
     private func stamp(_ name: String) -> Stamp? {

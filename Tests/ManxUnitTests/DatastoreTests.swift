@@ -272,6 +272,72 @@ final class DatastoreTests: XCTestCase {
         XCTAssertEqual(try names(), ["broken.yaml"])
     }
 
+    /// Two files that change together in one `bpfctl apply` (a tier and a
+    /// policy, say): no reader may see one new and the other old, neither
+    /// one that lists and reads files nor the watcher that reads only the
+    /// files inotify named.
+    func testNoReaderSeesHalfAMultiFileChange() async throws {
+        let store = DirectoryDatastore(directory: dir)
+        func namespaces(_ version: Int) throws -> [ResourceChange] {
+            try ["a.yaml", "b.yaml"].map { file in
+                let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: \(file.prefix(1)), labels: {v: '\(version)'}}\n"
+                return ResourceChange(.apply, file: file, text: text, documents: try ResourceSet.documents(file: file, text: text))
+            }
+        }
+        _ = try await store.change(try namespaces(0))
+        @Sendable func versions(_ files: [String: String]) -> Set<String> {
+            Set(files.values.map { $0.components(separatedBy: "v: '")[1].prefix { $0 != "'" }.description })
+        }
+        let stop = ManagedAtomicFlag()
+        let torn = ManagedAtomicFlag()
+        let reader = Thread {
+            while !stop.isSet {
+                guard let files = try? store.files() else { continue }
+                if versions(Dictionary(uniqueKeysWithValues: files.map { ($0.name, $0.text) })).count != 1 { torn.set() }
+            }
+        }
+        reader.start()
+        let watched = Task {
+            var state: [String: String] = [:]
+            var tornStates = 0
+            for await update in store.updates() {
+                switch update {
+                case .snapshot(let files, _): state = files
+                case .changes(let changes, _): for (name, text) in changes { state[name] = text ?? nil }
+                case .unreachable: continue
+                }
+                if versions(state).count != 1 { tornStates += 1 }
+                if versions(state) == ["40"] { break }
+            }
+            return tornStates
+        }
+        for version in 1...40 {
+            _ = try await store.change(try namespaces(version))
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        stop.set()
+        let tornStates = await watched.value
+        XCTAssertEqual(tornStates, 0, "the watcher reported one file of a change without the other")
+        XCTAssertFalse(torn.isSet, "a reader listed one file of a change without the other")
+    }
+
+    /// A writer that dies after its commit point lands whole: the next
+    /// reader finds the record pending with no writer holding the lock, and
+    /// finishes the renames.
+    func testACommitLeftPendingByACrashedWriterIsRolledForward() throws {
+        let store = DirectoryDatastore(directory: dir)
+        try store.write("a.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n")
+        try store.write("gone.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: gone}\n")
+        // What a writer leaves when it stops right after step 2.
+        try "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n".write(toFile: dir + "/.b.yaml.commit-1.tmp", atomically: false, encoding: .utf8)
+        try "generation 1\npending\nwrite b.yaml\nremove gone.yaml\n".write(toFile: dir + "/.manx-commit", atomically: false, encoding: .utf8)
+        XCTAssertEqual(try store.files().map(\.name), ["a.yaml", "b.yaml"])
+        XCTAssertEqual(try DirectoryCommit(directory: dir).record(), .init(generation: 1, pending: false, writes: ["b.yaml"], removes: ["gone.yaml"]))
+        // A record nobody can trust stops readers instead of being guessed at.
+        try "generation x\n".write(toFile: dir + "/.manx-commit", atomically: false, encoding: .utf8)
+        XCTAssertThrowsError(try store.files()) { XCTAssertTrue("\($0)".contains("is not a commit record"), "\($0)") }
+    }
+
     func testKeyedCacheRefusesAResourceUnderAnotherKey() throws {
         let cache = ResourceCache { key, file in ResourceKeys.check(key: key, file) }
         let ns = #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}}"#
