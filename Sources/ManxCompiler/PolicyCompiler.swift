@@ -618,8 +618,12 @@ public final class PolicyCompiler {
                                             index: nil, action: defaultPass ? "Pass" : "Deny", summary: "end of tier: no rule matched"))
             tiers.append(TierProgram(name: tierName, defaultPass: defaultPass, defaultRuleID: defaultID, rules: rules))
         }
-        // Nothing but the built-in allow: the endpoint is not isolated.
-        if tiers.isEmpty && !w.profileNames.contains(where: { resources.profiles[$0] != nil }) { return (nil, readsLocal) }
+        // Nothing but the built-in allow: the endpoint is not isolated. (A
+        // `cni` endpoint has no built-in profile: whatever its profiles do
+        // not allow is denied, when they are missing too.)
+        if tiers.isEmpty && w.pod.orchestrator == .k8s && !w.profileNames.contains(where: { resources.profiles[$0] != nil }) {
+            return (nil, readsLocal)
+        }
         // Profiles decide what no tier did, as one last tier that denies
         // when none of their rules match.
         var profileRules: [ProgramRule] = []
@@ -632,7 +636,7 @@ public final class PolicyCompiler {
                         profileRules.append(r)
                     }
                 }
-            } else if name.hasPrefix("kns.") {
+            } else if w.pod.orchestrator == .k8s, name.hasPrefix("kns.") {
                 let id = ruleID(RuleInfo(policy: "profile \(name)", tier: "profiles", direction: direction.rawValue,
                                          index: nil, action: "Allow", summary: "namespace profile: allow"))
                 profileRules.append(ProgramRule(id: id, action: .allow))

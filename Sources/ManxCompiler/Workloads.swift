@@ -50,13 +50,13 @@ public struct Workload: Hashable, Sendable {
         // Labels the endpoint's profiles apply (the namespace's as pcns.*,
         // as Calico's kns profile does), then the pod's own, then Calico's.
         for (k, v) in namespace?.labels ?? [:] { labels["pcns.\(k)"] = v }
-        for name in Workload.profileNames(namespace: pod.namespace, serviceAccount: pod.serviceAccount) {
+        for name in Workload.profileNames(pod) {
             labels.merge(profiles[name]?.labelsToApply ?? [:]) { _, new in new }
         }
         labels.merge(pod.labels) { _, new in new }
         labels["projectcalico.org/namespace"] = pod.namespace
-        labels["projectcalico.org/orchestrator"] = "k8s"
-        labels["projectcalico.org/serviceaccount"] = pod.serviceAccount
+        labels["projectcalico.org/orchestrator"] = pod.orchestrator.rawValue
+        if pod.orchestrator == .k8s { labels["projectcalico.org/serviceaccount"] = pod.serviceAccount }
         storage = Storage(pod: pod, labels: labels, namespaceLabels: Workload.namespaceLabels(pod.namespace, namespace))
     }
 
@@ -74,12 +74,13 @@ public struct Workload: Hashable, Sendable {
         return labels
     }
 
-    /// The profiles a Kubernetes endpoint has, in evaluation order.
-    static func profileNames(namespace: String, serviceAccount: String) -> [String] {
-        ["kns.\(namespace)", "ksa.\(namespace).\(serviceAccount)"]
+    /// The profiles an endpoint has, in evaluation order: a Kubernetes
+    /// pod's namespace and service account, another runtime's own list.
+    static func profileNames(_ pod: Pod) -> [String] {
+        pod.profiles ?? ["kns.\(pod.namespace)", "ksa.\(pod.namespace).\(pod.serviceAccount)"]
     }
 
-    var profileNames: [String] { Workload.profileNames(namespace: namespace, serviceAccount: pod.serviceAccount) }
+    var profileNames: [String] { Workload.profileNames(pod) }
 
     /// Port numbers of this workload's ports with that name and protocol.
     public func namedPorts(_ name: String, proto: IPProtocol?) -> [NamedPort] {

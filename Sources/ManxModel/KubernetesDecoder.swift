@@ -85,7 +85,9 @@ enum KubernetesDecoder {
         for i in numbered.egress.indices { numbered.egress[i].index = i }
         return Policy(
             name: "knp.default.\(meta.name)", namespace: namespace, tier: "default", order: 1000,
-            appliesTo: EndpointMatch(selector: podSelector, namespaces: .named(namespace)),
+            // As Calico's converter does: a Kubernetes policy selects pods,
+            // never another runtime's containers in the same namespace.
+            appliesTo: EndpointMatch(selector: .and(podSelector, .equals("projectcalico.org/orchestrator", "k8s")), namespaces: .named(namespace)),
             types: types, ingress: numbered.ingress, egress: numbered.egress,
             ref: ResourceRef(kind: "NetworkPolicy", namespace: namespace, name: meta.name, file: file))
     }

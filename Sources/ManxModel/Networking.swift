@@ -156,6 +156,14 @@ public struct WorkloadEndpoint: Hashable, Sendable {
     /// The pod side's interface name (`spec.endpoint`).
     public var endpoint: String = "eth0"
     public var ref: ResourceRef
+    /// `k8s`: `pod` names a Pod, whose labels and namespace decide policy.
+    /// `cni`: `pod` is the container's workload ID (`spec.workload`), and
+    /// the endpoint's own labels and profiles decide.
+    public var orchestrator: Orchestrator = .k8s
+    /// `metadata.labels` of a `cni` endpoint.
+    public var labels: [String: String] = [:]
+    /// `spec.profiles` of a `cni` endpoint.
+    public var profiles: [String] = []
 
     public init(namespace: String, name: String, pod: String, node: String, endpoint: String = "eth0", containerID: String,
                 interfaceName: String, address: IPv4Address, mac: String? = nil, ref: ResourceRef) {
@@ -173,9 +181,10 @@ public struct WorkloadEndpoint: Hashable, Sendable {
 
     public var podKey: String { "\(namespace)/\(pod)" }
 
-    /// Calico's naming: NODE-k8s-POD-eth0, with '-' in parts doubled.
-    public static func resourceName(node: String, pod: String, endpoint: String = "eth0") -> String {
-        [node, "k8s", pod, endpoint].map { $0.replacingOccurrences(of: "-", with: "--") }.joined(separator: "-")
+    /// Calico's naming: NODE-k8s-POD-eth0 (NODE-cni-WORKLOAD-eth0), with
+    /// '-' in parts doubled.
+    public static func resourceName(node: String, orchestrator: Orchestrator = .k8s, pod: String, endpoint: String = "eth0") -> String {
+        [node, orchestrator.rawValue, pod, endpoint].map { $0.replacingOccurrences(of: "-", with: "--") }.joined(separator: "-")
     }
 }
 

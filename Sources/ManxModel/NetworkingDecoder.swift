@@ -186,7 +186,7 @@ enum NetworkingDecoder {
     // MARK: WorkloadEndpoint
 
     static let endpointSpecFields: Set<String> = [
-        "node", "orchestrator", "pod", "endpoint", "containerID", "interfaceName", "ipNetworks", "mac",
+        "node", "orchestrator", "pod", "workload", "endpoint", "containerID", "interfaceName", "ipNetworks", "mac", "profiles",
     ]
 
     static func workloadEndpoint(_ top: [String: YNode], file: String, ctx: DecodeContext) -> WorkloadEndpoint? {
@@ -195,11 +195,26 @@ enum NetworkingDecoder {
         guard let specNode = top["spec"] else { ctx.fail("spec", "missing"); return nil }
         guard let spec = specNode.fields(allowed: endpointSpecFields) else { return nil }
         let node = requiredName(spec["node"], path: specNode.child("node"), ctx: ctx)
-        let pod = requiredName(spec["pod"], path: specNode.child("pod"), ctx: ctx)
-        let containerID = requiredName(spec["containerID"], path: specNode.child("containerID"), ctx: ctx)
-        if let o = spec["orchestrator"], let text = o.string, text != "k8s" {
-            ctx.fail(o.path, "orchestrator must be k8s, got '\(text)'")
+        var orchestrator = Orchestrator.k8s
+        if let o = spec["orchestrator"], let text = o.string {
+            if let known = Orchestrator(rawValue: text) { orchestrator = known } else { ctx.fail(o.path, "orchestrator must be k8s or cni, got '\(text)'") }
         }
+        // A pod names its Pod; any other runtime's container its workload.
+        let (own, other) = orchestrator == .k8s ? ("pod", "workload") : ("workload", "pod")
+        let pod = requiredName(spec[own], path: specNode.child(own), ctx: ctx)
+        if spec[other] != nil { ctx.fail(specNode.child(other), "an endpoint of orchestrator \(orchestrator.rawValue) names its \(own) in spec.\(own), not spec.\(other)") }
+        var profiles: [String] = []
+        if let p = spec["profiles"] {
+            if orchestrator == .k8s {
+                ctx.fail(p.path, "a Kubernetes endpoint's profiles are its namespace's and service account's (kns., ksa.); spec.profiles is for orchestrator cni")
+            } else if let items = p.list {
+                for item in items {
+                    guard let text = item.string else { continue }
+                    if let reason = ResourceDecoder.validateDNSName(text) { ctx.fail(item.path, reason) } else { profiles.append(text) }
+                }
+            }
+        }
+        let containerID = requiredName(spec["containerID"], path: specNode.child("containerID"), ctx: ctx)
         var endpoint = "eth0"
         if let e = spec["endpoint"], let text = e.string {
             if let reason = WorkloadEndpoint.interfaceNameProblem(text) { ctx.fail(e.path, reason) } else { endpoint = text }
@@ -236,14 +251,18 @@ enum NetworkingDecoder {
             if isMAC(text) { mac = text.lowercased() } else { ctx.fail(m.path, "'\(text)' is not a MAC address (six hex pairs separated by ':')") }
         }
         guard let node, let pod, let containerID, let interface, let address else { return nil }
-        let expected = WorkloadEndpoint.resourceName(node: node, pod: pod, endpoint: endpoint)
+        let expected = WorkloadEndpoint.resourceName(node: node, orchestrator: orchestrator, pod: pod, endpoint: endpoint)
         if meta.name != expected {
-            ctx.fail("metadata.name", "the endpoint of pod \(pod) on node \(node) must be named '\(expected)', got '\(meta.name)'")
+            ctx.fail("metadata.name", "the endpoint of \(own) \(pod) on node \(node) must be named '\(expected)', got '\(meta.name)'")
         }
         var wep = WorkloadEndpoint(namespace: meta.namespace!, name: meta.name, pod: pod, node: node, containerID: containerID,
                                    interfaceName: interface, address: address, mac: mac,
                                    ref: ResourceRef(kind: "WorkloadEndpoint", namespace: meta.namespace, name: meta.name, file: file))
         wep.endpoint = endpoint
+        wep.orchestrator = orchestrator
+        wep.profiles = profiles
+        // A pod's labels are its Pod's; another runtime's are the endpoint's.
+        if orchestrator == .cni { wep.labels = meta.labels }
         return wep
     }
 

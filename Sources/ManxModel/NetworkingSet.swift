@@ -117,11 +117,16 @@ extension ResourceSet {
     /// host-side interface. A pod with an endpoint but no Pod resource is
     /// synthesised (no labels, no ports, service account "default"), so the
     /// endpoint is still enforced. Pods without an endpoint keep what their
-    /// own resource says (status.podIP and the interface annotation).
+    /// own resource says (status.podIP and the interface annotation). A
+    /// `cni` endpoint is its workload whole: its labels and profiles, no
+    /// Pod resource.
     mutating func mergeWorkloadEndpoints() {
         for wep in workloadEndpoints.values {
-            var pod = pods[wep.podKey] ?? Pod(namespace: wep.namespace, name: wep.pod, labels: [:], annotations: [:], ip: nil,
-                                              ports: [], serviceAccount: "default", nodeName: nil, ref: wep.ref)
+            var pod = wep.orchestrator == .cni
+                ? Pod(namespace: wep.namespace, name: wep.pod, labels: wep.labels, annotations: [:], ip: nil, ports: [],
+                      serviceAccount: "", nodeName: nil, ref: wep.ref, orchestrator: .cni, profiles: wep.profiles)
+                : pods[wep.podKey] ?? Pod(namespace: wep.namespace, name: wep.pod, labels: [:], annotations: [:], ip: nil,
+                                          ports: [], serviceAccount: "default", nodeName: nil, ref: wep.ref)
             pod.ip = wep.address
             pod.nodeName = wep.node
             pod.annotations[Pod.interfaceAnnotation] = wep.interfaceName

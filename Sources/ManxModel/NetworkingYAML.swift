@@ -36,16 +36,23 @@ extension WorkloadEndpoint {
             "metadata:",
             "  name: \(YAMLText.quote(name))",
             "  namespace: \(YAMLText.quote(namespace))",
+        ]
+        if !labels.isEmpty {
+            lines.append("  labels:")
+            lines += labels.sorted { $0.key < $1.key }.map { "    \(YAMLText.quote($0.key)): \(YAMLText.quote($0.value))" }
+        }
+        lines += [
             "spec:",
             "  node: \(YAMLText.quote(node))",
-            "  orchestrator: k8s",
-            "  pod: \(YAMLText.quote(pod))",
+            "  orchestrator: \(orchestrator.rawValue)",
+            "  \(orchestrator == .k8s ? "pod" : "workload"): \(YAMLText.quote(pod))",
             "  endpoint: \(YAMLText.quote(endpoint))",
             "  containerID: \(YAMLText.quote(containerID))",
             "  interfaceName: \(YAMLText.quote(interfaceName))",
             "  ipNetworks: [\(YAMLText.quote("\(address)/32"))]",
         ]
         if let mac { lines.append("  mac: \(YAMLText.quote(mac))") }
+        if !profiles.isEmpty { lines.append("  profiles: [\(profiles.map(YAMLText.quote).joined(separator: ", "))]") }
         return lines.joined(separator: "\n") + "\n"
     }
 }

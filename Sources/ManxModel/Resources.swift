@@ -92,11 +92,27 @@ public struct Pod: Hashable, Sendable {
     public var serviceAccount: String
     public var nodeName: String?
     public var ref: ResourceRef
+    /// Who made the workload: a Kubernetes pod, or another CNI runtime's
+    /// container (then its labels and profiles are its endpoint's own).
+    public var orchestrator: Orchestrator = .k8s
+    /// The profiles of a `cni` workload, from its endpoint; nil for a
+    /// Kubernetes pod, whose profiles are its namespace's and service
+    /// account's (`kns.`, `ksa.`).
+    public var profiles: [String]? = nil
 
     /// The host-side interface of a local workload, from the annotation.
     public var interface: String? { annotations[Pod.interfaceAnnotation] }
     public static let interfaceAnnotation = "manx.io/interface"
     public var key: String { "\(namespace)/\(name)" }
+}
+
+/// Calico's `spec.orchestrator` of a workload endpoint, and its
+/// `projectcalico.org/orchestrator` label.
+public enum Orchestrator: String, Hashable, Sendable {
+    /// A Kubernetes pod.
+    case k8s
+    /// A container of any other CNI runtime (podman, containerd's ctr, nerdctl).
+    case cni
 }
 
 /// A Calico tier: policies are evaluated tier by tier, in order.

@@ -79,9 +79,9 @@ public struct ReferenceEvaluator {
             }
             trace.append("tier \(tier.name): no rule of [\(names)] matched -> next tier (default Pass)")
         }
-        for name in ["kns.\(pod.namespace)", "ksa.\(pod.namespace).\(pod.serviceAccount)"] {
+        for name in pod.profiles ?? ["kns.\(pod.namespace)", "ksa.\(pod.namespace).\(pod.serviceAccount)"] {
             guard let profile = resources.profiles[name] else {
-                if name.hasPrefix("kns.") { return (true, (trace + ["built-in profile \(name) -> allowed"]).joined(separator: "; ")) }
+                if name.hasPrefix("kns."), pod.profiles == nil { return (true, (trace + ["built-in profile \(name) -> allowed"]).joined(separator: "; ")) }
                 continue
             }
             for rule in profile.rules(direction) where matches(rule, packet) {
@@ -111,13 +111,13 @@ public struct ReferenceEvaluator {
     func endpointLabels(_ pod: Pod) -> [String: String] {
         var labels: [String: String] = [:]
         for (k, v) in resources.namespaces[pod.namespace]?.labels ?? [:] { labels["pcns.\(k)"] = v }
-        for name in ["kns.\(pod.namespace)", "ksa.\(pod.namespace).\(pod.serviceAccount)"] {
+        for name in pod.profiles ?? ["kns.\(pod.namespace)", "ksa.\(pod.namespace).\(pod.serviceAccount)"] {
             for (k, v) in resources.profiles[name]?.labelsToApply ?? [:] { labels[k] = v }
         }
         for (k, v) in pod.labels { labels[k] = v }
         labels["projectcalico.org/namespace"] = pod.namespace
-        labels["projectcalico.org/orchestrator"] = "k8s"
-        labels["projectcalico.org/serviceaccount"] = pod.serviceAccount
+        labels["projectcalico.org/orchestrator"] = pod.orchestrator.rawValue
+        if pod.orchestrator == .k8s { labels["projectcalico.org/serviceaccount"] = pod.serviceAccount }
         return labels
     }
 

@@ -42,8 +42,11 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(p.order, 1000)
         XCTAssertEqual(p.types, [.ingress, .egress])
         XCTAssertEqual(p.appliesTo.namespaces, .named("shop"))
-        XCTAssertTrue(p.appliesTo.selector.matches(["app": "web"]))
-        XCTAssertFalse(p.appliesTo.selector.matches(["app": "web", "tier": "db"]))
+        let pod = ["projectcalico.org/orchestrator": "k8s"]
+        XCTAssertTrue(p.appliesTo.selector.matches(pod.merging(["app": "web"]) { $1 }))
+        XCTAssertFalse(p.appliesTo.selector.matches(pod.merging(["app": "web", "tier": "db"]) { $1 }))
+        // Another runtime's container with the same labels: not a pod.
+        XCTAssertFalse(p.appliesTo.selector.matches(["app": "web", "projectcalico.org/orchestrator": "cni"]))
         // 3 peers x 3 ports, each an Allow rule.
         XCTAssertEqual(p.ingress.count, 9)
         XCTAssertEqual(p.ingress[0].source.endpoints?.namespaces, .named("shop"))

@@ -268,8 +268,9 @@ final class NetworkingModelTests: XCTestCase {
         (wep("{node: n1, pod: a, containerID: c, ipNetworks: [10.10.0.1/32]}"), "spec.interfaceName", "missing"),
         (wep("{node: n1, pod: a, interfaceName: mx0, ipNetworks: [10.10.0.1/32]}"), "spec.containerID", "missing"),
         (wep("{node: n1, pod: a, containerID: c, interfaceName: mx0, ipNetworks: [10.10.0.1/32], mac: 'aa:bb'}"), "spec.mac", "not a MAC address"),
-        (wep("{node: n1, orchestrator: cni, pod: a, containerID: c, interfaceName: mx0, ipNetworks: [10.10.0.1/32]}"), "spec.orchestrator", "must be k8s"),
-        (wep("{node: n1, pod: a, containerID: c, interfaceName: mx0, ipNetworks: [10.10.0.1/32], profiles: [kns.x]}"), "spec.profiles", "unknown field"),
+        (wep("{node: n1, orchestrator: mesos, pod: a, containerID: c, interfaceName: mx0, ipNetworks: [10.10.0.1/32]}"), "spec.orchestrator", "must be k8s or cni"),
+        (wep("{node: n1, orchestrator: cni, pod: a, containerID: c, interfaceName: mx0, ipNetworks: [10.10.0.1/32]}"), "spec.workload", "missing"),
+        (wep("{node: n1, pod: a, containerID: c, interfaceName: mx0, ipNetworks: [10.10.0.1/32], profiles: [kns.x]}"), "spec.profiles", "spec.profiles is for orchestrator cni"),
         (wep("{node: n1, pod: a, containerID: c, interfaceName: mx0, ipNetworks: [10.10.0.1/32]}", name: "a-eth0"), "metadata.name", "must be named 'n1-k8s-a-eth0'"),
     ]
 
