@@ -80,7 +80,7 @@ let package = Package(
         // Routes, encapsulation and MTU of a node, from pools, nodes and blocks.
         .target(name: "ManxRouting", dependencies: ["ManxModel"]),
         // The CNI plugin (spec 1.0): veth, address, routes, endpoint registration.
-        .target(name: "ManxCNI", dependencies: ["ManxModel", "ManxDatastore", "ManxIPAM", "ManxNodeState", "ManxCommand", "ManxEtcd", "ManxNetlink"]),
+        .target(name: "ManxCNI", dependencies: ["ManxModel", "ManxSelectors", "ManxDatastore", "ManxIPAM", "ManxNodeState", "ManxCommand", "ManxEtcd", "ManxNetlink"]),
         .executableTarget(
             name: "manx-cni", dependencies: ["ManxCNI"],
             // A runtime starts the plugin for every pod: linked statically it

@@ -75,8 +75,8 @@ public struct CNIPlugin: Sendable {
 
     func checkDatastore() throws(CNIError) { try store.check() }
 
-    func endpointUnit(namespace: String, pod: String) -> String {
-        store.endpointUnit(namespace: namespace, pod: pod, node: conf.nodename, ifname: environment.ifname)
+    func endpointUnit(_ workload: CNIWorkload) -> String {
+        store.endpointUnit(workload, node: conf.nodename, ifname: environment.ifname)
     }
 
     func checkNetns() throws(CNIError) {
@@ -85,15 +85,7 @@ public struct CNIPlugin: Sendable {
         }
     }
 
-    func podIdentity() throws(CNIError) -> (namespace: String, pod: String) {
-        guard let namespace = environment.podNamespace else {
-            throw CNIError(.invalidEnvironment, "CNI_ARGS has no K8S_POD_NAMESPACE (got '\(Self.argsText(environment.args))')")
-        }
-        guard let pod = environment.podName else {
-            throw CNIError(.invalidEnvironment, "CNI_ARGS has no K8S_POD_NAME (got '\(Self.argsText(environment.args))')")
-        }
-        return (namespace, pod)
-    }
+    func workload() throws(CNIError) -> CNIWorkload { try CNIWorkload.of(environment, network: conf.name) }
 
     static func argsText(_ args: [String: String]) -> String {
         args.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ";")
@@ -111,11 +103,20 @@ public struct CNIPlugin: Sendable {
             throw CNIError(.invalidNetworkConfig, "manx-cni creates the pod's interface and address, so it must be the first plugin of the list (ADD got a prevResult)")
         }
         try checkDatastore()
-        let (namespace, pod) = try podIdentity()
+        let identity = try workload()
         try checkNetns()
         stages.mark("checked")
-        let request = try PodRequest.read(try store.podUnits(namespace: namespace, pod: pod), namespace: namespace, pod: pod)
-        let workload = "\(namespace)/\(pod)"
+        let request: PodRequest
+        if identity.orchestrator == .k8s {
+            request = try PodRequest.read(try store.podUnits(namespace: identity.namespace, pod: identity.name),
+                                          namespace: identity.namespace, pod: identity.name)
+        } else {
+            // No Pod to read; the network's profile must exist before the
+            // endpoint that names it (else the whole datastore is invalid).
+            request = PodRequest()
+            try store.ensureProfile(network: conf.name, yaml: CNIWorkload.profileYAML(network: conf.name))
+        }
+        let workload = identity.key
         stages.mark("pod read")
         let assignment: IPAMAssignment
         do {
@@ -125,8 +126,8 @@ public struct CNIPlugin: Sendable {
             throw Self.cniError(error, workload: workload)
         }
         stages.mark("address assigned")
-        let host = PodInterface.hostName(namespace: namespace, pod: pod)
-        let wepUnit = endpointUnit(namespace: namespace, pod: pod)
+        let host = PodInterface.hostName(namespace: identity.namespace, pod: identity.name)
+        let wepUnit = endpointUnit(identity)
         do throws(CNIError) {
             // A retried ADD finds the interface of the earlier attempt.
             try Links.delete(host)
@@ -134,11 +135,13 @@ public struct CNIPlugin: Sendable {
             let links = try Links.create(host: host, ifname: environment.ifname, netns: environment.netns,
                                          address: assignment.address, mtu: mtu, containerID: environment.containerID)
             stages.mark("interfaces made")
-            let name = WorkloadEndpoint.resourceName(node: conf.nodename, pod: pod, endpoint: environment.ifname)
-            let wep = WorkloadEndpoint(namespace: namespace, name: name, pod: pod, node: conf.nodename, endpoint: environment.ifname,
-                                       containerID: environment.containerID, interfaceName: host,
+            let name = WorkloadEndpoint.resourceName(node: conf.nodename, orchestrator: identity.orchestrator, pod: identity.name,
+                                                     endpoint: environment.ifname)
+            var wep = WorkloadEndpoint(namespace: identity.namespace, name: name, pod: identity.name, node: conf.nodename,
+                                       endpoint: environment.ifname, containerID: environment.containerID, interfaceName: host,
                                        address: assignment.address, mac: links.pod.mac,
-                                       ref: ResourceRef(kind: "WorkloadEndpoint", namespace: namespace, name: name, file: wepUnit))
+                                       ref: ResourceRef(kind: "WorkloadEndpoint", namespace: identity.namespace, name: name, file: wepUnit))
+            (wep.orchestrator, wep.labels, wep.profiles) = (identity.orchestrator, identity.labels, identity.profiles)
             let revision = try store.write(wepUnit, wep)
             stages.mark("endpoint written")
             try waitProgrammed(workload: workload, interface: links.host, address: assignment.address, revision: revision)
@@ -228,13 +231,16 @@ public struct CNIPlugin: Sendable {
         try checkDatastore()
         var files: [String] = []
         var hosts: [String] = []
-        if let namespace = environment.podNamespace, let pod = environment.podName {
-            let unit = endpointUnit(namespace: namespace, pod: pod)
-            files = try endpoints.belongs(unit, to: environment.containerID) ? [unit] : []
-            hosts = [PodInterface.hostName(namespace: namespace, pod: pod)]
-        } else {
+        // The endpoint its identity names; a container whose ADD had other
+        // arguments is found by its ID.
+        let identity = try workload()
+        let unit = endpointUnit(identity)
+        if try endpoints.belongs(unit, to: environment.containerID) {
+            files = [unit]
+        } else if identity.orchestrator == .cni {
             files = try endpoints.units(of: environment.containerID)
         }
+        hosts = [PodInterface.hostName(namespace: identity.namespace, pod: identity.name)]
         for file in files {
             if let wep = try endpoints.read(file)?.endpoint { hosts.append(wep.interfaceName) }
         }
@@ -298,27 +304,19 @@ public struct CNIPlugin: Sendable {
         }
 
         // The endpoint in the datastore.
-        var host: String?
-        var workload: String?
-        let file: String?
-        if let namespace = environment.podNamespace, let pod = environment.podName {
-            file = endpointUnit(namespace: namespace, pod: pod)
-            host = PodInterface.hostName(namespace: namespace, pod: pod)
-            workload = "\(namespace)/\(pod)"
-        } else {
-            file = try endpoints.units(of: environment.containerID).first
-        }
-        if let file, let wep = try endpoints.read(file)?.endpoint {
+        let identity = try workload()
+        let file = endpointUnit(identity)
+        let host = PodInterface.hostName(namespace: identity.namespace, pod: identity.name)
+        let workload = identity.key
+        if let wep = try endpoints.read(file)?.endpoint {
             if wep.containerID != environment.containerID {
                 problems.append("WorkloadEndpoint \(file) belongs to container \(wep.containerID), not \(environment.containerID)")
             }
             if let address, wep.address != address { problems.append("WorkloadEndpoint \(file) has address \(wep.address), not \(address)") }
-            if let h = host, wep.interfaceName != h { problems.append("WorkloadEndpoint \(file) names interface \(wep.interfaceName), not \(h)") }
+            if wep.interfaceName != host { problems.append("WorkloadEndpoint \(file) names interface \(wep.interfaceName), not \(host)") }
             if wep.endpoint != environment.ifname { problems.append("WorkloadEndpoint \(file) names endpoint \(wep.endpoint), not \(environment.ifname)") }
-            host = host ?? wep.interfaceName
-            workload = workload ?? wep.podKey
         } else {
-            problems.append("no WorkloadEndpoint for container \(environment.containerID) in \(store.description)\(file.map { " (\($0))" } ?? "")")
+            problems.append("no WorkloadEndpoint for container \(environment.containerID) in \(store.description) (\(file))")
         }
 
         // The pod side.
@@ -336,19 +334,17 @@ public struct CNIPlugin: Sendable {
         }
 
         // The host side.
-        if let host {
-            if let link = try Links.show(host) {
-                if link.alias != environment.containerID {
-                    problems.append("host interface \(host) belongs to container \(link.alias ?? "(none)"), not \(environment.containerID)")
-                }
-                if !link.up { problems.append("host interface \(host) is down") }
-            } else {
-                problems.append("host interface \(host) does not exist")
+        if let link = try Links.show(host) {
+            if link.alias != environment.containerID {
+                problems.append("host interface \(host) belongs to container \(link.alias ?? "(none)"), not \(environment.containerID)")
             }
+            if !link.up { problems.append("host interface \(host) is down") }
+        } else {
+            problems.append("host interface \(host) does not exist")
         }
 
         // The policy.
-        if let workload, let host, let address, problems.isEmpty {
+        if let address, problems.isEmpty {
             let meta = try? NodeMetadata.read(paths)
             if !(meta?.endpoints.contains { $0.workload == workload && $0.interface == host && $0.ip == address.description } ?? false) {
                 problems.append("manxd on node \(conf.nodename) does not list \(workload) on \(host) with \(address)")

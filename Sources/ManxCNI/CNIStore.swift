@@ -15,8 +15,10 @@ protocol CNIStore: Sendable {
     func check() throws(CNIError)
     /// Units that may hold the pod and its namespace.
     func podUnits(namespace: String, pod: String) throws(CNIError) -> [(name: String, text: String)]
-    /// Where the pod's WorkloadEndpoint lives.
-    func endpointUnit(namespace: String, pod: String, node: String, ifname: String) -> String
+    /// Where the workload's WorkloadEndpoint lives.
+    func endpointUnit(_ workload: CNIWorkload, node: String, ifname: String) -> String
+    /// Creates the Profile of a CNI network unless the datastore has one.
+    func ensureProfile(network: String, yaml: String) throws(CNIError)
     /// Every unit that may hold a WorkloadEndpoint (DEL without pod arguments).
     func endpointUnits() throws(CNIError) -> [String]
     /// A unit's text; nil: it does not exist. A datastore that cannot be
@@ -52,8 +54,25 @@ struct DirectoryCNIStore: CNIStore {
         }
     }
 
-    /// `wep-<namespace>.<pod>.yaml` (a namespace name has no dot, so no two pods share a file).
-    func endpointUnit(namespace: String, pod: String, node: String, ifname: String) -> String { "wep-\(namespace).\(pod).yaml" }
+    /// `wep-<namespace>.<pod>.yaml` (a namespace name has no dot, so no two
+    /// pods share a file; a container ID is a `cni` workload's name).
+    func endpointUnit(_ workload: CNIWorkload, node: String, ifname: String) -> String { "wep-\(workload.namespace).\(workload.name).yaml" }
+
+    /// `profile-<network>.yaml`, unless a file defines the Profile already.
+    /// Two ADDs that race write the same file with the same content.
+    func ensureProfile(network: String, yaml: String) throws(CNIError) {
+        _ = try CNIWorkload.validated(profile: yaml, network: network)
+        do {
+            let candidates = try datastore.files().filter { ResourceSet.mentions($0.text, [network]) }
+            let found = try? ResourceSet.decode(files: candidates, kinds: ["Profile"])
+            if found?.profiles[network] != nil || candidates.contains(where: { $0.name == Self.profileUnit(network) }) { return }
+            try datastore.write(Self.profileUnit(network), yaml)
+        } catch {
+            throw CNIError(.datastore, "cannot create Profile \(network) in \(datastore.directory): \(error)")
+        }
+    }
+
+    static func profileUnit(_ network: String) -> String { "profile-\(network).yaml" }
 
     func endpointUnits() throws(CNIError) -> [String] {
         do {
@@ -129,9 +148,20 @@ struct EtcdCNIStore: CNIStore {
         }
     }
 
-    func endpointUnit(namespace: String, pod: String, node: String, ifname: String) -> String {
-        let name = WorkloadEndpoint.resourceName(node: node, pod: pod, endpoint: ifname)
-        return ResourceKeys.prefix + "projectcalico.org/workloadendpoints/\(namespace)/\(name)"
+    func endpointUnit(_ workload: CNIWorkload, node: String, ifname: String) -> String {
+        let name = WorkloadEndpoint.resourceName(node: node, orchestrator: workload.orchestrator, pod: workload.name, endpoint: ifname)
+        return ResourceKeys.prefix + "projectcalico.org/workloadendpoints/\(workload.namespace)/\(name)"
+    }
+
+    /// Put only if the key is absent (its mod revision 0): an operator's
+    /// own profile of that name stays.
+    func ensureProfile(network: String, yaml: String) throws(CNIError) {
+        let documents = try CNIWorkload.validated(profile: yaml, network: network)
+        guard let document = documents.first, let key = ResourceKeys.key(document.header) else { return }
+        let client = client
+        _ = try blocking("cannot create Profile \(network)") {
+            try await client.transaction(if: [EtcdClient.Compare(key: key, modRevision: 0)], then: [.put(key, document.json)])
+        }
     }
 
     func endpointUnits() throws(CNIError) -> [String] {

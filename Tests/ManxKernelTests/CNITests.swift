@@ -320,6 +320,34 @@ final class CNITests: XCTestCase {
         try assertNothingLeft(container: "ctr-b", pod: "b")
     }
 
+    /// A runtime that is not Kubernetes (podman passes only the container's
+    /// name as K8S_POD_NAME): a workload of orchestrator cni in namespace
+    /// default, named by its container ID, labelled with its name, with the
+    /// network's profile, which the first ADD creates.
+    func testContainerOfAnotherRuntime() throws {
+        let netns = try podNetns("web")
+        let added = try runWithArgs("IgnoreUnknown=1;K8S_POD_NAME=web", netns: netns, container: "cafe01")
+        XCTAssertEqual(added.status, 0, added.stdout + added.stderr)
+        let host = PodInterface.hostName(namespace: "default", pod: "cafe01")
+        let wep = try String(contentsOfFile: "\(dsDir)/wep-default.cafe01.yaml", encoding: .utf8)
+        XCTAssertTrue(wep.contains("name: \"\(prefix)-cni-cafe01-eth0\""), wep)
+        XCTAssertTrue(wep.contains("    \"manx.io/container-name\": \"web\""), wep)
+        XCTAssertTrue(wep.contains("orchestrator: cni\n  workload: \"cafe01\""), wep)
+        XCTAssertTrue(wep.contains("profiles: [\"manx\"]"), wep)
+        let profile = try String(contentsOfFile: "\(dsDir)/profile-manx.yaml", encoding: .utf8)
+        XCTAssertEqual(try ResourceSet.decode(files: [("p.yaml", profile)]).profiles["manx"]?.labelsToApply, ["manx": ""])
+        let status = try XCTUnwrap(EndpointStatus.read(paths, workload: "default/cafe01"))
+        XCTAssertEqual(status.interface, host)
+        // CHECK and DEL find it by the same arguments; DEL leaves nothing.
+        let check = try runWithArgs("IgnoreUnknown=1;K8S_POD_NAME=web", netns: netns, container: "cafe01", command: "CHECK")
+        XCTAssertEqual(check.status, 0, check.stdout)
+        let del = try runWithArgs("IgnoreUnknown=1;K8S_POD_NAME=web", netns: netns, container: "cafe01", command: "DEL")
+        XCTAssertEqual(del.status, 0, del.stdout)
+        try assertNothingLeft(container: "cafe01", pod: "cafe01", namespace: "default")
+        // The profile stays for the network's next container.
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dsDir)/profile-manx.yaml"))
+    }
+
     func testInvalidInputsAreRejectedPrecisely() throws {
         let netns = try podNetns("a")
         // Missing netns.
@@ -333,13 +361,19 @@ final class CNITests: XCTestCase {
         XCTAssertEqual(malformed.msg, "the network configuration on stdin is not valid JSON: invalid value at line 2, column 10")
         XCTAssertEqual(try cni("ADD", container: "ctr-x", netns: netns, pod: "a", conf: "[1]").msg,
                        "the network configuration on stdin must be a JSON object, got a list")
-        // Missing pod name.
-        let noPod = finish(try start("ADD", container: "ctr-x", netns: netns, pod: nil, conf: conf()))
-        XCTAssertEqual(noPod.code, 4)
-        XCTAssertTrue(noPod.msg.hasPrefix("CNI_ARGS has no K8S_POD_NAMESPACE"), noPod.msg)
+        // A pod's namespace without its name.
         let noName = try runWithArgs("IgnoreUnknown=1;K8S_POD_NAMESPACE=demo", netns: netns)
         XCTAssertEqual(noName.code, 4)
-        XCTAssertEqual(noName.msg, "CNI_ARGS has no K8S_POD_NAME (got 'IgnoreUnknown=1;K8S_POD_NAMESPACE=demo')")
+        XCTAssertEqual(noName.msg, "CNI_ARGS has K8S_POD_NAMESPACE but no K8S_POD_NAME (got 'IgnoreUnknown=1;K8S_POD_NAMESPACE=demo')")
+        // Another runtime's container is named by its ID, which must fit a
+        // WorkloadEndpoint's name; its network names its profile.
+        let upper = finish(try start("ADD", container: "Ctr_X", netns: netns, pod: nil, conf: conf()))
+        XCTAssertEqual(upper.code, 4)
+        XCTAssertTrue(upper.msg.hasPrefix("CNI_CONTAINERID 'Ctr_X' names the WorkloadEndpoint of a container without K8S_POD_NAMESPACE, so it must be at most 200 lowercase"), upper.msg)
+        let badNetwork = finish(try start("ADD", container: "ctr-x", netns: netns, pod: nil,
+                                          conf: conf().replacingOccurrences(of: #""name": "manx""#, with: #""name": "Manx_Net""#)))
+        XCTAssertEqual(badNetwork.code, 7)
+        XCTAssertEqual(badNetwork.msg, "network name 'Manx_Net' cannot name the Profile of its containers", badNetwork.stdout)
         // Invalid network configurations.
         let noDatastore = try cni("ADD", container: "ctr-x", netns: netns, pod: "a",
                                   conf: #"{"cniVersion": "1.0.0", "name": "manx", "type": "manx-cni", "nodename": "n1"}"#)
@@ -376,14 +410,14 @@ final class CNITests: XCTestCase {
         try assertNothingLeft(container: "ctr-x", pod: "a")
     }
 
-    /// ADD with custom CNI_ARGS.
-    func runWithArgs(_ args: String, netns: String) throws -> Call {
+    /// A command (ADD) with custom CNI_ARGS.
+    func runWithArgs(_ args: String, netns: String, container: String = "ctr-x", command: String = "ADD") throws -> Call {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
         p.arguments = ["--net=/run/netns/\(lab.node)", try binary("manx-cni")]
         var env = ProcessInfo.processInfo.environment
-        env["CNI_COMMAND"] = "ADD"
-        env["CNI_CONTAINERID"] = "ctr-x"
+        env["CNI_COMMAND"] = command
+        env["CNI_CONTAINERID"] = container
         env["CNI_NETNS"] = netns
         env["CNI_IFNAME"] = "eth0"
         env["CNI_ARGS"] = args
