@@ -130,7 +130,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "Yams", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference", "ManxIptables", "ManxIPAM", "ManxRouting", "ManxEtcd"]),
-        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables", "ManxIPAM", "ManxCNI", "ManxRouting", "ManxEtcd", "ManxDaemon", "ManxNodeState", "ManxNetlink"]),
+        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables", "ManxIPAM", "ManxCNI", "ManxRouting", "ManxEtcd", "ManxDaemon", "ManxNodeState", "ManxNetlink", "ManxCommand"]),
     ],
     swiftLanguageModes: [.v6]
 )
