@@ -106,7 +106,7 @@ let package = Package(
         .executableTarget(
             name: "bpfctl",
             dependencies: [
-                "ManxDataplane", "ManxDatastore", "ManxEtcd", "ManxModel", "ManxNodeState",
+                "ManxDataplane", "ManxDatastore", "ManxEtcd", "ManxIPAM", "ManxModel", "ManxNodeState",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -16,6 +16,19 @@ struct DatastoreOptions: ParsableArguments {
         if let etcdEndpoints { return EtcdDatastore(client: try EtcdClient(endpoints: etcdEndpoints.split(separator: ",").map(String.init))) }
         return DirectoryDatastore(directory: datastore)
     }
+
+    /// Every key and its text, as the datastore's first snapshot has them.
+    func snapshot(_ command: String) async throws -> [String: String] {
+        let datastore = try open()
+        for await update in datastore.updates() {
+            switch update {
+            case .snapshot(let snapshot, _): return snapshot
+            case .unreachable(let reason): exitWithError(command, "cannot read \(datastore): \(reason)", status: 1)
+            case .changes: continue
+            }
+        }
+        exitWithError(command, "cannot read \(datastore)", status: 1)
+    }
 }
 
 /// The files a command was given, each validated whole before anything is
@@ -64,10 +77,7 @@ struct ResourceFiles {
         }
     }
 
-    func fail(_ error: Error) -> Never {
-        FileHandle.standardError.write(Data("bpfctl \(command): \(error)\n".utf8))
-        Foundation.exit(2)
-    }
+    func fail(_ error: Error) -> Never { exitWithError(command, "\(error)", status: 2) }
 }
 
 /// What apply and delete share: the files, the datastore, the output.
@@ -142,19 +152,10 @@ struct Get: AsyncParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
-        let datastore = try store.open()
-        var keys: [String: String] = [:]
-        for await update in datastore.updates() {
-            switch update {
-            case .snapshot(let snapshot, _): keys = snapshot
-            case .unreachable(let reason): Self.fail("cannot read \(datastore): \(reason)", status: 1)
-            case .changes: continue
-            }
-            break
-        }
+        let keys = try await store.snapshot("get")
         let (matches, errors) = query.select(keys)
         for error in errors { FileHandle.standardError.write(Data("bpfctl get: skipped: \(error)\n".utf8)) }
-        if name != nil && matches.isEmpty { Self.fail("resource does not exist: \(query.missing)", status: 1) }
+        if name != nil && matches.isEmpty { exitWithError("get", "resource does not exist: \(query.missing)", status: 1) }
         switch output {
         case .json:
             let objects = matches.compactMap { try? JSONSerialization.jsonObject(with: Data($0.document.json.utf8)) }
@@ -168,16 +169,7 @@ struct Get: AsyncParsableCommand {
             for m in matches {
                 rows.append((showNamespace ? [m.document.header.namespace ?? ""] : []) + [m.document.header.name, m.document.header.apiVersion])
             }
-            let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max()! }
-            for row in rows {
-                print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "   ")
-                    .trimmingCharacters(in: .whitespaces))
-            }
+            printTable(rows)
         }
-    }
-
-    static func fail(_ message: String, status: Int32) -> Never {
-        FileHandle.standardError.write(Data("bpfctl get: \(message)\n".utf8))
-        Foundation.exit(status)
     }
 }

@@ -9,7 +9,7 @@ struct BPFCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bpfctl",
         abstract: "Inspect a Manx node's BPF dataplane, and write resources into its datastore.",
-        subcommands: [Apply.self, Delete.self, Get.self, Dump.self, Events.self, SelectorCommand.self])
+        subcommands: [Apply.self, Delete.self, Get.self, IPAMCommand.self, Dump.self, Events.self, SelectorCommand.self])
 }
 
 enum OutputFormat: String, ExpressibleByArgument { case text, json }

@@ -157,6 +157,10 @@ final class PodmanTests: XCTestCase {
         let ingress = (serverView?["counters"] as? [String: [String: Any]])?["ingress"]
         XCTAssertGreaterThan((ingress?["drop_default"] as? Int) ?? 0, 0, "\(ingress ?? [:])")
 
+        // IPAM agrees: two addresses on this node, each with its endpoint.
+        XCTAssertEqual(try allocatedOnNode(), 2)
+        XCTAssertTrue(try sh(try productPath("bpfctl"), "ipam", "check", "--datastore", dsDir).contains("IPAM is consistent: 2 allocations"))
+
         // Removing the containers releases their addresses and endpoints.
         try podman("rm", "--force", "--time", "0", "server", "client")
         for id in [server, client] {
@@ -166,5 +170,14 @@ final class PodmanTests: XCTestCase {
         XCTAssertFalse(try sh("ip", "-n", lab.node, "-o", "link", "show").contains(": mx"), "a container's host veth is left")
         try waitApplied()
         XCTAssertEqual(try NodeMetadata.read(paths).endpoints.count, 0)
+        XCTAssertEqual(try allocatedOnNode(), 0)
+        XCTAssertNoThrow(try sh(try productPath("bpfctl"), "ipam", "check", "--datastore", dsDir))
+    }
+
+    /// What `bpfctl ipam show` says this node holds.
+    func allocatedOnNode() throws -> Int? {
+        let report = try JSONSerialization.jsonObject(with: Data(try sh(try productPath("bpfctl"), "ipam", "show", "--datastore", dsDir, "-o", "json").utf8))
+        let nodes = (report as? [String: Any])?["nodes"] as? [[String: Any]] ?? []
+        return nodes.first { $0["name"] as? String == prefix }?["allocated"] as? Int
     }
 }
