@@ -5,22 +5,7 @@ import ManxMapLayout
 import ManxModel
 import ManxNodeState
 
-/// A flow event from the kernel (a denied flow, or an allowed one that a
-/// Log rule or the endpoint asked to see), with names resolved.
-public struct FlowEvent: Codable, Sendable {
-    public var timestamp: Date
-    public var interface: String
-    public var direction: String
-    public var verdict: String
-    public var reason: String
-    public var proto: String
-    public var source: String
-    public var destination: String
-    public var peerIdentity: UInt32
-    public var peer: String
-    public var ruleID: UInt32
-    public var rule: String
-
+extension FlowEvent {
     static func decode(_ bytes: [UInt8], bootOffset: TimeInterval, meta: NodeMetadata) -> FlowEvent? {
         guard bytes.count >= MemoryLayout<manx_flow_event>.size else { return nil }
         let e = bytes.withUnsafeBytes { $0.loadUnaligned(as: manx_flow_event.self) }
@@ -41,10 +26,6 @@ public struct FlowEvent: Codable, Sendable {
             peerIdentity: e.peer_identity,
             peer: e.peer_identity == ReservedIdentity.world ? "world" : (meta.identities[e.peer_identity]?.members.joined(separator: ", ") ?? "identity \(e.peer_identity)"),
             ruleID: e.rule_id, rule: rule)
-    }
-
-    public var line: String {
-        "\(ISO8601DateFormatter().string(from: timestamp)) \(verdict.uppercased()) \(direction) \(interface) \(proto) \(source) -> \(destination) peer=\(peer) (\(reason); \(rule))"
     }
 }
 

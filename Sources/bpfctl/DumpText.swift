@@ -1,15 +1,17 @@
 import ManxDataplane
+import ManxNodeState
 
 /// The human form of `bpfctl dump`.
 enum DumpText {
-    static func table(_ header: [String], _ rows: [[String]]) -> String {
+    /// Columns padded to their widest cell; every line indented.
+    static func table(_ header: [String], _ rows: [[String]], indent: String = "  ") -> String {
         var widths = header.map(\.count)
         for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
         func line(_ cells: [String]) -> String {
             cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
                 .joined(separator: "  ")
         }
-        return ([line(header)] + rows.map(line)).map { "  " + $0 }.joined(separator: "\n")
+        return ([line(header)] + rows.map(line)).map { indent + $0 }.joined(separator: "\n")
     }
 
     static func render(_ r: DumpReport) -> String {

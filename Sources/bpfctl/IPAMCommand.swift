@@ -80,12 +80,8 @@ func exitWithError(_ command: String, _ message: String, status: Int32) -> Never
     Foundation.exit(status)
 }
 
-/// Columns padded to their widest cell, two spaces apart at least.
+/// A table as calicoctl prints one: a header line, no indent.
 func printTable(_ rows: [[String]]) {
-    guard let first = rows.first else { return }
-    let widths = first.indices.map { column in rows.map { $0.indices.contains(column) ? $0[column].count : 0 }.max()! }
-    for row in rows {
-        print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "   ")
-            .trimmingCharacters(in: .whitespaces))
-    }
+    guard let header = rows.first else { return }
+    print(DumpText.table(header, Array(rows.dropFirst()), indent: ""))
 }
