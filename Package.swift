@@ -90,6 +90,8 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-stdlib", "-lCoreFoundation", "-l_FoundationICU", "-l_FoundationCollections",
                                            "-l_FoundationCShims", "-use-ld=lld"])]
         ),
+        // Command-line vocabulary every command shares (`--dataplane`).
+        .target(name: "ManxOptions", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The node daemon's logic.
         .target(
             name: "ManxDaemon",
@@ -101,7 +103,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "manxd",
-            dependencies: ["ManxDaemon", "ManxIptables", "ManxDatastore", "ManxEtcd", "ManxNodeState", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ManxDaemon", "ManxIptables", "ManxDatastore", "ManxEtcd", "ManxNodeState", "ManxOptions", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "bpfctl",
@@ -112,10 +114,10 @@ let package = Package(
         ),
         // Real TCP/UDP/SCTP servers and probes for the conformance runner.
         .executableTarget(name: "manx-probe"),
-        .target(name: "ManxConformance", dependencies: ["ManxModel", "ManxDatastore", "ManxDataplane", "ManxNodeState", "ManxCommand"]),
+        .target(name: "ManxConformance", dependencies: ["ManxModel", "ManxDatastore", "ManxDataplane", "ManxNodeState", "ManxCommand", "ManxOptions"]),
         .executableTarget(
             name: "manx-conformance",
-            dependencies: ["ManxConformance", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ManxConformance", "ManxOptions", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "manx-cluster",
@@ -125,12 +127,12 @@ let package = Package(
         .executableTarget(
             name: "manx-bench",
             dependencies: [
-                "ManxBPF", "ManxBPFObjects", "ManxCommand", "ManxCompiler", "ManxConformance", "ManxDataplane", "ManxDatastore", "ManxMapLayout", "ManxModel", "ManxNodeState",
+                "ManxBPF", "ManxBPFObjects", "ManxCommand", "ManxCompiler", "ManxConformance", "ManxDataplane", "ManxDatastore", "ManxMapLayout", "ManxModel", "ManxNodeState", "ManxOptions",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "Yams", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference", "ManxIptables", "ManxIPAM", "ManxRouting", "ManxEtcd"]),
-        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables", "ManxIPAM", "ManxCNI", "ManxRouting", "ManxEtcd", "ManxDaemon", "ManxNodeState", "ManxNetlink", "ManxCommand"]),
+        .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables", "ManxIPAM", "ManxCNI", "ManxRouting", "ManxEtcd", "ManxDaemon", "ManxNodeState", "ManxNetlink", "ManxCommand", "ManxOptions"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -153,3 +153,33 @@ extension Command {
         return out.stdout
     }
 }
+
+extension Command {
+    /// Runs every command at once, each on a thread of its own (a command
+    /// blocks its thread in poll and waitpid), and returns their outputs
+    /// in order: probes that wait out timeouts overlap instead of adding up.
+    public static func runConcurrently(_ commands: [[String]]) throws(LaunchFailure) -> [Output] {
+        let results = Results(count: commands.count)
+        let group = DispatchGroup()
+        for (i, args) in commands.enumerated() {
+            group.enter()
+            Thread.detachNewThread {
+                results.set(i, Result { () throws(LaunchFailure) in try run(args) })
+                group.leave()
+            }
+        }
+        group.wait()
+        return try results.all()
+    }
+
+    private final class Results: @unchecked Sendable {
+        private let lock = NSLock()
+        private var values: [Result<Output, LaunchFailure>?]
+        init(count: Int) { values = Array(repeating: nil, count: count) }
+        func set(_ i: Int, _ value: Result<Output, LaunchFailure>) { lock.withLock { values[i] = value } }
+        func all() throws(LaunchFailure) -> [Output] {
+            let values = lock.withLock { self.values }
+            return try values.map { value throws(LaunchFailure) in try value!.get() }
+        }
+    }
+}

@@ -1,8 +1,10 @@
 import Foundation
+import ManxCommand
 import ManxDatastore
 import ManxDataplane
 import ManxModel
 import ManxNodeState
+import ManxOptions
 
 /// Runs conformance cases against a real node: pods in network namespaces,
 /// real servers on ports 80 and 81, `manxd` enforcing each case's policy,
@@ -10,7 +12,7 @@ import ManxNodeState
 public final class ConformanceRunner {
     public struct Options: Sendable {
         /// Dataplanes to run every case against, one after another.
-        public var modes = ["bpf"]
+        public var modes: [DataplaneChoice] = [.bpf]
         public var timeoutMs = 1000
         public var binDirectory: String
         public var verbose = false
@@ -27,7 +29,7 @@ public final class ConformanceRunner {
 
     let options: Options
     private var totals = Totals()
-    private var mode = "bpf"
+    private var mode = DataplaneChoice.bpf
 
     public init(options: Options) { self.options = options }
 
@@ -146,14 +148,7 @@ public final class ConformanceRunner {
 
     private func bin(_ name: String) -> String { options.binDirectory + "/" + name }
 
-    /// `--mode`: bpf, iptables (Debian's default, nft-backed) or iptables-legacy.
-    private var dataplaneArguments: [String] {
-        switch mode {
-        case "iptables": return ["--dataplane", "iptables", "--iptables-backend", "nft"]
-        case "iptables-legacy": return ["--dataplane", "iptables", "--iptables-backend", "legacy"]
-        default: return []
-        }
-    }
+    private var dataplaneArguments: [String] { mode.daemonArguments }
 
     enum ApplyOutcome { case applied, rejected(String) }
 
@@ -203,7 +198,7 @@ public final class ConformanceRunner {
         }
         let outcome = try waitApplied(node)
         for table in c.expectation.tables {
-            let label = (options.modes.count > 1 ? "[\(mode)] " : "") + "\(c.name) \(table.port)/\(table.protocol)"
+            let label = (options.modes.count > 1 ? "[\(mode.rawValue)] " : "") + "\(c.name) \(table.port)/\(table.protocol)"
             if case .rejected(let error) = outcome {
                 say("FAIL \(label)")
                 say("  policy rejected: \(error.replacingOccurrences(of: "\n", with: "\n  "))")
@@ -252,25 +247,16 @@ public final class ConformanceRunner {
                     sources.append((from, node.podNetns[from]!, targets))
                 }
             }
-            var procs: [(String, [String], Process, Pipe)] = []
-            for (from, netns, targets) in sources {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                p.arguments = ["ip", "netns", "exec", netns, bin("manx-probe"), "probe",
-                               "--timeout-ms", String(options.timeoutMs)]
+            // Every prober at once: each waits out the timeouts of its denied targets.
+            let outputs = try Command.runConcurrently(sources.map { _, netns, targets in
+                ["ip", "netns", "exec", netns, bin("manx-probe"), "probe", "--timeout-ms", String(options.timeoutMs)]
                     + targets.map { "\(proto):\(model.pods[$0]!.ip):\(table.port)" }
-                let pipe = Pipe()
-                p.standardOutput = pipe
-                try p.run()
-                procs.append((from, targets, p, pipe))
-            }
+            })
             var results: [String: [String: Bool]] = [:]
-            for (from, targets, p, pipe) in procs {
-                let lines = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                    .split(separator: "\n")
-                p.waitUntilExit()
-                guard p.terminationStatus == 0, lines.count == targets.count else {
-                    throw RunnerError("prober in \(from) failed (status \(p.terminationStatus))")
+            for ((from, _, targets), output) in zip(sources, outputs) {
+                let lines = output.stdout.split(separator: "\n")
+                guard output.succeeded, lines.count == targets.count else {
+                    throw RunnerError("prober in \(from) failed (status \(output.status)): \(output.message)")
                 }
                 for (to, line) in zip(targets, lines) { results[from, default: [:]][to] = line.hasSuffix(" ok") }
             }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ManxCommand
 import ManxConformance
 import ManxModel
 
@@ -97,16 +98,6 @@ struct EncapThroughput: ParsableCommand {
         return (bps / 1e9, retransmits)
     }
 
-    private func run(_ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
-    }
+    /// stdout whatever the status: iperf3 -J reports its errors in its JSON.
+    private func run(_ args: [String]) throws -> String { try Command.run(args).stdout }
 }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import ManxCommand
 import ManxConformance
+import ManxOptions
 
 /// Real traffic through a simulated node, for every dataplane at several
 /// rule counts, with the no-policy baseline measured in the same run:
@@ -11,8 +13,8 @@ struct Traffic: ParsableCommand {
     @Option(help: "Comma-separated rule counts.")
     var rules: String = "10,1000,10000,100000"
 
-    @Option(help: "Comma-separated modes: none, bpf, iptables (nft), iptables-legacy.")
-    var modes: String = "none,bpf,iptables,iptables-legacy"
+    @Option(help: "Comma-separated: none (no policy, the baseline), and dataplanes: bpf, iptables (nft), iptables-legacy.")
+    var dataplane: String = "none,bpf,iptables,iptables-legacy"
 
     @Option(help: "Seconds per measurement.")
     var seconds: Double = 2
@@ -36,7 +38,10 @@ struct Traffic: ParsableCommand {
     func run() throws {
         let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         let counts = rules.split(separator: ",").compactMap { Int($0) }
-        let modeList = modes.split(separator: ",").map(String.init)
+        let modeList = dataplane.split(separator: ",").map(String.init)
+        for mode in modeList where mode != "none" && DataplaneChoice(rawValue: mode) == nil {
+            throw ValidationError("--dataplane: '\(mode)' is not none, \(DataplaneChoice.allValueStrings.joined(separator: ", "))")
+        }
         var rows: [Row] = []
         // Per rule count, every mode gets its own simulated node, and the
         // measurements go round robin across them, in rounds, so drift
@@ -147,8 +152,7 @@ struct Traffic: ParsableCommand {
             try Self.resources(rules: n, client: clientIf, server: serverIf).write(toFile: "\(ds)/bench.yaml", atomically: true, encoding: .utf8)
             if mode != "none" {
                 var args = ["nsenter", "--net=/run/netns/\(lab.node)", bin + "/manxd", "--once", "--datastore", ds, "--node", prefix, "--log-level", "warning"]
-                if mode == "iptables" { args += ["--dataplane", "iptables", "--iptables-backend", "nft"] }
-                if mode == "iptables-legacy" { args += ["--dataplane", "iptables", "--iptables-backend", "legacy"] }
+                args += DataplaneChoice(rawValue: mode)!.daemonArguments
                 let t0 = Date()
                 try run(args)
                 setup.applySeconds = Date().timeIntervalSince(t0)
@@ -183,21 +187,5 @@ struct Traffic: ParsableCommand {
     }
 
     @discardableResult
-    func run(_ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        let err = Pipe()
-        p.standardError = err
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw ValidationError("\(args.joined(separator: " ")) failed: \(String(decoding: errData, as: UTF8.self))")
-        }
-        return String(decoding: data, as: UTF8.self)
-    }
+    func run(_ args: [String]) throws -> String { try Command.checked(args) }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ManxConformance
 import ManxModel
+import ManxOptions
 
 struct Conformance: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,7 +10,7 @@ struct Conformance: ParsableCommand {
         abstract: "Run policy conformance cases against a real simulated node.")
 
     @Option(help: "Dataplane, or several comma-separated: bpf, iptables (nft-backed), iptables-legacy.")
-    var mode: String = "bpf"
+    var dataplane = DataplaneList([.bpf])
 
     @Option(help: "Per-probe timeout in milliseconds.")
     var timeoutMs: Int = 1000
@@ -27,16 +28,13 @@ struct Conformance: ParsableCommand {
     var directories: [String]
 
     func run() throws {
-        let modes = mode.split(separator: ",").map(String.init)
-        guard !modes.isEmpty, modes.allSatisfy(["bpf", "iptables", "iptables-legacy"].contains) else {
-            throw ValidationError("--mode must be bpf, iptables or iptables-legacy (or a comma-separated list)")
-        }
+        let modes = dataplane.choices
         guard let encapsulation = Encapsulation(rawValue: encap) else {
             throw ValidationError("--encap must be none, ipip or vxlan")
         }
         if let nodes {
             guard (1...9).contains(nodes) else { throw ValidationError("--nodes must be 1-9") }
-            guard modes == ["bpf"] else { throw ValidationError("--nodes runs the bpf dataplane only (routing and encapsulation are BPF)") }
+            guard modes == [.bpf] else { throw ValidationError("--nodes runs the bpf dataplane only (routing and encapsulation are BPF)") }
         }
         guard ["directory", "etcd"].contains(datastore) else { throw ValidationError("--datastore must be directory or etcd") }
         if datastore == "etcd" && nodes == nil { throw ValidationError("--datastore etcd needs --nodes") }

@@ -7,6 +7,7 @@ import ManxDatastore
 import ManxEtcd
 import ManxIptables
 import ManxNodeState
+import ManxOptions
 import ServiceLifecycle
 
 @main
@@ -27,11 +28,8 @@ struct Manxd: AsyncParsableCommand {
     @Option(help: "Only pods scheduled on this Kubernetes node (spec.nodeName) are local endpoints.")
     var nodeName: String?
 
-    @Option(help: "Dataplane: bpf, or iptables (rules and ipsets, for comparison).")
-    var dataplane: String = "bpf"
-
-    @Option(help: "iptables backend for --dataplane iptables: nft (Debian's default iptables) or legacy.")
-    var iptablesBackend: String = "nft"
+    @Option(help: "Dataplane: bpf, or the comparison iptables rules and ipsets through Debian's default iptables (nft) or iptables-legacy.")
+    var dataplane: DataplaneChoice = .bpf
 
     @Option(help: "Send VXLAN through this collect_md device (created if missing) instead of building headers in BPF.")
     var vxlanDevice: String?
@@ -56,12 +54,10 @@ struct Manxd: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "manxd")
-        let kind: DataplaneKind
-        switch (dataplane, IptablesDataplane.Backend(rawValue: iptablesBackend)) {
-        case ("bpf", _): kind = .bpf
-        case ("iptables", let backend?): kind = .iptables(backend)
-        case ("iptables", nil): throw ValidationError("--iptables-backend must be nft or legacy")
-        default: throw ValidationError("--dataplane must be bpf or iptables")
+        let kind: DataplaneKind = switch dataplane {
+        case .bpf: .bpf
+        case .iptables: .iptables(.nft)
+        case .iptablesLegacy: .iptables(.legacy)
         }
         guard (1...(1 << 24)).contains(conntrackBudget) else { throw ValidationError("--conntrack-budget must be 1...16777216") }
         let store: any Datastore

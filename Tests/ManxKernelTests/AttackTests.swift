@@ -319,7 +319,7 @@ final class IptablesAttackTests: XCTestCase {
         try datastore.write("all.yaml", yaml)
         let probe = try productPath("manx-probe")
         _ = try lab.spawn(in: lab.node, [try productPath("manxd"), "--datastore", datastore.directory, "--node", prefix,
-                                         "--dataplane", "iptables", "--iptables-backend", backend.rawValue],
+                                         "--dataplane", backend == .nft ? "iptables" : "iptables-legacy"],
                           log: work + "/manxd.log", needsPins: true)
         _ = try lab.spawn(in: lab.node, [probe, "serve", "--ports", "8081"], log: "/dev/null")
         _ = try lab.spawn(in: pods["v"]!.netns, [probe, "serve", "--ports", "80"], log: "/dev/null")

@@ -86,7 +86,7 @@ final class FragmentTests: XCTestCase {
             try datastore.write("all.yaml", yaml + "---\n" + Self.policy)
             let probe = try productPath("manx-probe")
             _ = try lab.spawn(in: lab.node, [try productPath("manxd"), "--datastore", datastore.directory, "--node", prefix,
-                                             "--dataplane", "iptables", "--iptables-backend", backend.rawValue],
+                                             "--dataplane", backend == .nft ? "iptables" : "iptables-legacy"],
                               log: work + "/manxd.log", needsPins: true)
             _ = try lab.spawn(in: netns["b"]!, [probe, "serve", "--ports", "7000"], log: "/dev/null")
             let digest = try datastore.snapshot().digest

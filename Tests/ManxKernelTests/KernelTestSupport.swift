@@ -1,4 +1,5 @@
 import Foundation
+import ManxCommand
 import ManxBPF
 import ManxDataplane
 import ManxNodeState
@@ -56,19 +57,14 @@ func sh(_ args: String..., allowFailure: Bool = false) throws -> String {
     try sh(args, allowFailure: allowFailure)
 }
 
+/// stdout then stderr. The project's one runner (a Foundation `Process`
+/// with a pipe waited for ever on a podman whose container kept running).
 @discardableResult
 func sh(_ args: [String], allowFailure: Bool = false) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = args
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    try p.run()
-    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    p.waitUntilExit()
-    if p.terminationStatus != 0 && !allowFailure {
-        throw NSError(domain: "sh", code: Int(p.terminationStatus),
+    let result = try Command.run(args)
+    let out = result.stdout + result.stderr
+    if !result.succeeded && !allowFailure {
+        throw NSError(domain: "sh", code: Int(result.status),
                       userInfo: [NSLocalizedDescriptionKey: "\(args.joined(separator: " ")): \(out)"])
     }
     return out

@@ -242,12 +242,12 @@ final class PolicyChurnTests: PolicyChurnTestCase {
     func testChurnBPF() throws { try runChurn(restartInTheMiddle: true) }
 
     func testChurnIptablesNft() throws {
-        daemonArguments = ["--dataplane", "iptables", "--iptables-backend", "nft"]
+        daemonArguments = ["--dataplane", "iptables"]
         try runChurn(restartInTheMiddle: true)
     }
 
     func testChurnIptablesLegacy() throws {
-        daemonArguments = ["--dataplane", "iptables", "--iptables-backend", "legacy"]
+        daemonArguments = ["--dataplane", "iptables-legacy"]
         try runChurn(restartInTheMiddle: true)
     }
 }
