@@ -90,8 +90,10 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-stdlib", "-lCoreFoundation", "-l_FoundationICU", "-l_FoundationCollections",
                                            "-l_FoundationCShims", "-use-ld=lld"])]
         ),
+        // Structured (JSON lines) logs for swift-log.
+        .target(name: "ManxLogging", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // Command-line vocabulary every command shares (`--dataplane`).
-        .target(name: "ManxOptions", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .target(name: "ManxOptions", dependencies: ["ManxDatastore", "ManxEtcd", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The node daemon's logic.
         .target(
             name: "ManxDaemon",
@@ -103,12 +105,12 @@ let package = Package(
         ),
         .executableTarget(
             name: "manxd",
-            dependencies: ["ManxDaemon", "ManxIptables", "ManxDatastore", "ManxEtcd", "ManxNodeState", "ManxOptions", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ManxDaemon", "ManxIptables", "ManxDatastore", "ManxEtcd", "ManxNodeState", "ManxOptions", "ManxLogging", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "bpfctl",
             dependencies: [
-                "ManxDataplane", "ManxDatastore", "ManxEtcd", "ManxIPAM", "ManxModel", "ManxNodeState",
+                "ManxDataplane", "ManxDatastore", "ManxEtcd", "ManxIPAM", "ManxModel", "ManxNodeState", "ManxOptions",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -131,7 +133,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "Yams", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference", "ManxIptables", "ManxIPAM", "ManxRouting", "ManxEtcd"]),
+        .testTarget(name: "ManxUnitTests", dependencies: ["ManxModel", "Yams", "ManxSelectors", "ManxCompiler", "ManxDatastore", "ManxMapLayout", "ManxReference", "ManxIptables", "ManxIPAM", "ManxRouting", "ManxEtcd", "ManxOptions", "ManxLogging", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ManxKernelTests", dependencies: ["ManxBPF", "ManxDataplane", "ManxCompiler", "ManxModel", "ManxMapLayout", "ManxConformance", "ManxDatastore", "ManxReference", "ManxIptables", "ManxIPAM", "ManxCNI", "ManxRouting", "ManxEtcd", "ManxDaemon", "ManxNodeState", "ManxNetlink", "ManxCommand", "ManxOptions"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,22 +1,10 @@
 import ArgumentParser
 import Foundation
 import ManxDatastore
-import ManxEtcd
 import ManxModel
+import ManxOptions
 
-/// Which datastore a command writes to: a directory, or etcd.
-struct DatastoreOptions: ParsableArguments {
-    @Option(help: "Directory of YAML resources (the datastore), unless --etcd-endpoints is given.")
-    var datastore: String = "/etc/manx/resources"
-
-    @Option(help: "etcd client URLs, comma-separated: the cluster datastore, instead of a directory.")
-    var etcdEndpoints: String?
-
-    func open() throws -> any Datastore {
-        if let etcdEndpoints { return EtcdDatastore(client: try EtcdClient(endpoints: etcdEndpoints.split(separator: ",").map(String.init))) }
-        return DirectoryDatastore(directory: datastore)
-    }
-
+extension DatastoreOptions {
     /// Every key and its text, as the datastore's first snapshot has them.
     func snapshot(_ command: String) async throws -> [String: String] {
         let datastore = try open()

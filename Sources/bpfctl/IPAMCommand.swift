@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ManxIPAM
 import ManxModel
+import ManxOptions
 
 /// `bpfctl ipam show` and `bpfctl ipam check`, read from the datastore (not
 /// from a node): its IPPools, IPAMBlocks and WorkloadEndpoints.

@@ -4,8 +4,8 @@ import Logging
 import ManxDaemon
 import ManxDataplane
 import ManxDatastore
-import ManxEtcd
 import ManxIptables
+import ManxLogging
 import ManxNodeState
 import ManxOptions
 import ServiceLifecycle
@@ -16,11 +16,7 @@ struct Manxd: AsyncParsableCommand {
         commandName: "manxd",
         abstract: "Manx node daemon: enforces the datastore's policy with BPF.")
 
-    @Option(help: "Directory of YAML resources (the datastore), unless --etcd-endpoints is given.")
-    var datastore: String = "/etc/manx/resources"
-
-    @Option(help: "etcd client URLs, comma-separated (e.g. http://10.0.0.1:2379,http://10.0.0.2:2379): the cluster datastore, instead of a directory.")
-    var etcdEndpoints: String?
+    @OptionGroup var store: DatastoreOptions
 
     @Option(help: "Node name: pins live in /sys/fs/bpf/manx/NODE, state in /run/manx/NODE (empty: the machine's own).")
     var node: String = ""
@@ -46,10 +42,15 @@ struct Manxd: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(help: "Log format: text (key=value), or json (one object per line).")
+    var logFormat: LogFormat = .text
+
+    enum LogFormat: String, ExpressibleByArgument { case text, json }
+
     func run() async throws {
-        let level = logLevel
+        let (level, format) = (logLevel, logFormat)
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler: any LogHandler = format == .json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
@@ -60,13 +61,7 @@ struct Manxd: AsyncParsableCommand {
         case .iptablesLegacy: .iptables(.legacy)
         }
         guard (1...(1 << 24)).contains(conntrackBudget) else { throw ValidationError("--conntrack-budget must be 1...16777216") }
-        let store: any Datastore
-        if let etcdEndpoints {
-            store = EtcdDatastore(client: try EtcdClient(endpoints: etcdEndpoints.split(separator: ",").map(String.init)))
-        } else {
-            store = DirectoryDatastore(directory: datastore)
-        }
-        let daemon = try NodeDaemon(.init(datastore: store, paths: NodePaths(node: node), nodeName: nodeName, dataplane: kind,
+        let daemon = try NodeDaemon(.init(datastore: try store.open(), paths: NodePaths(node: node), nodeName: nodeName, dataplane: kind,
                                             vxlanDevice: vxlanDevice, conntrackBudget: conntrackBudget),
                                     logger: logger)
         if uninstall {
