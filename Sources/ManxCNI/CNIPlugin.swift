@@ -343,10 +343,13 @@ public struct CNIPlugin: Sendable {
             problems.append("host interface \(host) does not exist")
         }
 
-        // The policy.
+        // The policy: in force on this interface, as ADD waited for it (the
+        // endpoint's status comes first; the node's metadata follows its pass).
         if let address, problems.isEmpty {
-            let meta = try? NodeMetadata.read(paths)
-            if !(meta?.endpoints.contains { $0.workload == workload && $0.interface == host && $0.ip == address.description } ?? false) {
+            let status = EndpointStatus.read(paths, workload: workload)
+            let enforced = status.map { $0.interface == host && $0.ip == address.description } ?? false
+            if !enforced, !((try? NodeMetadata.read(paths))?.endpoints.contains {
+                $0.workload == workload && $0.interface == host && $0.ip == address.description } ?? false) {
                 problems.append("manxd on node \(conf.nodename) does not list \(workload) on \(host) with \(address)")
             }
         }
