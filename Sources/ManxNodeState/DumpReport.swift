@@ -146,7 +146,8 @@ public struct DumpReport: Codable, Sendable {
         "allow_new", "allow_conntrack", "allow_arp", "allow_node", "allow_related", "allow_fragment", "drop_policy", "drop_default",
         "drop_malformed", "drop_ipv6", "drop_fragment", "drop_no_endpoint",
         "drop_spoofed_source", "drop_wrong_destination", "drop_vlan", "drop_non_ip", "drop_tunnel",
-        "drop_conntrack_full", "drop_icmp_unrelated", "drop_fragment_tiny", "drop_fragment_overlap", "bytes",
+        "drop_conntrack_full", "drop_icmp_unrelated", "drop_fragment_tiny", "drop_fragment_overlap",
+        "event_rate_limited", "event_ring_full", "bytes",
     ]
 
     public init(node: String, generation: Int, lastError: String?) {

@@ -86,6 +86,41 @@ final class AttackProgramTests: XCTestCase {
         XCTAssertTrue(seen.contains { $0.reason == "drop_spoofed_source" && $0.source == "10.0.0.2:40000" && $0.verdict == "deny" }, "\(seen.map(\.line))")
     }
 
+    /// A pod that floods forged packets (each a denied flow, each an
+    /// event) spends only its own event budget: the ring gets at most
+    /// MANX_EVENTS_PER_WINDOW per CPU and window from it, the rest is
+    /// counted, and another endpoint's denied flow is still reported.
+    func testAFloodOfDeniedPacketsCannotFillTheEventRing() throws {
+        let events = try FlowEventReader(paths)
+        let flood = 2000
+        let started = Date()
+        for i in 0..<flood {
+            XCTAssertEqual(try send(as: stranger, Frame.udp("10.0.0.2", UInt16(10000 + i % 50000), "10.0.0.1", 53)), TC_ACT_SHOT)
+        }
+        let windows = Int(Date().timeIntervalSince(started) / 0.1) + 1
+        var received: [FlowEvent] = []
+        while case let batch = try events.next(timeoutMs: 200), !batch.isEmpty { received += batch }
+        let limited = try counter(MANX_CNT_EVENT_RATE_LIMITED, MANX_DIR_EGRESS)
+        XCTAssertEqual(received.count + Int(limited), flood, "every event is sent or counted as limited")
+        XCTAssertLessThanOrEqual(received.count, Int(MANX_EVENTS_PER_WINDOW) * BPFMap.possibleCPUs * windows,
+                                 "\(received.count) events in \(windows) windows of 100 ms")
+        XCTAssertGreaterThan(limited, 0)
+        XCTAssertEqual(try counter(MANX_CNT_EVENT_RING_FULL, MANX_DIR_EGRESS), 0)
+        XCTAssertEqual(try counter(MANX_CNT_DROP_SPOOFED_SOURCE, MANX_DIR_EGRESS), UInt64(flood), "every packet is still dropped")
+        // Another endpoint's budget is its own. A test run needs a device of
+        // that index: a veth of this test's (this kernel has no dummy
+        // devices), with an endpoint and counters.
+        let device = testPrefix("atkev")
+        try sh("ip", "link", "add", device, "type", "veth", "peer", "name", device + "p")
+        defer { _ = try? sh("ip", "link", "del", device, allowFailure: true) }
+        let other = UInt32(if_nametoindex(device))
+        try dataplane.maps.endpoints.update(other, web)
+        try dataplane.maps.counters.updatePerCPU(manx_counters_key(ifindex: other, direction: MANX_DIR_EGRESS.rawValue), manx_counters())
+        XCTAssertEqual(try dataplane.fromWorkload.testRun(packet: Frame.udp("10.0.0.9", 5000, "10.0.0.2", 53), ifindex: other).returnValue, TC_ACT_SHOT)
+        let reported = try events.next(timeoutMs: 1000)
+        XCTAssertTrue(reported.contains { $0.reason == "drop_spoofed_source" && $0.source == "10.0.0.9:5000" }, "\(reported.map(\.line))")
+    }
+
     func testPacketForSomeoneElseIsDropped() throws {
         // Delivered to web's veth but addressed to client: never web's to see.
         XCTAssertEqual(try receive(as: web, Frame.tcp("10.0.0.2", 40000, "10.0.0.2", 8080, flags: Frame.syn)), TC_ACT_SHOT)

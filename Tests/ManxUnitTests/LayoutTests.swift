@@ -95,7 +95,8 @@ final class LayoutTests: XCTestCase {
 
     func testCountersEventsAndXDP() {
         XCTAssertEqual(MemoryLayout<manx_counters_key>.size, 8)
-        XCTAssertEqual(MemoryLayout<manx_counters>.size, 8 * Int(MANX_CNT_MAX.rawValue))
+        XCTAssertEqual(MemoryLayout<manx_counters>.size, 8 * Int(MANX_CNT_MAX.rawValue) + 16)
+        XCTAssertEqual(offset(\manx_counters.events_window_start), 8 * Int(MANX_CNT_MAX.rawValue))
         XCTAssertEqual(MemoryLayout<manx_rule_hits>.size, 8)
         XCTAssertEqual(MemoryLayout<manx_flow_event>.size, 40)
         XCTAssertEqual(offset(\manx_flow_event.saddr), 16)

@@ -346,12 +346,25 @@ enum manx_counter {
 	MANX_CNT_DROP_ICMP_UNRELATED, /* ICMP error quoting no live flow of the endpoint */
 	MANX_CNT_DROP_FRAG_TINY,     /* first fragment without its whole L4 header */
 	MANX_CNT_DROP_FRAG_OVERLAP,  /* fragment starting inside the L4 header, or a second first fragment */
+	MANX_CNT_EVENT_RATE_LIMITED, /* flow event not sent: the endpoint spent its events for the window */
+	MANX_CNT_EVENT_RING_FULL,    /* flow event not sent: the ring buffer was full */
 	MANX_CNT_BYTES,              /* bytes of all allowed packets */
 	MANX_CNT_MAX,
 };
 
+/* Flow events an endpoint may send per direction, per CPU, per window: a
+ * flood of denied packets from one pod costs the ring at most
+ * MANX_EVENTS_PER_WINDOW * CPUs events per window, so it can neither fill
+ * the ring nor crowd out other endpoints' events. */
+#define MANX_EVENTS_PER_WINDOW 32
+#define MANX_EVENTS_WINDOW_NS  100000000ULL /* 100 ms */
+
 struct manx_counters {
 	__u64 value[MANX_CNT_MAX];
+	/* This CPU's event budget (not counters): when the window began, and
+	 * the events sent in it. */
+	__u64 events_window_start;
+	__u64 events_sent;
 };
 
 /* ---- Per-rule hit counters: per-CPU hash, key __u32 rule_id ------------- */
