@@ -3,22 +3,33 @@
 #ifndef MANX_OBSERVE_H
 #define MANX_OBSERVE_H
 
+#include <linux/pkt_cls.h>
+
 #include "map_defs.h"
 #include "parse.h"
 
 /* Per-CPU values, so plain increments are exact. The daemon creates the
  * entry with the endpoint; a missing one (ifindex 0 for unknown endpoints
  * included) is simply not counted. */
-static __always_inline void manx_count(__u32 ifindex, __u32 dir, __u32 counter, __u32 bytes)
+static __always_inline struct manx_counters *manx_counters_of(__u32 ifindex, __u32 dir)
 {
 	struct manx_counters_key k = { .ifindex = ifindex, .direction = dir };
-	struct manx_counters *c = bpf_map_lookup_elem(&manx_counters, &k);
 
+	return bpf_map_lookup_elem(&manx_counters, &k);
+}
+
+static __always_inline void manx_count_in(struct manx_counters *c, __u32 counter, __u32 bytes)
+{
 	if (!c || counter >= MANX_CNT_MAX)
 		return;
 	c->value[counter]++;
 	if (bytes)
 		c->value[MANX_CNT_BYTES] += bytes;
+}
+
+static __always_inline void manx_count(__u32 ifindex, __u32 dir, __u32 counter, __u32 bytes)
+{
+	manx_count_in(manx_counters_of(ifindex, dir), counter, bytes);
 }
 
 static __always_inline void manx_rule_hit(__u32 rule_id)
@@ -33,17 +44,14 @@ static __always_inline void manx_rule_hit(__u32 rule_id)
 	bpf_map_update_elem(&manx_rule_hits, &rule_id, &first, BPF_NOEXIST);
 }
 
-/* Whether the endpoint may send one more flow event now (see
- * MANX_EVENTS_PER_WINDOW); a refused one is counted. An endpoint without
- * counters (unknown to the daemon) sends none: nothing bounds it. */
-static __always_inline int manx_event_budget(__u32 ifindex, __u32 dir)
+/* Whether the endpoint (its counters, `c`) may send one more flow event
+ * now (see MANX_EVENTS_PER_WINDOW); a refused one is counted. An endpoint
+ * without counters (unknown to the daemon) sends none: nothing bounds it. */
+static __always_inline int manx_event_budget(struct manx_counters *c)
 {
-	struct manx_counters_key k = { .ifindex = ifindex, .direction = dir };
-	struct manx_counters *c = bpf_map_lookup_elem(&manx_counters, &k);
-	__u64 now = bpf_ktime_get_ns();
-
 	if (!c)
 		return 0;
+	__u64 now = bpf_ktime_get_ns();
 	if (now - c->events_window_start >= MANX_EVENTS_WINDOW_NS) {
 		c->events_window_start = now;
 		c->events_sent = 0;
@@ -56,15 +64,16 @@ static __always_inline int manx_event_budget(__u32 ifindex, __u32 dir)
 	return 1;
 }
 
-static __always_inline void manx_flow_event(__u32 ifindex, __u32 dir, const struct manx_pkt *p,
-					    __u32 identity, __u32 rule_id, __u8 verdict, __u8 reason)
+/* A flow event for the endpoint whose counters are `c`, within its budget. */
+static __always_inline void manx_flow_event_in(struct manx_counters *c, __u32 ifindex, __u32 dir, const struct manx_pkt *p,
+					       __u32 identity, __u32 rule_id, __u8 verdict, __u8 reason)
 {
-	if (!manx_event_budget(ifindex, dir))
+	if (!manx_event_budget(c))
 		return; /* the counters still record the decision */
 	struct manx_flow_event *e = bpf_ringbuf_reserve(&manx_events, sizeof(*e), 0);
 
 	if (!e) {
-		manx_count(ifindex, dir, MANX_CNT_EVENT_RING_FULL, 0);
+		c->value[MANX_CNT_EVENT_RING_FULL]++;
 		return;
 	}
 	e->timestamp_ns = bpf_ktime_get_ns();
@@ -80,6 +89,18 @@ static __always_inline void manx_flow_event(__u32 ifindex, __u32 dir, const stru
 	e->verdict = verdict;
 	e->reason = reason;
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* A drop that is reported: counted, and an event within the budget, with
+ * one lookup of the endpoint's counters for both. */
+static __always_inline int manx_drop_reported(__u32 ifindex, __u32 dir, const struct manx_pkt *p,
+					      __u32 identity, __u32 rule_id, __u32 reason)
+{
+	struct manx_counters *c = manx_counters_of(ifindex, dir);
+
+	manx_count_in(c, reason, 0);
+	manx_flow_event_in(c, ifindex, dir, p, identity, rule_id, MANX_VERDICT_DENY, reason);
+	return TC_ACT_SHOT;
 }
 
 #endif

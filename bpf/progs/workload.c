@@ -63,8 +63,7 @@ static __always_inline int manx_icmp_error(struct __sk_buff *skb, const struct m
 	manx_count(ifindex, dir, MANX_CNT_ALLOW_RELATED, pkt->len);
 	return manx_allowed(skb, dir, pkt);
 unrelated:
-	manx_flow_event(ifindex, dir, pkt, MANX_IDENTITY_UNKNOWN, MANX_RULE_NONE, MANX_VERDICT_DENY, MANX_CNT_DROP_ICMP_UNRELATED);
-	return manx_drop(ifindex, dir, MANX_CNT_DROP_ICMP_UNRELATED);
+	return manx_drop_reported(ifindex, dir, pkt, MANX_IDENTITY_UNKNOWN, MANX_RULE_NONE, MANX_CNT_DROP_ICMP_UNRELATED);
 }
 
 static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
@@ -103,10 +102,8 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 	 * written, so a forged packet can neither create nor refresh a flow,
 	 * and the peer identity policy sees is never one the sender made up. */
 	__u32 binding = manx_check_binding(ep, dir, &pkt);
-	if (binding) {
-		manx_flow_event(ifindex, dir, &pkt, MANX_IDENTITY_UNKNOWN, MANX_RULE_NONE, MANX_VERDICT_DENY, binding);
-		return manx_drop(ifindex, dir, binding);
-	}
+	if (binding)
+		return manx_drop_reported(ifindex, dir, &pkt, MANX_IDENTITY_UNKNOWN, MANX_RULE_NONE, binding);
 	__u64 now = bpf_ktime_get_ns();
 	if (pkt.frag == MANX_FRAG_LATER) {
 		__u32 reason = manx_later_fragment_check(ep, pol, dir, &pkt, now);
@@ -198,8 +195,7 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 				       : MANX_CNT_DROP_POLICY;
 		if (d.rule_id >= MANX_RULE_FIRST)
 			manx_rule_hit(d.rule_id);
-		manx_flow_event(ifindex, dir, &pkt, d.identity, d.rule_id, d.verdict, reason);
-		return manx_drop(ifindex, dir, reason);
+		return manx_drop_reported(ifindex, dir, &pkt, d.identity, d.rule_id, reason);
 	}
 
 	__u32 approved = node_opened ? MANX_RULESET_NODE : ruleset;
@@ -217,14 +213,14 @@ static __always_inline int manx_workload(struct __sk_buff *skb, __u32 dir)
 				   (endpoint_originated ? MANX_CT_F_EP_ORIGINATED : 0) | (node_opened ? MANX_CT_F_FROM_NODE : 0),
 				   approved, d.rule_id, now)) {
 		/* Untracked, its replies would be judged as new flows: refuse it. */
-		manx_flow_event(ifindex, dir, &pkt, d.identity, d.rule_id, MANX_VERDICT_DENY, MANX_CNT_DROP_CT_FULL);
-		return manx_drop(ifindex, dir, MANX_CNT_DROP_CT_FULL);
+		return manx_drop_reported(ifindex, dir, &pkt, d.identity, d.rule_id, MANX_CNT_DROP_CT_FULL);
 	}
 	if (d.rule_id >= MANX_RULE_FIRST)
 		manx_rule_hit(d.rule_id);
+	struct manx_counters *counters = manx_counters_of(ifindex, dir);
 	if ((ep->flags & MANX_EP_F_LOG_ALLOWED) || (d.flags & MANX_POL_F_LOG))
-		manx_flow_event(ifindex, dir, &pkt, d.identity, d.rule_id, d.verdict, MANX_CNT_ALLOW_NEW);
-	manx_count(ifindex, dir, node_opened ? MANX_CNT_ALLOW_NODE : MANX_CNT_ALLOW_NEW, pkt.len);
+		manx_flow_event_in(counters, ifindex, dir, &pkt, d.identity, d.rule_id, d.verdict, MANX_CNT_ALLOW_NEW);
+	manx_count_in(counters, node_opened ? MANX_CNT_ALLOW_NODE : MANX_CNT_ALLOW_NEW, pkt.len);
 	if (pkt.frag == MANX_FRAG_FIRST)
 		manx_frag_record(ep, dir, &pkt, approved, endpoint_originated, now);
 	return manx_allowed(skb, dir, &pkt);
