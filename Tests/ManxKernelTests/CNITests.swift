@@ -53,15 +53,7 @@ final class CNITests: XCTestCase {
         dsDir = try makeScratchDirectory("\(prefix)-ds")
         cacheDir = try makeScratchDirectory("\(prefix)-cache")
         logDir = try makeScratchDirectory("\(prefix)-log")
-        // The node: forwarding on, and a default route out of a veth, so the
-        // pods' veths answer ARP for 169.254.1.1 by proxy ARP.
-        try lab.createNamespace(lab.node)
-        try sh("ip", "netns", "exec", lab.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        try sh("ip", "-n", lab.node, "link", "add", "up0", "type", "veth", "peer", "name", "up1")
-        try sh("ip", "-n", lab.node, "link", "set", "up0", "up")
-        try sh("ip", "-n", lab.node, "link", "set", "up1", "up")
-        try sh("ip", "-n", lab.node, "addr", "add", "10.98.0.1/24", "dev", "up0")
-        try sh("ip", "-n", lab.node, "route", "add", "default", "via", "10.98.0.254")
+        try createCNINode(lab)
         try datastore.write("resources.yaml", Self.resources())
         _ = try lab.spawn(in: lab.node, [try binary("manxd"), "--datastore", dsDir, "--node", prefix, "--node-name", prefix],
                           log: "\(logDir)/manxd.log", needsPins: true)

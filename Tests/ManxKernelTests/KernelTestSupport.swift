@@ -1,6 +1,7 @@
 import Foundation
 import ManxCommand
 import ManxBPF
+import ManxConformance
 import ManxDataplane
 import ManxNodeState
 import XCTest
@@ -47,6 +48,19 @@ func withScratchDataplane(_ tag: String, _ body: (Dataplane) throws -> Void) thr
     let dataplane = try Dataplane(paths: paths, interfaces: .init(resolve: { _ in nil }, attach: false))
     defer { try? dataplane.uninstall() }
     try body(dataplane)
+}
+
+/// The lab's node for pods made by manx-cni: forwarding on, and a default
+/// route out of a veth (10.98.0.1/24), so each pod's host veth answers ARP
+/// for the gateway 169.254.1.1 by proxy ARP.
+func createCNINode(_ lab: Lab) throws {
+    try lab.createNamespace(lab.node)
+    try sh("ip", "netns", "exec", lab.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    try sh("ip", "-n", lab.node, "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+    try sh("ip", "-n", lab.node, "link", "set", "up0", "up")
+    try sh("ip", "-n", lab.node, "link", "set", "up1", "up")
+    try sh("ip", "-n", lab.node, "addr", "add", "10.98.0.1/24", "dev", "up0")
+    try sh("ip", "-n", lab.node, "route", "add", "default", "via", "10.98.0.254")
 }
 
 /// A prefix unique to one test, for every namespace, interface and pin.

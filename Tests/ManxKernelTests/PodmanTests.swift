@@ -34,15 +34,7 @@ final class PodmanTests: XCTestCase {
         for dir in ["datastore", "cni", "plugins", "storage", "run", "tmp", "rootfs/bin", "log"] {
             try FileManager.default.createDirectory(atPath: "\(root)/\(dir)", withIntermediateDirectories: true)
         }
-        // The node, with a default route out of a veth: the containers'
-        // host veths answer ARP for their gateway by proxy ARP.
-        try lab.createNamespace(lab.node)
-        try sh("ip", "netns", "exec", lab.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        try sh("ip", "-n", lab.node, "link", "add", "up0", "type", "veth", "peer", "name", "up1")
-        try sh("ip", "-n", lab.node, "link", "set", "up0", "up")
-        try sh("ip", "-n", lab.node, "link", "set", "up1", "up")
-        try sh("ip", "-n", lab.node, "addr", "add", "10.98.0.1/24", "dev", "up0")
-        try sh("ip", "-n", lab.node, "route", "add", "default", "via", "10.98.0.254")
+        try createCNINode(lab)
         try datastore.write("pool.yaml", "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: main}\nspec: {cidr: 10.76.0.0/24, blockSize: 28}\n")
         // The network, as an operator writes it (docs/cni.md).
         try FileManager.default.createSymbolicLink(atPath: "\(root)/plugins/manx-cni", withDestinationPath: try productPath("manx-cni"))
